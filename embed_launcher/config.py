@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Mapping
 
 EMBED = "embed"
 RERANK = "rerank"
@@ -24,10 +22,10 @@ class ServiceSettings:
     revision: str | None  # EMBED_REVISION / RERANK_REVISION
     served_model_name: str | None  # None = the repo id
     prometheus_port: int
-    # TEI flag -> value, already validated and normalised, in a stable order; e.g.
-    # {"--max-client-batch-size": "512", "--auto-truncate": "true"}. Flags whose value is
-    # unset are absent (TEI then uses its own default).
-    tei_flags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # TEI tuning flags as (flag, value) pairs, validated and normalised, in table order; e.g.
+    # (("--max-client-batch-size", "512"), ("--auto-truncate", "true")). A flag may repeat
+    # (--cors-allow-origin). Unset tunables are absent, so TEI applies its own default.
+    tei_args: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
