@@ -124,7 +124,7 @@ def is_persistent(data_dir: Path, *, in_container: bool, mounts_text: str) -> bo
 
 @dataclass(frozen=True)
 class KeyResolution:
-    """The API keys the children get, where the embeddings key came from, and what to tell the user."""
+    """The keys the children get, where the embeddings key came from, what to tell the user."""
 
     embed_key: str | None
     rerank_key: str | None
@@ -212,7 +212,7 @@ class DataDir:
     # -- the directory itself ------------------------------------------------------------
 
     def ensure(self) -> None:
-        """Create the directory if needed and prove it is writable, or raise one actionable error."""
+        """Create the directory if needed and prove it writable, or raise one actionable error."""
         try:
             self.path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             probe = self.path / f".write-test-{os.getpid()}-{secrets.token_hex(4)}"
@@ -302,8 +302,8 @@ class DataDir:
             try:
                 os.chmod(path, SECRET_MODE)
             except OSError as exc:
-                warnings.append(f"Warning: {path} is accessible by other users (mode {mode:04o}) "
-                                f"and could not be tightened ({exc.strerror}); run chmod 600 {path}.")
+                warnings.append(f"Warning: {path} is accessible by other users (mode {mode:04o})"
+                                f" and could not be tightened ({exc.strerror}); run chmod 600 {path}.")
             else:
                 warnings.append(f"Warning: {path} was accessible by other users (mode {mode:04o}); "
                                 "tightened to 0600.")
