@@ -302,8 +302,9 @@ class DataDir:
             try:
                 os.chmod(path, SECRET_MODE)
             except OSError as exc:
-                warnings.append(f"Warning: {path} is accessible by other users (mode {mode:04o})"
-                                f" and could not be tightened ({exc.strerror}); run chmod 600 {path}.")
+                warnings.append(f"Warning: {path} is accessible by other users (mode "
+                                f"{mode:04o}) and could not be tightened ({exc.strerror}); "
+                                f"run chmod 600 {path}.")
             else:
                 warnings.append(f"Warning: {path} was accessible by other users (mode {mode:04o}); "
                                 "tightened to 0600.")
