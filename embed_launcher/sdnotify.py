@@ -24,8 +24,8 @@ class Notifier:
             notifier.watchdog()             # ... every watchdog_interval_s while healthy
         notifier.stopping()
 
-    Methods return True when a datagram was sent. They never raise: the first send failure
-    is logged at debug level and kept in ``failure``; later ones are swallowed quietly.
+    The methods never raise: the first send failure is logged at debug level and kept in
+    ``failure``; later ones are swallowed quietly. ``send`` says whether a datagram went out.
     """
 
     def __init__(self, environ: Mapping[str, str], pid: int | None = None) -> None:
@@ -38,25 +38,26 @@ class Notifier:
         """True when there is a socket to notify."""
         return self.address is not None
 
-    def ready(self, status: str | None = None) -> bool:
+    def ready(self, status: str | None = None) -> None:
         """Start-up is complete (both services ready)."""
-        return self.send("READY=1" if status is None else f"READY=1\nSTATUS={one_line(status)}")
+        self.send("READY=1" if status is None else f"READY=1\nSTATUS={one_line(status)}")
 
-    def status(self, text: str) -> bool:
+    def status(self, text: str) -> None:
         """Free-form status shown by ``systemctl status``."""
-        return self.send(f"STATUS={one_line(text)}")
+        self.send(f"STATUS={one_line(text)}")
 
-    def extend_timeout(self, seconds: float) -> bool:
+    def extend_timeout(self, seconds: float) -> None:
         """Ask for ``seconds`` more before the start (or stop) timeout fires (systemd >= 236)."""
-        return self.send(f"EXTEND_TIMEOUT_USEC={max(0, int(seconds * 1_000_000))}")
+        self.send(f"EXTEND_TIMEOUT_USEC={max(0, int(seconds * 1_000_000))}")
 
-    def stopping(self) -> bool:
+    def stopping(self) -> None:
         """Shutdown has begun."""
-        return self.send("STOPPING=1")
+        self.send("STOPPING=1")
 
-    def watchdog(self) -> bool:
+    def watchdog(self) -> None:
         """Keep-alive; only when systemd set a watchdog for this very process."""
-        return self.watchdog_interval_s is not None and self.send("WATCHDOG=1")
+        if self.watchdog_interval_s is not None:
+            self.send("WATCHDOG=1")
 
     def send(self, message: str) -> bool:
         """Send one datagram; record (never raise) a failure."""

@@ -70,11 +70,11 @@ def abstract_listener() -> Iterator[Listener]:
     ],
 )
 def test_each_message_reaches_a_socket_file(
-    path_listener: Listener, call: Callable[[Notifier], bool], expected: bytes
+    path_listener: Listener, call: Callable[[Notifier], None], expected: bytes
 ) -> None:
     """Every method sends exactly its sd_notify assignment to a path socket."""
     notifier = Notifier({"NOTIFY_SOCKET": path_listener.env_value, "WATCHDOG_USEC": "60000000"}, pid=PID)
-    assert call(notifier) is True
+    call(notifier)
     assert path_listener.receive() == expected
     assert path_listener.pending() == []
 
@@ -82,8 +82,8 @@ def test_each_message_reaches_a_socket_file(
 def test_abstract_socket(abstract_listener: Listener) -> None:
     """'@name' addresses the abstract namespace, as systemd does for user managers."""
     notifier = Notifier({"NOTIFY_SOCKET": abstract_listener.env_value})
-    assert notifier.ready("up")
-    assert notifier.stopping()
+    notifier.ready("up")
+    notifier.stopping()
     assert abstract_listener.receive() == b"READY=1\nSTATUS=up"
     assert abstract_listener.receive() == b"STOPPING=1"
 
@@ -112,14 +112,12 @@ def test_silent_without_a_usable_notify_socket(path_listener: Listener, value: s
     env = {"WATCHDOG_USEC": "60000000"} if value is None else {"NOTIFY_SOCKET": value, "WATCHDOG_USEC": "60000000"}
     notifier = Notifier(env, pid=PID)
     assert notifier.enabled is False
-    calls = [
-        notifier.ready("x"),
-        notifier.status("x"),
-        notifier.extend_timeout(5),
-        notifier.watchdog(),
-        notifier.stopping(),
-    ]
-    assert calls == [False] * 5
+    notifier.ready("x")
+    notifier.status("x")
+    notifier.extend_timeout(5)
+    notifier.watchdog()
+    notifier.stopping()
+    assert notifier.send("READY=1") is False
     assert notifier.failure is None
     assert path_listener.pending() == []
 
@@ -129,9 +127,15 @@ def test_watchdog_pid_mismatch_disables_the_watchdog(path_listener: Listener) ->
     env = {"NOTIFY_SOCKET": path_listener.env_value, "WATCHDOG_USEC": "60000000", "WATCHDOG_PID": str(PID + 1)}
     notifier = Notifier(env, pid=PID)
     assert notifier.watchdog_interval_s is None
-    assert notifier.watchdog() is False
-    assert notifier.ready()
+    notifier.watchdog()
+    notifier.ready()
     assert path_listener.pending() == [b"READY=1"]
+
+
+def test_send_reports_success(path_listener: Listener) -> None:
+    """send() says True once the datagram is queued at the listener."""
+    assert Notifier({"NOTIFY_SOCKET": path_listener.env_value}).send("STATUS=x") is True
+    assert path_listener.receive() == b"STATUS=x"
 
 
 def test_default_pid_is_our_own(path_listener: Listener) -> None:
@@ -185,9 +189,9 @@ def test_send_failure_is_swallowed_and_logged_once(tmp_path: Path, caplog: pytes
     missing = str(tmp_path / "gone.sock")
     notifier = Notifier({"NOTIFY_SOCKET": missing, "WATCHDOG_USEC": "2000000"}, pid=PID)
     with caplog.at_level(logging.DEBUG, logger="embed_launcher.sdnotify"):
-        assert notifier.ready() is False
-        assert notifier.watchdog() is False
-        assert notifier.stopping() is False
+        notifier.ready()
+        notifier.watchdog()
+        assert notifier.send("STOPPING=1") is False
     assert notifier.failure is not None and missing in notifier.failure
     assert len([r for r in caplog.records if "sd_notify" in r.getMessage()]) == 1
 
@@ -195,5 +199,5 @@ def test_send_failure_is_swallowed_and_logged_once(tmp_path: Path, caplog: pytes
 def test_path_too_long_is_a_failure_not_an_exception() -> None:
     """An address longer than sun_path is reported through `failure`, not raised."""
     notifier = Notifier({"NOTIFY_SOCKET": "/" + "x" * 200})
-    assert notifier.status("x") is False
+    notifier.status("x")
     assert notifier.failure is not None
