@@ -1,0 +1,74 @@
+"""The supervisor's mailbox: signal handlers and helper threads post events; the main loop waits on one pipe."""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import signal
+from types import FrameType
+from typing import Iterator
+
+# Signals that stop the launcher; the first asks for a graceful stop, a second forces it.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+Event = tuple[object, ...]
+
+
+class Mailbox:
+    """A queue plus a self-pipe so that ``wait`` wakes the moment anything is posted.
+
+    Signal handlers only post (gunicorn's rule: no work in handler context). The pipe is also
+    the signal wakeup fd, so a signal that lands on a helper thread still wakes the main loop.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.stop_requests = 0  # stop signals seen so far, readable before the loop runs
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+
+    def post(self, *event: object) -> None:
+        """Queue an event and wake the loop; safe from signal handlers and any thread."""
+        self._queue.put(event)
+        try:
+            os.write(self._write_fd, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full, so the loop is already awake
+
+    def wait(self, timeout_s: float) -> None:
+        """Sleep until something is posted or ``timeout_s`` passes."""
+        readable, _, _ = select.select([self._read_fd], [], [], max(0.0, timeout_s))
+        if readable:
+            try:
+                while os.read(self._read_fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def drain(self) -> Iterator[Event]:
+        """Every event posted so far, oldest first."""
+        while True:
+            try:
+                yield self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def install_signal_handlers(self) -> None:
+        """Route stop signals and SIGCHLD into the mailbox (main thread only)."""
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            if signum != signal.SIGCHLD:
+                self.stop_requests += 1
+            self.post("signal", signum)
+
+        for sig in (*STOP_SIGNALS, signal.SIGCHLD):
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+
+    def close(self) -> None:
+        """Release the pipe (after the loop is done)."""
+        signal.set_wakeup_fd(-1)
+        os.close(self._read_fd)
+        os.close(self._write_fd)
