@@ -1,0 +1,283 @@
+"""The supervisor loop, driven by scripted event histories: fake clock, spawner and reaper; no processes."""
+
+from __future__ import annotations
+
+import collections
+import io
+import signal
+from dataclasses import dataclass, field
+
+import pytest
+
+from embed_launcher.console import Console
+from embed_launcher.plan import ChildSpec
+from embed_launcher.policy import Phase, RestartPolicy
+from embed_launcher.supervisor import Supervisor, Timing
+
+
+@dataclass
+class FakeHandle:
+    pid: int
+    tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=20))
+
+
+class FakeSpawner:
+    """Records spawns and signals; pids count up from 100."""
+
+    def __init__(self) -> None:
+        self.spawned: list[tuple[str, int]] = []
+        self.signals: list[tuple[int, int]] = []
+        self.next_pid = 100
+
+    def spawn(self, spec: ChildSpec) -> FakeHandle:
+        self.next_pid += 1
+        self.spawned.append((spec.name, self.next_pid))
+        return FakeHandle(self.next_pid, collections.deque(["Error: Could not create backend"], maxlen=20))
+
+    def signal(self, child: FakeHandle, sig: int) -> None:
+        self.signals.append((child.pid, sig))
+
+
+class FakeNotifier:
+    watchdog_interval_s: float | None = None
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def ready(self, status: str) -> None:
+        self.sent.append("READY=1")
+
+    def status(self, text: str) -> None:
+        self.sent.append(f"STATUS={text}")
+
+    def stopping(self) -> None:
+        self.sent.append("STOPPING=1")
+
+    def watchdog(self) -> None:
+        self.sent.append("WATCHDOG=1")
+
+
+class Harness:
+    """A supervisor with fakes; ``now`` is the fake monotonic clock."""
+
+    def __init__(self, names: tuple[str, ...] = ("embed", "rerank"), **timing: object) -> None:
+        self.now = 0.0
+        self.spawner = FakeSpawner()
+        self.notifier = FakeNotifier()
+        self.out, self.err = io.StringIO(), io.StringIO()
+        self.exits: list[tuple[int, int]] = []
+        specs = [
+            ChildSpec(name=n, label={"embed": "Embeddings", "rerank": "Reranker"}[n], model="m", argv=("tei",),
+                      env={}, port=8000 + i, health_url=f"http://127.0.0.1:{8000 + i}/health")
+            for i, n in enumerate(names)
+        ]  # fmt: skip
+        base = dict(ready_timeout_s=30.0, stop_timeout_s=8.0, health_interval_s=10.0, health_failures=3)
+        base.update(timing)
+        self.sup = Supervisor(
+            specs,
+            console=Console(self.out, self.err, colour=False),
+            spawner=self.spawner,
+            timing=Timing(**base),  # type: ignore[arg-type]
+            probe=lambda url, timeout: False,
+            clock=lambda: self.now,
+            notifier=self.notifier,
+            banner=lambda: ["BANNER"],
+            reaper=self.reap,
+        )
+
+    def reap(self) -> list[tuple[int, int]]:
+        exits, self.exits = self.exits, []
+        return exits
+
+    def pid(self, name: str) -> int:
+        handle = self.sup.child_named(name).handle
+        assert handle is not None
+        return handle.pid
+
+    def ready(self, name: str) -> None:
+        child = self.sup.child_named(name)
+        self.sup.handle_probe(name, child.generation, True)
+
+    def exit(self, name: str, code: int) -> None:
+        self.exits.append((self.pid(name), code))
+        self.sup.reap_children()
+
+    def at(self, t: float) -> None:
+        self.now = t
+        self.sup.tick(t)
+
+    def phase(self, name: str) -> Phase:
+        return self.sup.child_named(name).state.phase
+
+
+@pytest.fixture
+def h() -> Harness:
+    harness = Harness()
+    harness.sup.start_all(0.0)
+    return harness
+
+
+def test_banner_and_ready_notification_only_once_every_service_is_ready(h: Harness) -> None:
+    """The ready banner waits for both services, then is printed once; systemd hears READY=1 once."""
+    h.ready("embed")
+    assert "BANNER" not in h.out.getvalue()
+    h.ready("rerank")
+    assert h.out.getvalue().count("BANNER") == 1
+    assert h.notifier.sent.count("READY=1") == 1
+
+
+def test_a_crashed_child_restarts_after_one_second_and_its_sibling_is_untouched(h: Harness) -> None:
+    """Matrix row 1: exit 1 after ready -> logged, restarted at +1 s, the other child not signalled."""
+    h.ready("embed"), h.ready("rerank")
+    rerank_pid = h.pid("rerank")
+    h.now = 50.0
+    h.exit("embed", 1)
+    assert "Embeddings server exited unexpectedly (exit 1)" in h.err.getvalue()
+    h.at(50.9)
+    assert len(h.spawner.spawned) == 2
+    h.at(51.0)
+    assert h.spawner.spawned[-1][0] == "embed"
+    assert all(pid != rerank_pid for pid, _ in h.spawner.signals)
+    h.ready("embed")
+    assert "Embeddings server is ready again (restart 1)." in h.out.getvalue()
+
+
+def test_sigkill_death_is_reported_as_possible_oom(h: Harness) -> None:
+    """Matrix row 2: a SIGKILLed child is described with the OOM hint."""
+    h.ready("embed"), h.ready("rerank")
+    h.exit("rerank", -signal.SIGKILL)
+    assert "signal SIGKILL (137), possibly out of memory" in h.err.getvalue()
+
+
+def test_crash_loop_gives_up_after_five_failed_starts_and_stops_the_sibling(h: Harness) -> None:
+    """Matrix row 3: failed starts back off 1, 2, 4, 8 s; the fifth is fatal: stop all, exit 1, last words shown."""
+    h.ready("rerank")
+    for _ in range(4):
+        h.exit("embed", 1)
+        restart_at = h.sup.child_named("embed").state.restart_at
+        assert restart_at is not None
+        h.at(restart_at)
+    h.exit("embed", 1)
+    assert h.phase("embed") is Phase.FATAL
+    assert h.sup.stopping and h.sup.exit_code == 1
+    assert (h.pid("rerank"), signal.SIGTERM) in h.spawner.signals
+    assert "failed to start 5 times in a row; giving up" in h.err.getvalue()
+    assert "Error: Could not create backend" in h.err.getvalue()
+    assert [n for n, _ in h.spawner.spawned].count("embed") == 5
+
+
+def test_tei_rejecting_its_arguments_is_a_configuration_error(h: Harness) -> None:
+    """Exit 2 before ready (clap) is not retried; the launcher exits 2."""
+    h.exit("embed", 2)
+    assert h.phase("embed") is Phase.FATAL
+    assert h.sup.exit_code == 2
+    assert [n for n, _ in h.spawner.spawned].count("embed") == 1
+
+
+def test_sigterm_stops_gracefully_and_a_second_signal_kills(h: Harness) -> None:
+    """Matrix rows 11-12: first signal TERMs every group; the second KILLs at once and exits 1."""
+    h.ready("embed"), h.ready("rerank")
+    h.sup.handle_signal(signal.SIGTERM)
+    pids = {h.pid("embed"), h.pid("rerank")}
+    assert {(p, signal.SIGTERM) for p in pids} <= set(h.spawner.signals)
+    assert h.sup.exit_code == 0 and "STOPPING=1" in h.notifier.sent
+    h.sup.handle_signal(signal.SIGINT)
+    assert {(p, signal.SIGKILL) for p in pids} <= set(h.spawner.signals)
+    assert h.sup.exit_code == 1
+
+
+def test_children_that_ignore_sigterm_are_killed_at_the_stop_deadline(h: Harness) -> None:
+    """Matrix row 14: nothing more before the stop timeout; SIGKILL to each group at it."""
+    h.sup.handle_signal(signal.SIGTERM)
+    h.at(7.9)
+    assert not any(sig == signal.SIGKILL for _, sig in h.spawner.signals)
+    h.at(8.0)
+    assert {(h.pid("embed"), signal.SIGKILL), (h.pid("rerank"), signal.SIGKILL)} <= set(h.spawner.signals)
+
+
+def test_clean_stop_exits_zero_once_every_child_is_reaped(h: Harness) -> None:
+    """The loop finishes only when no child process is left."""
+    h.sup.handle_signal(signal.SIGTERM)
+    h.exit("embed", 0)
+    assert not h.sup.finished()
+    h.exit("rerank", 0)
+    assert h.sup.finished() and h.sup.exit_code == 0
+
+
+def test_stop_during_backoff_spawns_nothing_more(h: Harness) -> None:
+    """Matrix row 13: a pending restart is cancelled by a stop signal."""
+    h.ready("embed"), h.ready("rerank")
+    h.exit("embed", 1)
+    h.sup.handle_signal(signal.SIGTERM)
+    h.at(100.0)
+    assert len(h.spawner.spawned) == 2
+
+
+def test_never_ready_child_is_killed_at_the_ready_timeout(h: Harness) -> None:
+    """Matrix row 5: alive but never healthy -> message, SIGKILL, counted as a failed start."""
+    pid = h.pid("embed")
+    h.at(29.9)
+    assert (pid, signal.SIGKILL) not in h.spawner.signals
+    h.at(30.0)
+    assert (pid, signal.SIGKILL) in h.spawner.signals
+    assert "did not become ready within 30 seconds" in h.err.getvalue()
+    h.exit("embed", -signal.SIGKILL)
+    assert h.sup.child_named("embed").state.start_failures == 1
+
+
+def test_three_failed_liveness_probes_restart_only_that_child(h: Harness) -> None:
+    """Matrix row 19: consecutive /health failures after ready -> SIGKILL that child, then a restart."""
+    h.ready("embed"), h.ready("rerank")
+    child = h.sup.child_named("embed")
+    for _ in range(2):
+        h.sup.handle_probe("embed", child.generation, False)
+    assert not h.spawner.signals
+    h.sup.handle_probe("embed", child.generation, False)
+    assert h.spawner.signals == [(h.pid("embed"), signal.SIGKILL)]
+    h.exit("embed", -signal.SIGKILL)
+    assert h.phase("embed") is Phase.BACKOFF and h.phase("rerank") is Phase.RUNNING
+
+
+def test_a_late_probe_answer_from_a_dead_process_is_ignored(h: Harness) -> None:
+    """A probe result carries its process generation; an old one cannot mark a new process ready."""
+    old = h.sup.child_named("embed").generation
+    h.exit("embed", 1)
+    h.at(1.0)
+    h.sup.handle_probe("embed", old, True)
+    assert h.phase("embed") is Phase.STARTING
+
+
+def test_both_children_crashing_at_once_restart_independently(h: Harness) -> None:
+    """Matrix row 20: two exits in one turn -> one respawn each, no double spawn."""
+    h.ready("embed"), h.ready("rerank")
+    h.exits = [(h.pid("embed"), 1), (h.pid("rerank"), 1)]
+    h.sup.reap_children()
+    h.at(1.0)
+    h.at(1.0)
+    assert sorted(n for n, _ in h.spawner.spawned[2:]) == ["embed", "rerank"]
+
+
+def test_reaped_orphans_are_not_mistaken_for_children(h: Harness) -> None:
+    """As PID 1 we reap strangers too; their exits change nothing (matrix row 17)."""
+    h.exits = [(99999, 0)]
+    h.sup.reap_children()
+    assert h.phase("embed") is Phase.STARTING and h.phase("rerank") is Phase.STARTING
+
+
+def test_watchdog_is_fed_while_the_loop_runs() -> None:
+    """With WatchdogSec set, WATCHDOG=1 goes out every half interval from the loop."""
+    h = Harness(names=("embed",))
+    h.notifier.watchdog_interval_s = 5.0
+    h.sup.start_all(0.0)
+    for t in (5.0, 6.0, 10.0):
+        h.at(t)
+    assert h.notifier.sent.count("WATCHDOG=1") == 2
+
+
+def test_restart_backoff_uses_the_configured_policy() -> None:
+    """Scaled-down delays (for tests and impatient users) come from the Timing's policy."""
+    h = Harness(names=("embed",), policy=RestartPolicy(initial_delay_s=0.2, max_delay_s=1.0))
+    h.sup.start_all(0.0)
+    h.ready("embed")
+    h.exit("embed", 1)
+    assert h.sup.child_named("embed").state.restart_at == pytest.approx(0.2)
