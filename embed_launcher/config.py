@@ -316,7 +316,7 @@ class _Reader:
         value = kind.parse(raw)
         if value is None:
             self.bad.add(name)
-            self.problems.append(f"{name} must be {kind.rule} (got '{raw}').")
+            self.problems.append(f"{name} must be {kind.rule}; got '{raw}'.")
             return kind.parse(default) if default else None
         return value
 
@@ -408,7 +408,7 @@ def _settings(r: _Reader, env_file: Path, cwd: Path) -> Settings:
     max_delay = r.required("EMBED_RESTART_MAX_DELAY", SECONDS)
     if max_delay < delay and not r.bad & {"EMBED_RESTART_DELAY", "EMBED_RESTART_MAX_DELAY"}:
         r.problems.append(f"EMBED_RESTART_MAX_DELAY must be at least EMBED_RESTART_DELAY "
-                          f"(got {max_delay:g} < {delay:g}).")
+                          f"({delay:g}); got {max_delay:g}.")
     return Settings(
         data_dir=cwd / r.required("EMBED_DATA_DIR", TEXT),  # absolute paths stay as they are
         env_file=env_file,
@@ -470,6 +470,9 @@ def _check_ports(r: _Reader, embed: ServiceSettings, rerank: ServiceSettings) ->
         return
     ports = [(PREFIXES[s.name] + suffix, port) for s in (embed, rerank) if s.enabled
              for suffix, port in (("PORT", s.port), ("PROMETHEUS_PORT", s.prometheus_port))]
+    same = embed.enabled and rerank.enabled and embed.port == rerank.port
+    if same and not r.given("EMBED_PROMETHEUS_PORT"):
+        r.bad.add("EMBED_PROMETHEUS_PORT")  # a clash of the service ports, reported already
     ports = [(name, port) for name, port in ports if name not in r.bad]
     for i, (a, port_a) in enumerate(ports):
         for b, port_b in ports[i + 1 :]:
@@ -483,9 +486,9 @@ def _clash(r: _Reader, a: str, b: str, port: int) -> str:
         return f"{a} and {b} cannot be the same (both set to {port}). Use different ports."
     fix = b if "PROMETHEUS" in b else a
     source = fix.removesuffix("PROMETHEUS_PORT") + "PORT"
-    derived = "" if r.given(fix) else f" ({fix} was derived from {source})"
-    return (f"{a} and {b} cannot be the same (both {port}){derived}: TEI binds the Prometheus "
-            f"port at start. Set {fix} to a free port.")
+    derived = "" if r.given(fix) else f" (its default follows {source})"
+    return (f"{a} and {b} cannot be the same (both {port}): TEI binds the Prometheus port at "
+            f"start. Set {fix} to a free port{derived}.")
 
 
 # ---- documentation rendered from VARIABLES ----
