@@ -1,0 +1,155 @@
+"""Model catalog, TEI backend detection and the exact file set TEI loads from a repo (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+BACKENDS = ("onnx", "candle")
+
+# TEI's order of legacy Sentence-Transformers config names (core/src/download.rs).
+SENTENCE_CONFIGS = (
+    "sentence_bert_config.json",
+    "sentence_roberta_config.json",
+    "sentence_distilbert_config.json",
+    "sentence_camembert_config.json",
+    "sentence_albert_config.json",
+    "sentence_xlm-roberta_config.json",
+    "sentence_xlnet_config.json",
+)
+ONNX_PREFIXES = ("model.onnx", "onnx/model.onnx")
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH_BIN = "pytorch_model.bin"
+MODULES = "modules.json"
+DENSE_TYPE = "sentence_transformers.models.Dense"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One recommended model as `embed_manage --listmodels/--listrerankers` shows it."""
+
+    repo_id: str
+    disk: str  # approximate size as the original printed it, e.g. "~130 MB"
+    note: str
+    default: bool = False
+
+
+EMBEDDING_MODELS = (
+    CatalogEntry("BAAI/bge-small-en-v1.5", "~130 MB", "Fastest; English", default=True),
+    CatalogEntry("BAAI/bge-base-en-v1.5", "~440 MB", "Good balance; English"),
+    CatalogEntry("BAAI/bge-large-en-v1.5", "~1.3 GB", "High accuracy; English"),
+    CatalogEntry("BAAI/bge-m3", "~570 MB", "Multilingual; strong cross-lingual retrieval"),
+    CatalogEntry("nomic-ai/nomic-embed-text-v1.5", "~550 MB", "Strong multilingual; long context (8192 tokens)"),
+    CatalogEntry("sentence-transformers/all-MiniLM-L6-v2", "~90 MB", "Very small; fast; popular for semantic search"),
+)
+RERANKER_MODELS = (
+    CatalogEntry("BAAI/bge-reranker-v2-m3", "~560 MB", "Multilingual; strong accuracy", default=True),
+    CatalogEntry("BAAI/bge-reranker-base", "~440 MB", "English; good balance"),
+    CatalogEntry("BAAI/bge-reranker-large", "~1.3 GB", "English; highest accuracy"),
+    CatalogEntry("cross-encoder/ms-marco-MiniLM-L6-v2", "~90 MB", "Very small; fast; English"),
+)
+
+
+class UnusableRepoError(ValueError):
+    """The repository lacks a file TEI cannot start without (config, tokenizer or weights)."""
+
+
+def detect_backend(setting: str, environ: Mapping[str, str]) -> str:
+    """Which weights TEI will load: "onnx" (ORT, CPU images) or "candle".
+
+    "auto": TEI's CUDA images are built without ORT and inherit ``CUDA_VERSION`` from their
+    ``nvidia/cuda`` base, so ``CUDA_VERSION`` set → "candle"; otherwise we assume a CPU image,
+    which tries ORT first → "onnx". ``NVIDIA_VISIBLE_DEVICES`` is deliberately ignored: the
+    NVIDIA runtime sets it on any container started with ``--gpus``, CPU images included.
+    A bare-metal TEI built without the ``ort`` feature needs ``EMBED_BACKEND=candle``.
+    """
+    if setting in BACKENDS:
+        return setting
+    if setting != "auto":
+        raise ValueError(f"backend must be auto, onnx or candle, not {setting!r}")
+    return "candle" if environ.get("CUDA_VERSION", "").strip() else "onnx"
+
+
+def select_tei_files(
+    siblings: Sequence[str],
+    backend: str,
+    *,
+    weight_map_shards: Sequence[str] = (),
+    dense_paths: Sequence[str] = (),
+) -> list[str]:
+    """The files of a repo listing that TEI will load, in TEI's fetch order.
+
+    Two steps when the first answer contains ``model.safetensors.index.json`` or
+    ``modules.json`` (see `followups`): call again with the shards of its ``weight_map``
+    (`shards_from_index`) and the Dense module paths (`dense_paths_from_modules`).
+    Raises `UnusableRepoError` when TEI could not start from this repo.
+    """
+    present = set(siblings)
+    for required in ("config.json", "tokenizer.json"):
+        if required not in present:
+            raise UnusableRepoError(f"it has no {required}, which TEI requires")
+    files = _config_files(present)
+    onnx = [s for s in siblings if s.startswith(ONNX_PREFIXES)] if backend == "onnx" else []
+    if onnx:
+        files += sorted(onnx) + [f for f in ("tokenizer_config.json",) if f in present]
+    else:
+        files += _candle_weights(present, weight_map_shards)
+        files += _dense_files(present, dense_paths)
+    return list(dict.fromkeys(files))
+
+
+def followups(files: Sequence[str]) -> tuple[str, ...]:
+    """The selected JSON files whose contents complete the selection (index, modules.json)."""
+    return tuple(f for f in (SAFETENSORS_INDEX, MODULES) if f in files)
+
+
+def shards_from_index(index: Mapping[str, object]) -> tuple[str, ...]:
+    """The distinct shard files named in a safetensors index's ``weight_map``."""
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, Mapping):
+        raise UnusableRepoError(f"its {SAFETENSORS_INDEX} has no weight_map")
+    return tuple(sorted({str(v) for v in weight_map.values()}))
+
+
+def dense_paths_from_modules(modules: object) -> tuple[str, ...]:
+    """The folders of the Dense modules listed in a Sentence-Transformers ``modules.json``."""
+    if not isinstance(modules, list):
+        return ()
+    return tuple(
+        str(m["path"]).strip("/")
+        for m in modules
+        if isinstance(m, Mapping) and m.get("type") == DENSE_TYPE and m.get("path")
+    )
+
+
+def _config_files(present: set[str]) -> list[str]:
+    sentence = next((name for name in SENTENCE_CONFIGS if name in present), None)
+    wanted = ["1_Pooling/config.json", sentence, "config_sentence_transformers.json", "config.json", "tokenizer.json"]
+    return [f for f in wanted if f is not None and f in present]
+
+
+def _candle_weights(present: set[str], shards: Sequence[str]) -> list[str]:
+    if SAFETENSORS in present:
+        return [SAFETENSORS]
+    if SAFETENSORS_INDEX in present:
+        missing = [s for s in shards if s not in present]
+        if missing:
+            raise UnusableRepoError(f"its {SAFETENSORS_INDEX} names shards it does not contain: {', '.join(missing)}")
+        return [SAFETENSORS_INDEX, *sorted(shards)]
+    if PYTORCH_BIN in present:
+        return [PYTORCH_BIN]
+    raise UnusableRepoError(
+        f"it has no weights TEI can load ({SAFETENSORS}, {SAFETENSORS_INDEX} or {PYTORCH_BIN}, or ONNX on CPU)"
+    )
+
+
+def _dense_files(present: set[str], dense_paths: Sequence[str]) -> list[str]:
+    if MODULES not in present:
+        return []
+    files = [MODULES]
+    for path in dense_paths:
+        files += [f for f in (f"{path}/config.json",) if f in present]
+        weights = f"{path}/{SAFETENSORS}" if f"{path}/{SAFETENSORS}" in present else f"{path}/{PYTORCH_BIN}"
+        files += [weights] if weights in present else []
+    return files

@@ -1,0 +1,141 @@
+"""Download progress sinks: a rich bar on a terminal, periodic percentage lines for docker logs/journald."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+LINE_STEP_PERCENT = 10  # plain mode: one line per 10 % ...
+LINE_EVERY_S = 5.0  # ... or every 5 s, whichever comes first
+
+
+class Progress(Protocol):
+    """Receives byte counts for one or more concurrent pulls, keyed by repo id. Must be thread-safe."""
+
+    def start(self, repo_id: str, total_bytes: int, done_bytes: int) -> None: ...
+
+    def advance(self, repo_id: str, n_bytes: int) -> None: ...
+
+    def finish(self, repo_id: str) -> None: ...
+
+
+class NullProgress:
+    """Shows nothing (tests, and pulls with nothing to download)."""
+
+    def start(self, repo_id: str, total_bytes: int, done_bytes: int) -> None:
+        pass
+
+    def advance(self, repo_id: str, n_bytes: int) -> None:
+        pass
+
+    def finish(self, repo_id: str) -> None:
+        pass
+
+
+def human_bytes(n: int) -> str:
+    """Decimal units, as the Hub shows sizes: 570 MB, 1.3 GB."""
+    if n >= 1_000_000_000:
+        return f"{n / 1e9:.1f} GB"
+    for unit, scale in (("MB", 1_000_000), ("kB", 1000)):
+        if n >= scale:
+            return f"{n / scale:.0f} {unit}"
+    return f"{n} B"
+
+
+@dataclass
+class _Count:
+    total: int
+    done: int
+    last_percent: int
+    last_line_s: float
+
+
+class PlainProgress:
+    """One line per step, e.g. ``Downloading BAAI/bge-m3: 42% (240 MB of 570 MB)``; no control codes."""
+
+    def __init__(self, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._stream = stream
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._counts: dict[str, _Count] = {}
+
+    def start(self, repo_id: str, total_bytes: int, done_bytes: int) -> None:
+        with self._lock:
+            count = _Count(total_bytes, done_bytes, self._percent(done_bytes, total_bytes), self._clock())
+            self._counts[repo_id] = count
+            self._emit(repo_id, count)
+
+    def advance(self, repo_id: str, n_bytes: int) -> None:
+        with self._lock:
+            count = self._counts[repo_id]
+            count.done += n_bytes
+            percent = self._percent(count.done, count.total)
+            due = self._clock() - count.last_line_s >= LINE_EVERY_S
+            if percent >= count.last_percent + LINE_STEP_PERCENT or (due and percent > count.last_percent):
+                count.last_percent, count.last_line_s = percent, self._clock()
+                self._emit(repo_id, count)
+
+    def finish(self, repo_id: str) -> None:
+        with self._lock:
+            count = self._counts.pop(repo_id, None)
+            if count is not None and count.last_percent < 100:
+                count.done = max(count.done, count.total)
+                self._emit(repo_id, count)
+
+    @staticmethod
+    def _percent(done: int, total: int) -> int:
+        return 100 if total <= 0 else min(100, done * 100 // total)
+
+    def _emit(self, repo_id: str, count: _Count) -> None:
+        stream = self._stream or sys.stdout
+        percent = self._percent(count.done, count.total)
+        stream.write(
+            f"Downloading {repo_id}: {percent}% ({human_bytes(count.done)} of {human_bytes(count.total)})\n"
+        )
+        stream.flush()
+
+
+class RichProgress:
+    """A rich progress bar per repo on a terminal; the bar stops when the last pull finishes."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, TransferSpeedColumn
+        from rich.progress import Progress as RichBar
+        from rich.progress import TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        self._bar = RichBar(*columns, TimeRemainingColumn(), console=Console(file=stream or sys.stdout))
+        self._lock = threading.Lock()
+        self._tasks: dict[str, tuple[TaskID, int]] = {}
+
+    def start(self, repo_id: str, total_bytes: int, done_bytes: int) -> None:
+        with self._lock:
+            if not self._tasks:
+                self._bar.start()
+            task = self._bar.add_task(repo_id, total=total_bytes, completed=done_bytes)
+            self._tasks[repo_id] = (task, total_bytes)
+
+    def advance(self, repo_id: str, n_bytes: int) -> None:
+        self._bar.advance(self._tasks[repo_id][0], n_bytes)
+
+    def finish(self, repo_id: str) -> None:
+        with self._lock:
+            task = self._tasks.pop(repo_id, None)
+            if task is not None:
+                self._bar.update(task[0], completed=task[1])
+            if not self._tasks:
+                self._bar.stop()
+
+
+def default_progress(stream: TextIO | None = None) -> Progress:
+    """Rich bar when ``stream`` (stdout by default) is a terminal, plain lines otherwise."""
+    target = stream or sys.stdout
+    return RichProgress(target) if target.isatty() else PlainProgress(target)
