@@ -27,6 +27,7 @@ IGNORED_VARIABLES = frozenset({"EMBED_DISABLE_USAGE_COUNTS", "EMBED_USAGE_BASE_U
 BOTH_DISABLED = (
     "At least one service must be enabled. Set EMBED_ENABLED=true and/or RERANK_ENABLED=true."
 )
+MAX_SECONDS = 365 * 24 * 3600.0
 T = TypeVar("T")
 
 
@@ -91,7 +92,7 @@ class Kind(Generic[T]):
 
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
              "false": False, "0": False, "no": False, "off": False}
-_DIGITS = re.compile(r"[0-9]+")
+_DIGITS = re.compile(r"[0-9]{1,18}")  # longer is absurd here, and int() of 4300+ digits raises
 _SECONDS = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*s?", re.IGNORECASE)
 _NAME_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 _MODEL_ID = re.compile(rf"(?:{_NAME_PART}/)?{_NAME_PART}")
@@ -109,7 +110,8 @@ def _port(raw: str) -> int | None:
 
 def _seconds(raw: str) -> float | None:
     match = _SECONDS.fullmatch(raw)
-    return float(match.group(1)) if match and float(match.group(1)) > 0 else None
+    # Bounded so that waits stay within what threading and selectors accept.
+    return float(match.group(1)) if match and 0 < float(match.group(1)) <= MAX_SECONDS else None
 
 
 def _ip(raw: str) -> str | None:
@@ -162,7 +164,7 @@ def _one(parse: Callable[[str], object | None]) -> Callable[[str], tuple[str, ..
 BOOL = Kind(lambda raw: _BOOLEANS.get(raw.lower()), "true or false (also 1/0, yes/no, on/off)")
 PORT = Kind(_port, "an integer between 1 and 65535")
 COUNT = Kind(_count, "a whole number of at least 1")
-SECONDS = Kind(_seconds, "a positive number of seconds, e.g. 10 or 0.5s")
+SECONDS = Kind(_seconds, "a positive number of seconds (at most a year), e.g. 10 or 0.5s")
 HOST = Kind(_host, "an IP address such as 0.0.0.0, 127.0.0.1 or :: (or localhost), not a name")
 SERVER_ADDR = Kind(_server_addr, "a host name or IP address without scheme, port or spaces")
 MODEL = Kind(_model, "a Hugging Face model id like BAAI/bge-small-en-v1.5 (org/name, no spaces)")
@@ -289,6 +291,7 @@ VARIABLES: tuple[Variable, ...] = (
     *_service_variables(RERANK, "Reranking"),
 )
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
+_ORDER = {v.name: i for i, v in enumerate(VARIABLES)}
 
 
 # ---- loading ----
@@ -341,6 +344,9 @@ def _sanitise(value: str) -> str:
     return value
 
 
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _read_env_file(text: str, path: Path) -> tuple[dict[str, str], list[str], list[str]]:
     """Parse env-file text as data: (values, syntax problems, keys in file order)."""
     from dotenv.parser import parse_stream  # lazy: embed_manage imports this module
@@ -351,12 +357,13 @@ def _read_env_file(text: str, path: Path) -> tuple[dict[str, str], list[str], li
         key, value = binding.key, binding.value
         if key is None and not binding.error:
             continue  # blank line or comment
-        if binding.error or value is None or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key or ""):
-            line, shown = _where(binding.original.string, binding.original.line)
-            problems.append(f"EMBED_ENV_FILE {path} line {line}: cannot parse '{shown}' "
-                            "(expected KEY=value)")
-        else:
-            values[key] = _sanitise(value)  # type: ignore[index]
+        if key is not None and value is not None and _KEY.fullmatch(key):
+            values[key] = _sanitise(value)
+            continue
+        # A parse error, a bare word (a command, in shell) or a name the shell would not accept.
+        line, shown = _where(binding.original.string, binding.original.line)
+        problems.append(f"EMBED_ENV_FILE {path} line {line}: cannot parse '{shown}' "
+                        "(expected KEY=value)")
     return values, problems, list(values)
 
 
@@ -387,10 +394,9 @@ def load_settings(
     file_values, syntax, file_keys = _read_env_file(env_file_text or "", env_file)
     env_values = {k: _sanitise(v) for k, v in environ.items() if k.startswith(_PREFIXES)}
     reader = _Reader(env_values | file_values)
-    reader.problems.extend(syntax)
     settings = _settings(reader, env_file, cwd)
-    if reader.problems:
-        raise ConfigError(reader.problems)
+    if syntax or reader.problems:
+        raise ConfigError(syntax + sorted(reader.problems, key=_doc_order))
     warnings = _unknown(sorted(environ), "the environment") + _unknown(file_keys, str(env_file))
     if "EMBED_ENV_FILE" in file_values:
         warnings.append(f"EMBED_ENV_FILE in {env_file} has no effect (ignored; set it in the "
@@ -398,11 +404,16 @@ def load_settings(
     return replace(settings, warnings=tuple(warnings + reader.warnings))
 
 
+def _doc_order(problem: str) -> int:
+    """Sort key: the documented position of the variable a problem starts with."""
+    return _ORDER.get(problem.split()[0], -1)
+
+
 def _settings(r: _Reader, env_file: Path, cwd: Path) -> Settings:
     """Read every variable (problems accumulate in `r`) into a Settings record."""
     embed_on, rerank_on = r.required("EMBED_ENABLED", BOOL), r.required("RERANK_ENABLED", BOOL)
-    embed = _service(r, EMBED, embed_on, "EMBED_MODEL", None)
-    rerank = _service(r, RERANK, rerank_on, "RERANK_MODEL", None if embed_on else "8000")
+    embed = _service(r, EMBED, embed_on, None)
+    rerank = _service(r, RERANK, rerank_on, None if embed_on else "8000")
     _check_ports(r, embed, rerank)
     delay = r.required("EMBED_RESTART_DELAY", SECONDS)
     max_delay = r.required("EMBED_RESTART_MAX_DELAY", SECONDS)
@@ -430,7 +441,7 @@ def _settings(r: _Reader, env_file: Path, cwd: Path) -> Settings:
     )
 
 
-def _service(r: _Reader, name: str, enabled: bool, model: str, port: str | None) -> ServiceSettings:
+def _service(r: _Reader, name: str, enabled: bool, port: str | None) -> ServiceSettings:
     """One service's settings; `port` overrides the declared default port."""
     p = PREFIXES[name]
     service_port = r.required(p + "PORT", PORT, port)
@@ -441,7 +452,7 @@ def _service(r: _Reader, name: str, enabled: bool, model: str, port: str | None)
     return ServiceSettings(
         name=name,
         enabled=enabled,
-        model=r.required(model, MODEL),
+        model=r.required(p + "MODEL", MODEL),
         port=service_port,
         api_key=r.values.get(p + "API_KEY"),
         revision=r.optional(p + "REVISION", WORD),

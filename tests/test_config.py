@@ -139,11 +139,17 @@ TUNED: list[tuple[str, str, list[str]]] = [
     ("CORS_ALLOW_ORIGIN", "https://a.example, http://b:3000,", ["https://a.example", "http://b:3000"]),
     ("DEFAULT_PROMPT_NAME", "query", ["query"]),
 ]
-for _prefix, _pick in (("EMBED_", lambda s: s.embed), ("RERANK_", lambda s: s.rerank)):
+
+
+def _flag_values(prefix: str, flag: str) -> Getter:
+    """A getter for the values one service passes to one TEI flag."""
+    return lambda s: args(s.embed if prefix == "EMBED_" else s.rerank, flag)
+
+
+for _prefix in ("EMBED_", "RERANK_"):
     for _suffix, _raw, _values in TUNED:
         _flag = next(t.flag for t in TUNABLES if t.suffix == _suffix)
-        PARSED.append((_prefix + _suffix, _raw,
-                       lambda s, p=_pick, f=_flag: args(p(s), f), _values))  # fmt: skip
+        PARSED.append((_prefix + _suffix, _raw, _flag_values(_prefix, _flag), _values))
 
 
 @pytest.mark.parametrize(("name", "raw", "get", "expected"), PARSED, ids=[p[0] for p in PARSED])
@@ -183,7 +189,7 @@ def test_data_dir_is_made_absolute_against_cwd(env: dict[str, str], expected: Pa
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("localhost", "127.0.0.1"), ("LOCALHOST", "127.0.0.1"),
-                                               ("::", "::"), ("[::1]", "::1"), ("10.0.0.5", "10.0.0.5")])  # fmt: skip
+                                               ("::", "::"), ("[::1]", "::1"), ("10.0.0.5", "10.0.0.5")])
 def test_host_accepts_ip_literals_and_localhost(raw: str, expected: str) -> None:
     """EMBED_HOST is an IP literal for TEI; localhost becomes 127.0.0.1."""
     assert load({"EMBED_HOST": raw}).host == expected
@@ -271,7 +277,7 @@ def test_api_keys_distinguish_unset_from_empty(
 
 
 @pytest.mark.parametrize("name", ["EMBED_HF_TOKEN", "EMBED_TEI_BIN", "EMBED_SERVER_ADDR",
-                                  "EMBED_REVISION", "RERANK_SERVED_MODEL_NAME"])  # fmt: skip
+                                  "EMBED_REVISION", "RERANK_SERVED_MODEL_NAME"])
 def test_empty_optional_values_are_none(name: str) -> None:
     """An empty optional value is the same as no value."""
     assert load({name: ""}) == load()
@@ -305,13 +311,13 @@ BOOLEANS: list[tuple[str, dict[str, str], Getter]] = [
 SPELLINGS = [("true", True), ("TRUE", True), ("True", True), ("1", True), ("yes", True),
              ("YES", True), ("on", True), ("On", True), ("false", False), ("False", False),
              ("FALSE", False), ("0", False), ("no", False), ("NO", False), ("off", False),
-             ("Off", False)]  # fmt: skip
+             ("Off", False)]
 
 
 @pytest.mark.parametrize(("name", "base", "get"), BOOLEANS, ids=[b[0] for b in BOOLEANS])
 @pytest.mark.parametrize(("raw", "expected"), SPELLINGS)
 def test_boolean_spellings(name: str, base: dict[str, str], get: Getter, raw: str,
-                           expected: bool) -> None:  # fmt: skip
+                           expected: bool) -> None:
     """true/false, 1/0, yes/no and on/off in any case; false really means false."""
     assert get(load(base | {name: raw})) is expected
 
@@ -360,16 +366,22 @@ ERRORS: list[tuple[dict[str, str], str]] = [
      "without scheme, port or spaces; got 'emb:8000'."),
     ({"EMBED_SERVER_ADDR": "1.2.3.999"}, "EMBED_SERVER_ADDR must be a host name or IP address "
      "without scheme, port or spaces; got '1.2.3.999'."),
-    ({"EMBED_READY_TIMEOUT": "soon"}, "EMBED_READY_TIMEOUT must be a positive number of seconds, "
-     "e.g. 10 or 0.5s; got 'soon'."),
-    ({"EMBED_STOP_TIMEOUT": "0"}, "EMBED_STOP_TIMEOUT must be a positive number of seconds, "
-     "e.g. 10 or 0.5s; got '0'."),
+    ({"EMBED_READY_TIMEOUT": "soon"}, "EMBED_READY_TIMEOUT must be a positive number of seconds "
+     "(at most a year), e.g. 10 or 0.5s; got 'soon'."),
+    ({"EMBED_STOP_TIMEOUT": "0"}, "EMBED_STOP_TIMEOUT must be a positive number of seconds "
+     "(at most a year), e.g. 10 or 0.5s; got '0'."),
     ({"EMBED_HEALTH_INTERVAL": "10m"}, "EMBED_HEALTH_INTERVAL must be a positive number of "
-     "seconds, e.g. 10 or 0.5s; got '10m'."),
-    ({"EMBED_RESTART_DELAY": "-1"}, "EMBED_RESTART_DELAY must be a positive number of seconds, "
-     "e.g. 10 or 0.5s; got '-1'."),
-    ({"EMBED_READY_TIMEOUT": "inf"}, "EMBED_READY_TIMEOUT must be a positive number of seconds, "
-     "e.g. 10 or 0.5s; got 'inf'."),
+     "seconds (at most a year), e.g. 10 or 0.5s; got '10m'."),
+    ({"EMBED_RESTART_DELAY": "-1"}, "EMBED_RESTART_DELAY must be a positive number of seconds "
+     "(at most a year), e.g. 10 or 0.5s; got '-1'."),
+    ({"EMBED_READY_TIMEOUT": "31536001"}, "EMBED_READY_TIMEOUT must be a positive number of "
+     "seconds (at most a year), e.g. 10 or 0.5s; got '31536001'."),
+    ({"EMBED_STOP_TIMEOUT": "9" * 400}, "EMBED_STOP_TIMEOUT must be a positive number of "
+     f"seconds (at most a year), e.g. 10 or 0.5s; got '{'9' * 400}'."),
+    ({"EMBED_START_RETRIES": "9" * 5000}, "EMBED_START_RETRIES must be a whole number of at "
+     f"least 1; got '{'9' * 5000}'."),
+    ({"EMBED_READY_TIMEOUT": "inf"}, "EMBED_READY_TIMEOUT must be a positive number of seconds "
+     "(at most a year), e.g. 10 or 0.5s; got 'inf'."),
     ({"EMBED_RESTART_DELAY": "10", "EMBED_RESTART_MAX_DELAY": "2s"},
      "EMBED_RESTART_MAX_DELAY must be at least EMBED_RESTART_DELAY (10); got 2."),
     ({"EMBED_BACKEND": "gpu"}, "EMBED_BACKEND must be one of auto, onnx, candle; got 'gpu'."),
@@ -396,7 +408,7 @@ ERRORS += [({"EMBED_MODEL": bad}, f"EMBED_MODEL {MODEL_RULE}; got '{bad}'.")
 ERRORS += [({"RERANK_MODEL": "a b"}, f"RERANK_MODEL {MODEL_RULE}; got 'a b'.")]
 
 
-@pytest.mark.parametrize(("env", "message"), ERRORS, ids=[str(e[0]) for e in ERRORS])
+@pytest.mark.parametrize(("env", "message"), ERRORS, ids=[str(e[0])[:60] for e in ERRORS])
 def test_each_problem_has_its_message(env: dict[str, str], message: str) -> None:
     """One bad input gives exactly one problem naming the variable, value and what is allowed."""
     assert problems(env) == [message]
@@ -408,7 +420,7 @@ def test_config_error_exits_2_and_lists_problems() -> None:
         load({"EMBED_PORT": "abc"})
     assert info.value.exit_code == 2
     assert info.value.message.endswith("  - EMBED_PORT must be an integer between 1 and 65535; "
-                                       "got 'abc'.")  # fmt: skip
+                                       "got 'abc'.")
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -417,10 +429,9 @@ def test_every_problem_is_reported_at_once() -> None:
     text = "oops\nEMBED_START_RETRIES=0\nEMBED_LOCAL_ONLY=sure\n"
     found = problems(env, text)
     assert found[0] == "EMBED_ENV_FILE /embed.env line 1: cannot parse 'oops' (expected KEY=value)"
-    named = {p.split()[0] for p in found[1:]}
-    assert named == {"EMBED_PORT", "EMBED_HOST", "EMBED_DTYPE", "EMBED_START_RETRIES",
-                     "EMBED_LOCAL_ONLY"}  # fmt: skip
-    assert len(found) == 6
+    named = [p.split()[0] for p in found[1:]]  # in documentation order, after the syntax errors
+    assert named == ["EMBED_PORT", "EMBED_LOCAL_ONLY", "EMBED_HOST", "EMBED_START_RETRIES",
+                     "EMBED_DTYPE"]
 
 
 def test_a_rejected_port_causes_no_clash_report() -> None:
@@ -507,11 +518,11 @@ def test_services_lists_enabled_services_embeddings_first(
     ],
 )
 def test_prometheus_port_defaults(env: dict[str, str], embed_metrics: int,
-                                  rerank_metrics: int) -> None:  # fmt: skip
+                                  rerank_metrics: int) -> None:
     """The Prometheus port defaults to the service port + 10000, or - 10000 past 65535."""
     settings = load(env)
     assert (settings.embed.prometheus_port, settings.rerank.prometheus_port) == (
-        embed_metrics, rerank_metrics)  # fmt: skip
+        embed_metrics, rerank_metrics)
 
 
 PROM = ": TEI binds the Prometheus port at start. Set "
@@ -609,7 +620,7 @@ def test_env_example_lists_every_variable_commented_out() -> None:
 def test_uncommented_example_is_a_valid_configuration() -> None:
     """Uncommenting every line of the example gives a loadable configuration."""
     text = "\n".join(line[2:] for line in render_env_example().splitlines()
-                     if line.startswith("# ") and "=" in line.split()[1])  # fmt: skip
+                     if line.startswith("# ") and "=" in line.split()[1])
     load({"RERANK_ENABLED": "1"}, text.replace("RERANK_ENABLED=false", ""))
 
 
