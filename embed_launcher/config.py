@@ -62,6 +62,7 @@ class Settings:
     hf_token: str | None
     local_only: bool
     backend: str  # "auto" | "onnx" | "candle": which weights TEI will load (EMBED_BACKEND)
+    data_persistent: bool | None  # EMBED_DATA_PERSISTENT; None = detect (bare metal, or a mounted volume)
     ready_timeout_s: float  # per start attempt, from spawn to /health 200
     stop_timeout_s: float  # graceful stop before SIGKILL
     restart_delay_s: float  # first restart backoff, doubles each time
@@ -171,6 +172,10 @@ MODEL = Kind(_model, "a Hugging Face model id like BAAI/bge-small-en-v1.5 (org/n
 TEXT = Kind(lambda raw: raw, "any text")
 WORD = Kind(lambda raw: None if re.search(r"\s", raw) else raw, "a value without spaces")
 BACKEND = _choice("auto", "onnx", "candle")
+PERSISTENCE = Kind(
+    lambda raw: "auto" if raw.lower() == "auto" else _BOOLEANS.get(raw.lower()),
+    "auto, or true or false (also 1/0, yes/no, on/off)",
+)
 ARG_COUNT = Kind(_one(_count), COUNT.rule)
 ARG_BOOL = Kind(_one(BOOL.parse), BOOL.rule)
 DTYPE = _choice("float16", "float32", "bfloat16")
@@ -275,6 +280,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("EMBED_DATA_DIR", str(DATA_DIR_DEFAULT), "Model cache, API key and state files", _RUN),
     Variable("EMBED_ENV_FILE", str(ENV_FILE_DEFAULT),
              "Env file overriding the environment (only read from the process environment)", _RUN),
+    Variable("EMBED_DATA_PERSISTENT", "auto",
+             "Whether EMBED_DATA_DIR survives restarts (decides key generation): auto, true or false",
+             _RUN, note="auto: bare metal yes; in a container only if a volume is mounted there"),
     Variable("EMBED_TEI_BIN", "", "TEI binary: a path or a command name", _RUN,
              note="text-embeddings-router on PATH"),
     Variable("EMBED_BACKEND", "auto", "Weights TEI loads, so downloads: auto, onnx or candle",
@@ -404,6 +412,11 @@ def load_settings(
     return replace(settings, warnings=tuple(warnings + reader.warnings))
 
 
+def _auto_or_bool(value: object) -> bool | None:
+    """"auto" means: let the launcher detect it."""
+    return value if isinstance(value, bool) else None
+
+
 def _doc_order(problem: str) -> int:
     """Sort key: the documented position of the variable a problem starts with."""
     return _ORDER.get(problem.split()[0], -1)
@@ -429,6 +442,7 @@ def _settings(r: _Reader, env_file: Path, cwd: Path) -> Settings:
         hf_token=r.optional("EMBED_HF_TOKEN", TEXT),
         local_only=r.required("EMBED_LOCAL_ONLY", BOOL),
         backend=r.required("EMBED_BACKEND", BACKEND),
+        data_persistent=_auto_or_bool(r.required("EMBED_DATA_PERSISTENT", PERSISTENCE)),
         ready_timeout_s=r.required("EMBED_READY_TIMEOUT", SECONDS),
         stop_timeout_s=r.required("EMBED_STOP_TIMEOUT", SECONDS),
         restart_delay_s=delay,

@@ -114,8 +114,10 @@ class Launcher:
         """Resolve the API keys by the original's rules; return them and the notes to print."""
         existing = data.is_existing_install()
         inside = in_container(self.environ)
-        mounts = read_text(Path("/proc/mounts"), "mount table") or ""
-        persistent = is_persistent(settings.data_dir.resolve(), in_container=inside, mounts_text=mounts)
+        mounts = read_text(Path("/proc/mounts"), "mount table") or "" if settings.data_persistent is None else ""
+        persistent = settings.data_persistent
+        if persistent is None:
+            persistent = is_persistent(settings.data_dir.resolve(), in_container=inside, mounts_text=mounts)
         keys = data.resolve_keys(
             settings.embed.api_key, settings.rerank.api_key, persistent=persistent, existing=existing
         )

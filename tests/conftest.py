@@ -1,0 +1,175 @@
+"""Shared test helpers: polling with a deadline, free ports, the TEI stand-in wrapper, launcher runs."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import psutil
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+FAKE_TEI = TESTS / "fake_tei.py"
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02) -> object:
+    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s: {predicate}")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (gunicorn's helper; the race is accepted)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_tei(directory: Path, **knobs: object) -> Path:
+    """A shell wrapper that runs the TEI stand-in with FAKE_TEI_* knobs baked in.
+
+    The launcher gives TEI a scrubbed environment, so knobs cannot travel through it.
+    """
+    exports = "".join(f"export FAKE_TEI_{k.upper()}={shlex.quote(str(v))}\n" for k, v in knobs.items())
+    path = directory / f"tei-{len(list(directory.glob('tei-*')))}"
+    path.write_text(f"#!/bin/sh\n{exports}exec {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_TEI))} \"$@\"\n")
+    path.chmod(0o755)
+    return path
+
+
+@dataclass
+class LauncherRun:
+    """A launcher started as a real subprocess; its combined output goes to a file we poll."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+    data_dir: Path
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout_s: float = 20.0) -> None:
+        """Wait until ``text`` appears in the output (failing early if the launcher died)."""
+
+        def seen() -> bool:
+            if text in self.output():
+                return True
+            if self.proc.poll() is not None:
+                raise AssertionError(f"launcher exited {self.proc.returncode} before {text!r}:\n{self.output()}")
+            return False
+
+        wait_until(seen, timeout_s)
+
+    def wait_exit(self, timeout_s: float = 20.0) -> int:
+        return self.proc.wait(timeout=timeout_s)
+
+    def children(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def child_pid(self, name: str) -> int:
+        """The pid of the TEI child serving ``name`` (embed/rerank), from the status file."""
+        import json
+
+        status = json.loads((self.data_dir / ".status.json").read_text())
+        return int(status["services"][name]["pid"])
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running (zombies count as gone)."""
+    result = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                result.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return result
+
+
+@pytest.fixture
+def tei_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "bin"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def launch(tmp_path: Path, tei_dir: Path) -> Iterator[Callable[..., LauncherRun]]:
+    """Start ``embed-launcher`` against the TEI stand-in on free ports; clean up every process after."""
+    runs: list[LauncherRun] = []
+
+    def start(env: dict[str, str] | None = None, *, tei: Path | None = None, data_dir: Path | None = None,
+              env_file_text: str | None = None) -> LauncherRun:
+        data = data_dir or tmp_path / "data"
+        env_file = tmp_path / "embed.env"
+        if env_file_text is not None:
+            env_file.write_text(env_file_text)
+        ports = {name: free_port() for name in ("EMBED_PORT", "RERANK_PORT", "EMBED_PROMETHEUS_PORT", "RERANK_PROMETHEUS_PORT")}
+        full = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "EMBED_DATA_DIR": str(data),
+            "EMBED_ENV_FILE": str(env_file),
+            "EMBED_TEI_BIN": str(tei or make_tei(tei_dir, load_s=0.1)),
+            "EMBED_HOST": "127.0.0.1",
+            "EMBED_SERVER_ADDR": "127.0.0.1",  # never look up a public address from a test
+            "EMBED_DATA_PERSISTENT": "true",  # this sandbox has /.dockerenv; act like bare metal
+            "EMBED_STOP_TIMEOUT": "3",
+            "EMBED_RESTART_DELAY": "0.2",
+            "EMBED_READY_TIMEOUT": "20",
+            "EMBED_HEALTH_INTERVAL": "0.5",
+            **{k: str(v) for k, v in ports.items()},
+            **(env or {}),
+        }
+        log_path = tmp_path / f"launcher-{len(runs)}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "embed_launcher"], env=full, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        run = LauncherRun(proc, log_path, full, data, {k: int(full[k]) for k in ports})
+        runs.append(run)
+        return run
+
+    yield start
+    survivors: list[psutil.Process] = []
+    for run in runs:
+        procs = run.children()
+        if run.proc.poll() is None:
+            run.proc.send_signal(signal.SIGKILL)
+            run.proc.wait(timeout=10)
+        _, still = psutil.wait_procs(alive(procs), timeout=5)
+        survivors += alive(still)
+    for p in survivors:
+        p.kill()
+    assert not survivors, f"processes left behind: {[p.pid for p in survivors]}"
+
+
+def manage(run: LauncherRun, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``embed_manage`` against a launcher's data directory, as `docker exec` would."""
+    full = {"PATH": os.environ.get("PATH", ""), "EMBED_DATA_DIR": str(run.data_dir), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-c", "from embed_launcher.manage import main; main()", *args],
+        env=full, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
