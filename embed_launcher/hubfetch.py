@@ -15,7 +15,6 @@ from huggingface_hub.utils import WeakFileLock, build_hf_headers, get_session, h
 
 from .progress import Progress
 
-CHUNK_BYTES = 64 * 1024  # small enough that a stop request is seen within a fraction of a second
 READ_TIMEOUT_S = 10.0  # a stalled socket read blocks at most this long
 METADATA_TIMEOUT_S = 10.0
 MAX_IDLE_RETRIES = 3  # consecutive attempts that made no progress before giving up
@@ -80,7 +79,8 @@ class FileFetcher:
         if size is not None and have > size:
             part.unlink()
             have = 0
-        self.progress.advance(self.repo_id, have)  # bytes a previous run already fetched
+        if have:
+            self.progress.advance(self.repo_id, have)  # bytes a previous run already fetched
         idle = 0
         while size is None or have < size:
             try:
@@ -91,7 +91,8 @@ class FileFetcher:
                 idle = 0 if _size_of(part) > have else idle + 1
                 if idle >= MAX_IDLE_RETRIES:
                     raise
-                self._pause(RETRY_DELAY_S)
+                if idle:  # a cut after progress resumes at once; a dead link gets a breather
+                    self._pause(RETRY_DELAY_S)
             else:
                 if size is None:
                     break
@@ -115,7 +116,7 @@ class FileFetcher:
                 mode = "wb"
                 self.progress.advance(self.repo_id, -have)
             with part.open(mode) as out:
-                for chunk in response.iter_bytes(CHUNK_BYTES):
+                for chunk in response.iter_bytes():  # as the network delivers: nothing buffered is lost
                     if self.should_stop():
                         raise Stopped(self.repo_id)
                     out.write(chunk)

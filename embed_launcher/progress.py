@@ -17,7 +17,10 @@ LINE_EVERY_S = 5.0  # ... or every 5 s, whichever comes first
 
 
 class Progress(Protocol):
-    """Receives byte counts for one or more concurrent pulls, keyed by repo id. Must be thread-safe."""
+    """Receives byte counts for one or more concurrent pulls, keyed by repo id. Must be thread-safe.
+
+    ``advance`` may come for a repo before ``start`` (small files fetched to learn the total): ignore it.
+    """
 
     def start(self, repo_id: str, total_bytes: int, done_bytes: int) -> None: ...
 
@@ -74,7 +77,9 @@ class PlainProgress:
 
     def advance(self, repo_id: str, n_bytes: int) -> None:
         with self._lock:
-            count = self._counts[repo_id]
+            count = self._counts.get(repo_id)
+            if count is None:  # bytes fetched before the total was known (index, modules.json)
+                return
             count.done += n_bytes
             percent = self._percent(count.done, count.total)
             due = self._clock() - count.last_line_s >= LINE_EVERY_S
@@ -124,7 +129,9 @@ class RichProgress:
             self._tasks[repo_id] = (task, total_bytes)
 
     def advance(self, repo_id: str, n_bytes: int) -> None:
-        self._bar.advance(self._tasks[repo_id][0], n_bytes)
+        task = self._tasks.get(repo_id)
+        if task is not None:
+            self._bar.advance(task[0], n_bytes)
 
     def finish(self, repo_id: str) -> None:
         with self._lock:

@@ -63,6 +63,7 @@ class HubStandIn:
         self._lock = threading.Lock()
         self._failures: dict[tuple[str, str], _Failure] = {}
         self._server: ThreadingHTTPServer | None = None
+        self._connections: set[socket.socket] = set()
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -76,10 +77,18 @@ class HubStandIn:
         return self
 
     def stop(self) -> None:
+        """Close the listener AND every kept-alive connection, so the endpoint is really gone."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            for conn in self._connections:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._connections.clear()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -98,6 +107,10 @@ class HubStandIn:
     def fail_file(self, repo_id: str, path: str, at_byte: int, times: int = 1) -> None:
         """The next ``times`` GETs of this file that cover ``at_byte`` drop the connection there."""
         self._failures[(repo_id, path)] = _Failure(at_byte, times)
+
+    def track(self, conn: socket.socket, alive: bool) -> None:
+        with self._lock:
+            (self._connections.add if alive else self._connections.discard)(conn)
 
     def record(self, access: Access) -> None:
         with self._lock:
@@ -134,6 +147,11 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         # Headers and body go out in separate writes; without this, Nagle + delayed ACK add 40 ms each.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.hub.track(self.connection, alive=True)
+
+    def finish(self) -> None:
+        self.hub.track(self.connection, alive=False)
+        super().finish()
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         pass  # the access log is hub.log
