@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2
 from huggingface_hub import HfApi, constants
@@ -105,7 +106,7 @@ def pull_model(
         return _offline_fallback(cache_dir, repo_id, revision, backend, hub, kind, exc)
     except LauncherError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the one funnel: every other failure becomes one line
+    except Exception as exc:
         raise hub_error(exc, repo_id, revision, hub, token, cache_dir, kind) from None
 
 
@@ -171,7 +172,7 @@ def _write_ref(cache_dir: Path, repo_id: str, revision: str, commit: str) -> Non
 
 
 def pull_models(requests: Sequence[PullRequest], *, should_stop: Callable[[], bool] = lambda: False,
-                **common: object) -> list[PullResult]:
+                **common: Any) -> list[PullResult]:
     """Pull several models at once, one thread each; the first failure stops the others.
 
     ``common`` holds `pull_model`'s other keyword arguments (cache_dir, backend, token, ...).
@@ -182,9 +183,9 @@ def pull_models(requests: Sequence[PullRequest], *, should_stop: Callable[[], bo
 
     def work(i: int, req: PullRequest) -> None:
         try:
-            results[i] = pull_model(req.repo_id, revision=req.revision, kind=req.kind,  # type: ignore[arg-type]
+            results[i] = pull_model(req.repo_id, revision=req.revision, kind=req.kind,
                                     should_stop=lambda: failed.is_set() or should_stop(), **common)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+        except BaseException as exc:
             errors[i] = exc
             if not isinstance(exc, DownloadStopped):
                 failed.set()

@@ -66,6 +66,19 @@ class FakeRepo:
             entries.append(entry)
         return entries
 
+    def tei_files(self, backend: str) -> dict[str, int]:
+        """TEI's file set (path → size) worked out from this repo's own content, both passes."""
+        from embed_launcher.models import dense_paths_from_modules, followups, select_tei_files, shards_from_index
+
+        extra: dict[str, tuple[str, ...]] = {}
+        for name in followups(select_tei_files(list(self.files), backend)):
+            body = json.loads(self.files[name].data)
+            if name.endswith("index.json"):
+                extra["weight_map_shards"] = shards_from_index(body)
+            else:
+                extra["dense_paths"] = dense_paths_from_modules(body)
+        return {f: self.files[f].size for f in select_tei_files(list(self.files), backend, **extra)}
+
     @staticmethod
     def _sibling(f: FakeFile, blobs: bool) -> dict[str, object]:
         if not blobs:
@@ -125,7 +138,8 @@ def _onnx_variants(base: int) -> Spec:
             "onnx/model_qint8_arm64.onnx": base // 4, "onnx/model_qint8_avx512.onnx": base // 4,
             "onnx/model_qint8_avx512_vnni.onnx": base // 4, "onnx/model_quint8_avx2.onnx": base // 4 + 20_000,
             "openvino/openvino_model.bin": base - 140_000, "openvino/openvino_model.xml": 211_315,
-            "openvino/openvino_model_qint8_quantized.bin": base // 4, "openvino/openvino_model_qint8_quantized.xml": 368_006}
+            "openvino/openvino_model_qint8_quantized.bin": base // 4,
+            "openvino/openvino_model_qint8_quantized.xml": 368_006}
 
 
 # -- the repositories --------------------------------------------------------------------------

@@ -153,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub.track(self.connection, alive=False)
         super().finish()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         pass  # the access log is hub.log
 
     def do_HEAD(self) -> None:
