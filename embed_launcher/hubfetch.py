@@ -85,9 +85,7 @@ class FileFetcher:
         while size is None or have < size:
             try:
                 self._stream(url, part, have, headers)
-            except (httpx2.TransportError, OSError) as exc:
-                if isinstance(exc, OSError) and not isinstance(exc, (ConnectionError, TimeoutError)):
-                    raise
+            except httpx2.TransportError:  # cut, reset or timed out: resume from what arrived
                 idle = 0 if _size_of(part) > have else idle + 1
                 if idle >= MAX_IDLE_RETRIES:
                     raise

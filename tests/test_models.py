@@ -19,7 +19,7 @@ from embed_launcher.models import (
     select_tei_files,
     shards_from_index,
 )
-from embed_launcher.progress import PlainProgress, human_bytes
+from embed_launcher.progress import PlainProgress, RichProgress, default_progress, human_bytes
 
 CONFIGS = ["1_Pooling/config.json", "sentence_bert_config.json", "config_sentence_transformers.json",
            "config.json", "tokenizer.json"]
@@ -257,3 +257,15 @@ def test_plain_progress_every_ten_percent_or_five_seconds() -> None:
 def test_human_bytes(n: int, text: str) -> None:
     """Decimal units, as the Hub and the catalog print sizes."""
     assert human_bytes(n) == text
+
+
+def test_rich_progress_and_the_default_choice() -> None:
+    """Off a terminal the default is plain lines; the rich bar runs start to finish without a TTY too."""
+    assert isinstance(default_progress(io.StringIO()), PlainProgress)
+    out = io.StringIO()
+    bar = RichProgress(out)
+    bar.start("BAAI/bge-m3", 1000, 0)
+    bar.advance("BAAI/bge-m3", 400)
+    bar.advance("not/started", 5)
+    bar.finish("BAAI/bge-m3")
+    assert "BAAI/bge-m3" in out.getvalue()
