@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx2
 from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import (
     GatedRepoError,
@@ -24,7 +23,7 @@ from huggingface_hub.errors import (
 )
 
 from .errors import LauncherError
-from .hubfetch import FileFetcher, Stopped
+from .hubfetch import FileFetcher, Stopped, TransportError
 from .modelcache import DEFAULT_REVISION, repo_dir, verify_model, write_manifest
 from .models import UnusableRepoError, dense_paths_from_modules, followups, select_tei_files, shards_from_index
 from .progress import NullProgress, Progress, human_bytes
@@ -64,7 +63,7 @@ class _HubDown(Exception):
     """The Hub answered 5xx/429 to the listing: treated like no network."""
 
 
-_UNREACHABLE = (httpx2.TransportError, OfflineModeIsEnabled, _HubDown)
+_UNREACHABLE = (TransportError, OfflineModeIsEnabled, _HubDown)
 
 
 def disk_free(path: Path) -> int:
@@ -107,7 +106,7 @@ def pull_model(
     except LauncherError:
         raise
     except Exception as exc:
-        raise hub_error(exc, repo_id, revision, hub, token, cache_dir, kind) from None
+        raise hub_error(exc, repo_id, revision, hub, token, kind) from None
 
 
 def _pull(cache_dir: Path, repo_id: str, revision: str | None, backend: str, hub: str, token: str | None,
@@ -245,7 +244,7 @@ def _offline_fallback(cache_dir: Path, repo_id: str, revision: str | None, backe
 
 
 def hub_error(exc: BaseException, repo_id: str, revision: str | None, hub: str, token: str | None,
-              cache_dir: Path, kind: str = "model") -> LauncherError:
+              kind: str = "model") -> LauncherError:
     """Translate a huggingface_hub / OS failure into the one line the user sees."""
     if isinstance(exc, GatedRepoError):
         who = "the token in EMBED_HF_TOKEN has no access" if token else "no token is set (EMBED_HF_TOKEN)"

@@ -9,11 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import httpx2
 from huggingface_hub import get_hf_file_metadata, hf_hub_url
 from huggingface_hub.utils import WeakFileLock, build_hf_headers, get_session, hf_raise_for_status
 
 from .progress import Progress
+
+try:  # huggingface_hub 2.x talks through httpx2; 1.x through httpx (same API)
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover - only with huggingface_hub 1.x
+    import httpx  # type: ignore[no-redef,import-not-found,unused-ignore]
+
+TransportError = httpx.TransportError  # connection refused, reset, cut mid-body, timed out
 
 READ_TIMEOUT_S = 10.0  # a stalled socket read blocks at most this long
 METADATA_TIMEOUT_S = 10.0
@@ -85,7 +91,7 @@ class FileFetcher:
         while size is None or have < size:
             try:
                 self._stream(url, part, have, headers)
-            except httpx2.TransportError:  # cut, reset or timed out: resume from what arrived
+            except TransportError:  # cut, reset or timed out: resume from what arrived
                 idle = 0 if _size_of(part) > have else idle + 1
                 if idle >= MAX_IDLE_RETRIES:
                     raise
@@ -104,7 +110,7 @@ class FileFetcher:
         request_headers = {**headers, "Accept-Encoding": "identity"}
         if have:
             request_headers["Range"] = f"bytes={have}-"
-        timeout = httpx2.Timeout(METADATA_TIMEOUT_S, read=READ_TIMEOUT_S)
+        timeout = httpx.Timeout(METADATA_TIMEOUT_S, read=READ_TIMEOUT_S)
         with get_session().stream("GET", url, headers=request_headers, timeout=timeout) as response:
             if response.status_code >= 400:
                 response.read()
