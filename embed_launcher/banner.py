@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import __version__
-from .plan import ChildSpec
 
 RULE = "=" * 59
 READY_TITLES = {
@@ -14,6 +13,9 @@ READY_TITLES = {
     ("embed",): "Text embeddings server is ready",
 }
 KEY_VARIABLES = {"embed": "EMBED_API_KEY", "rerank": "RERANK_API_KEY"}
+RERANK_EXAMPLE = (
+    '{"query": "What is AI?", "texts": ["AI is artificial intelligence.", "Paris is in France."], "raw_scores": false}'
+)
 
 
 @dataclass(frozen=True)
@@ -27,14 +29,7 @@ class Endpoint:
     auth: bool
 
 
-def endpoints(specs: tuple[ChildSpec, ...], auth: dict[str, bool]) -> tuple[Endpoint, ...]:
-    """Banner view of the plan."""
-    return tuple(Endpoint(s.name, s.label, s.model, s.port, auth.get(s.name, False)) for s in specs)
-
-
-def start_banner(
-    services: tuple[Endpoint, ...], *, notices: tuple[str, ...], local_only: bool
-) -> list[str]:
+def start_banner(services: tuple[Endpoint, ...], *, notices: tuple[str, ...], local_only: bool) -> list[str]:
     """What the launcher prints before it starts anything (original §1.6)."""
     lines = ["", f"embed-launcher {__version__}: text embeddings & reranking server (Hugging Face TEI)"]
     lines += list(notices)
@@ -91,7 +86,7 @@ def _curl_example(e: Endpoint, addr: str) -> list[str]:
         body = f'{{"input": "Your text here", "model": "{e.model}"}}'
     else:
         title, path = "Rerank documents:", "/rerank"
-        body = '{"query": "What is AI?", "texts": ["AI is artificial intelligence.", "Paris is in France."], "raw_scores": false}'
+        body = RERANK_EXAMPLE
     return [
         title,
         f"  curl http://{addr}:{e.port}{path} \\",

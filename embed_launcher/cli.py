@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 import click
 
@@ -27,7 +27,7 @@ def run_guarded(action: Callable[[], int], console: Console, environ: dict[str, 
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - the last line of defence, by design
+    except Exception as exc:
         if environ.get("EMBED_DEBUG"):
             console.error(traceback.format_exc().rstrip())
         console.error(f"Error: unexpected {type(exc).__name__}: {exc}. Re-run with EMBED_DEBUG=1 for details.")
@@ -44,7 +44,9 @@ def line_buffered() -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="embed-launcher")
-@click.option("--check", is_flag=True, help="Validate the configuration and the TEI binary, then exit (0 valid, 2 not).")
+@click.option(
+    "--check", is_flag=True, help="Validate the configuration and the TEI binary, then exit (0 valid, 2 not)."
+)
 def launcher_command(check: bool) -> None:
     """Serve embeddings (and optionally reranking) with Hugging Face TEI.
 

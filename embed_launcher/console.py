@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 MASK = "***"
@@ -32,7 +32,12 @@ class Console:
     errors are coloured; off a terminal nothing but the text is written.
     """
 
-    COLOURS = {"embed": "\x1b[36m", "rerank": "\x1b[35m", "error": "\x1b[31m", "warn": "\x1b[33m"}
+    COLOURS: ClassVar[dict[str, str]] = {
+        "embed": "\x1b[36m",
+        "rerank": "\x1b[35m",
+        "error": "\x1b[31m",
+        "warn": "\x1b[33m",
+    }
     RESET = "\x1b[0m"
 
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None, *, colour: bool | None = None) -> None:

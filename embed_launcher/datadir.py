@@ -12,6 +12,7 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from embed_launcher.errors import EXIT_CONFIG, EXIT_FAILURE, LauncherError
 
@@ -345,7 +346,8 @@ class DataDir:
 
     def read_state(self) -> StateSnapshot:
         """The state files as far as they are present and readable."""
-        return StateSnapshot(**{f: parse(self._read(n)) for f, n, parse in _STATE_FIELDS})
+        values: dict[str, Any] = {f: parse(self._read(n)) for f, n, parse in _STATE_FIELDS}
+        return StateSnapshot(**values)
 
     def write_status(self, status: Mapping[str, object]) -> None:
         """Publish the live status for ``embed_manage --status``."""

@@ -6,8 +6,8 @@ import os
 import queue
 import select
 import signal
+from collections.abc import Iterator
 from types import FrameType
-from typing import Iterator
 
 # Signals that stop the launcher; the first asks for a graceful stop, a second forces it.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)

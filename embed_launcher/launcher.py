@@ -6,18 +6,19 @@ import ipaddress
 import os
 import socket
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Mapping
 
 from . import config
 from .address import UNKNOWN, AddressLookup
-from .banner import endpoints, not_persistent_note, ready_banner, start_banner
+from .banner import Endpoint, not_persistent_note, ready_banner, start_banner
 from .config import Settings
 from .console import Console
 from .datadir import DataDir, KeyResolution, in_container, is_persistent
 from .errors import EXIT_CONFIG, EXIT_OK, LauncherError
 from .events import Mailbox
-from .plan import ChildSpec, build_plan
+from .models_fetch import fetch_models
+from .plan import LABELS, ChildSpec, build_plan
 from .policy import RestartPolicy
 from .preflight import check_ports, resolve_tei_bin
 from .process import Spawner
@@ -96,18 +97,21 @@ class Launcher:
         check_ports(settings.host, self.ports_to_check(settings))
         mailbox = Mailbox()
         mailbox.install_signal_handlers()
+        auth = {"embed": bool(keys.embed_key), "rerank": bool(keys.rerank_key)}
+        shown = tuple(
+            Endpoint(s.name, LABELS[s.name], s.model, s.port, auth[s.name]) for s in settings.services
+        )
+        self.console.lines(start_banner(shown, notices=notices, local_only=settings.local_only))
+        address = self.start_address_lookup(settings, data)
+        self.write_state(settings, data, auth, address.address)
+        sources = fetch_models(settings, self.environ, self.console, self.notifier, mailbox)
         specs = build_plan(
             settings,
             tei_bin=tei_bin,
             keys={"embed": keys.embed_key, "rerank": keys.rerank_key},
-            model_sources={},
+            model_sources=sources,
             parent_env=self.environ,
         )
-        auth = {"embed": bool(keys.embed_key), "rerank": bool(keys.rerank_key)}
-        shown = endpoints(specs, auth)
-        self.console.lines(start_banner(shown, notices=notices, local_only=settings.local_only))
-        address = self.start_address_lookup(settings, data)
-        self.write_state(settings, data, auth, address.address)
         return self.supervise(settings, specs, data, mailbox, lambda: ready_banner(shown, address.address))
 
     def prepare_keys(self, settings: Settings, data: DataDir) -> tuple[KeyResolution, tuple[str, ...]]:
@@ -157,7 +161,14 @@ class Launcher:
             server_addr=addr,
         )
 
-    def supervise(self, settings: Settings, specs: tuple[ChildSpec, ...], data: DataDir, mailbox: Mailbox, banner) -> int:  # type: ignore[no-untyped-def]
+    def supervise(
+        self,
+        settings: Settings,
+        specs: tuple[ChildSpec, ...],
+        data: DataDir,
+        mailbox: Mailbox,
+        banner: Callable[[], Sequence[str]],
+    ) -> int:
         """Hand the children to the supervisor loop."""
         pid = os.getpid()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .console import Console
 from .datadir import DataDir, StateSnapshot
@@ -42,7 +42,9 @@ def enabled_services(state: StateSnapshot, environ: Mapping[str, str]) -> list[S
     services = []
     if embed_on:
         services.append(
-            ServiceView("embed", "Embeddings", state.embed_model or "BAAI/bge-small-en-v1.5", embed_port, bool(state.embed_auth))
+            ServiceView(
+                "embed", "Embeddings", state.embed_model or "BAAI/bge-small-en-v1.5", embed_port, bool(state.embed_auth)
+            )
         )
     if rerank_on:
         services.append(
@@ -64,7 +66,9 @@ def show_info(environ: Mapping[str, str], console: Console) -> int:
     services = enabled_services(state, environ)
     for s in services:
         if not probe_health(health_url(s.port), PROBE_TIMEOUT_S):
-            raise LauncherError(f"Error: {s.label} server is not responding on port {s.port}. Is the container fully started?")
+            raise LauncherError(
+                f"Error: {s.label} server is not responding on port {s.port}. Is the container fully started?"
+            )
     addr = state.server_addr or "<server ip>"
     names = {s.name for s in services}
     lines = ["", RULE, TITLES[("embed" in names, "rerank" in names)], RULE]
@@ -84,9 +88,18 @@ def show_info(environ: Mapping[str, str], console: Console) -> int:
         path, body = (
             ("/v1/embeddings", f'{{"input": "Your text here", "model": "{s.model}"}}')
             if s.name == "embed"
-            else ("/rerank", '{"query": "What is AI?", "texts": ["AI is artificial intelligence.", "Paris is in France."]}')
+            else (
+                "/rerank",
+                '{"query": "What is AI?", "texts": ["AI is artificial intelligence.", "Paris is in France."]}',
+            )
         )
-        lines += [f"  curl http://{addr}:{s.port}{path} \\", '    -H "Content-Type: application/json" \\', *header, f"    -d '{body}'", ""]
+        lines += [
+            f"  curl http://{addr}:{s.port}{path} \\",
+            '    -H "Content-Type: application/json" \\',
+            *header,
+            f"    -d '{body}'",
+            "",
+        ]
     if any(s.auth for s in services):
         lines.append("Use '--showkey' to display the API key.")
     lines += [
@@ -109,7 +122,9 @@ def pid_alive(pid: object) -> bool:
         return False
 
 
-def service_status(view: ServiceView, recorded: Mapping[str, object], launcher_alive: bool, now: float) -> dict[str, object]:
+def service_status(
+    view: ServiceView, recorded: Mapping[str, object], launcher_alive: bool, now: float
+) -> dict[str, object]:
     """One service's status: recorded by the launcher, plus a live /health probe."""
     healthy = probe_health(health_url(view.port), PROBE_TIMEOUT_S)
     since = recorded.get("since")
@@ -136,7 +151,9 @@ def show_status(environ: Mapping[str, str], console: Console, *, as_json: bool) 
     ]
     healthy = bool(services) and all(s["healthy"] for s in services)
     if as_json:
-        console.info(json.dumps({"healthy": healthy, "launcher_pid": launcher_pid if alive else None, "services": services}))
+        console.info(
+            json.dumps({"healthy": healthy, "launcher_pid": launcher_pid if alive else None, "services": services})
+        )
     else:
         console.lines(status_table(services, alive, launcher_pid))
     return EXIT_OK if healthy else EXIT_FAILURE
@@ -145,11 +162,14 @@ def show_status(environ: Mapping[str, str], console: Console, *, as_json: bool) 
 def status_table(services: list[dict[str, object]], alive: bool, launcher_pid: object) -> list[str]:
     """Human-readable status, one line per service."""
     head = f"Launcher: {'running (pid ' + str(launcher_pid) + ')' if alive else 'not running'}"
-    lines = [head, f"{'SERVICE':<8} {'MODEL':<34} {'PORT':>5} {'PID':>7} {'STATE':<9} {'UPTIME':>9} {'RESTARTS':>8}  HEALTH"]
+    lines = [
+        head,
+        f"{'SERVICE':<8} {'MODEL':<34} {'PORT':>5} {'PID':>7} {'STATE':<9} {'UPTIME':>9} {'RESTARTS':>8}  HEALTH",
+    ]
     for s in services:
         uptime = s["uptime_s"]
         lines.append(
-            f"{s['name']:<8} {str(s['model']):<34} {s['port']!s:>5} {str(s['pid'] or '-'):>7} {str(s['state']):<9} "
+            f"{s['name']:<8} {s['model']!s:<34} {s['port']!s:>5} {s['pid'] or '-'!s:>7} {s['state']!s:<9} "
             f"{(format_duration(float(uptime)) if isinstance(uptime, (int, float)) else '-'):>9} {s['restarts']!s:>8}  "
             f"{'healthy' if s['healthy'] else 'UNHEALTHY'}"
         )
@@ -164,4 +184,3 @@ def format_duration(seconds: float) -> str:
     if s >= 60:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s}s"
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 from .console import Console
 from .datadir import DataDir

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from .config import ServiceSettings, Settings
 
@@ -51,11 +51,7 @@ def probe_host(host: str) -> str:
 
 def child_env(parent_env: Mapping[str, str], *, api_key: str | None, hf_token: str | None) -> dict[str, str]:
     """A scrubbed environment: passthrough names only, plus what we decide TEI should see."""
-    env = {
-        k: v
-        for k, v in parent_env.items()
-        if k in PASSTHROUGH_NAMES or k.startswith(PASSTHROUGH_PREFIXES)
-    }
+    env = {k: v for k, v in parent_env.items() if k in PASSTHROUGH_NAMES or k.startswith(PASSTHROUGH_PREFIXES)}
     env["NO_COLOR"] = "1"  # TEI writes ANSI codes even into pipes unless told not to
     if api_key:
         env["API_KEY"] = api_key  # never on argv: /proc/<pid>/cmdline is world-readable
@@ -113,9 +109,7 @@ def build_plan(
                 name=service.name,
                 label=LABELS[service.name],
                 model=service.model,
-                argv=child_argv(
-                    tei_bin, service, model_source=source, host=settings.host, cache_dir=settings.data_dir
-                ),
+                argv=child_argv(tei_bin, service, model_source=source, host=settings.host, cache_dir=settings.data_dir),
                 env=env,
                 port=service.port,
                 health_url=f"http://{probe_host(settings.host)}:{service.port}/health",

@@ -6,8 +6,8 @@ import errno
 import os
 import shutil
 import socket
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .errors import EXIT_CONFIG, LauncherError
 
@@ -24,7 +24,9 @@ def resolve_tei_bin(given: str | None, search_path: str) -> str:
     if given and "/" in given:
         path = Path(given)
         if not path.is_file():
-            raise LauncherError(f"Error: EMBED_TEI_BIN={given} does not exist (TEI would exit 127). {TEI_INSTALL_HINT}", EXIT_CONFIG)
+            raise LauncherError(
+                f"Error: EMBED_TEI_BIN={given} does not exist (TEI would exit 127). {TEI_INSTALL_HINT}", EXIT_CONFIG
+            )
         if not os.access(path, os.X_OK):
             raise LauncherError(
                 f"Error: EMBED_TEI_BIN={given} is not executable (TEI would exit 126). Fix: chmod +x {given}",

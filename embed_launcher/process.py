@@ -8,8 +8,9 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Callable, Protocol
+from typing import IO, Protocol
 
 from .console import Console, mask_secrets, strip_ansi
 from .plan import ChildSpec

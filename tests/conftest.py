@@ -9,9 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 import pytest
@@ -46,7 +46,7 @@ def make_tei(directory: Path, **knobs: object) -> Path:
     """
     exports = "".join(f"export FAKE_TEI_{k.upper()}={shlex.quote(str(v))}\n" for k, v in knobs.items())
     path = directory / f"tei-{len(list(directory.glob('tei-*')))}"
-    path.write_text(f"#!/bin/sh\n{exports}exec {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_TEI))} \"$@\"\n")
+    path.write_text(f'#!/bin/sh\n{exports}exec {shlex.quote(sys.executable)} {shlex.quote(str(FAKE_TEI))} "$@"\n')
     path.chmod(0o755)
     return path
 
@@ -108,6 +108,15 @@ def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     return result
 
 
+@pytest.fixture(scope="session")
+def hub() -> Iterator[object]:
+    """The local Hub stand-in every launcher run downloads from (never the internet)."""
+    from hub_server import HubStandIn
+
+    with HubStandIn().start() as stand_in:
+        yield stand_in
+
+
 @pytest.fixture
 def tei_dir(tmp_path: Path) -> Path:
     path = tmp_path / "bin"
@@ -116,17 +125,25 @@ def tei_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def launch(tmp_path: Path, tei_dir: Path) -> Iterator[Callable[..., LauncherRun]]:
+def launch(tmp_path: Path, tei_dir: Path, hub: object) -> Iterator[Callable[..., LauncherRun]]:
     """Start ``embed-launcher`` against the TEI stand-in on free ports; clean up every process after."""
     runs: list[LauncherRun] = []
 
-    def start(env: dict[str, str] | None = None, *, tei: Path | None = None, data_dir: Path | None = None,
-              env_file_text: str | None = None) -> LauncherRun:
+    def start(
+        env: dict[str, str] | None = None,
+        *,
+        tei: Path | None = None,
+        data_dir: Path | None = None,
+        env_file_text: str | None = None,
+    ) -> LauncherRun:
         data = data_dir or tmp_path / "data"
         env_file = tmp_path / "embed.env"
         if env_file_text is not None:
             env_file.write_text(env_file_text)
-        ports = {name: free_port() for name in ("EMBED_PORT", "RERANK_PORT", "EMBED_PROMETHEUS_PORT", "RERANK_PROMETHEUS_PORT")}
+        ports = {
+            name: free_port()
+            for name in ("EMBED_PORT", "RERANK_PORT", "EMBED_PROMETHEUS_PORT", "RERANK_PROMETHEUS_PORT")
+        }
         full = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "EMBED_DATA_DIR": str(data),
@@ -134,6 +151,7 @@ def launch(tmp_path: Path, tei_dir: Path) -> Iterator[Callable[..., LauncherRun]
             "EMBED_TEI_BIN": str(tei or make_tei(tei_dir, load_s=0.1)),
             "EMBED_HOST": "127.0.0.1",
             "EMBED_SERVER_ADDR": "127.0.0.1",  # never look up a public address from a test
+            "HF_ENDPOINT": hub.endpoint,  # type: ignore[attr-defined]
             "EMBED_DATA_PERSISTENT": "true",  # this sandbox has /.dockerenv; act like bare metal
             "EMBED_STOP_TIMEOUT": "3",
             "EMBED_RESTART_DELAY": "0.2",

@@ -174,7 +174,7 @@ def _reranker() -> FakeRepo:
     spec: Spec = {".gitattributes": 1_519, "README.md": 9_039, "assets/BEIR-bge-en-v1.5.png": 294_000,
                   "assets/llama-index.png": 358_000, "assets/miracl.png": 160_000,
                   "config.json": {"model_type": "xlm-roberta", "architectures": ["XLMRobertaForSequenceClassification"],
-                                  "id2label": {"0": "LABEL_0"}},
+                                  "id2label": {"0": "LABEL_0"}, "max_position_embeddings": 8194},
                   "model.safetensors": 2_271_071_852, "sentencepiece.bpe.model": 5_069_051,
                   "special_tokens_map.json": {"cls_token": "<s>"}, "tokenizer.json": _tokenizer("Unigram"),
                   "tokenizer_config.json": {"model_max_length": 8192}}
@@ -194,7 +194,8 @@ def _sharded() -> FakeRepo:
 
 
 def _bin_only() -> FakeRepo:
-    spec: Spec = {"config.json": {"model_type": "roberta", "architectures": ["RobertaModel"]},
+    spec: Spec = {"config.json": {"model_type": "roberta", "architectures": ["RobertaModel"],
+                                  "max_position_embeddings": 514},
                   "sentence_roberta_config.json": {"max_seq_length": 128}, "tokenizer.json": _tokenizer("BPE"),
                   "pytorch_model.bin": 498_000_000, "tf_model.h5": 498_500_000, "flax_model.msgpack": 498_000_000,
                   "merges.txt": 456_318, "vocab.json": 898_669}

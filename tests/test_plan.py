@@ -77,9 +77,7 @@ def test_environment_is_scrubbed_of_everything_tei_would_misread() -> None:
         "LOG_LEVEL": "verbose", "TASK": "sentence-similarity", "HUGGINGFACE_HUB_CACHE": "/data",
         "EMBED_API_KEY": KEY, "CUDA_VISIBLE_DEVICES": "0", "LD_LIBRARY_PATH": "/usr/local/lib",
     }  # fmt: skip
-    (spec,) = build_plan(
-        settings(), tei_bin="tei", keys={"embed": None}, model_sources={}, parent_env=parent
-    )
+    (spec,) = build_plan(settings(), tei_bin="tei", keys={"embed": None}, model_sources={}, parent_env=parent)
     assert spec.env == {
         "PATH": "/usr/bin", "CUDA_VISIBLE_DEVICES": "0", "LD_LIBRARY_PATH": "/usr/local/lib", "NO_COLOR": "1",
     }  # fmt: skip
@@ -87,7 +85,13 @@ def test_environment_is_scrubbed_of_everything_tei_would_misread() -> None:
 
 def test_tuning_flags_follow_the_fixed_ones() -> None:
     """Configured TEI limits become flags; the generous client batch default lets RAG clients work."""
-    (spec,) = plan({"EMBED_MAX_CLIENT_BATCH_SIZE": "1024", "EMBED_REVISION": "v2", "EMBED_CORS_ALLOW_ORIGIN": "https://a,https://b"})
+    (spec,) = plan(
+        {
+            "EMBED_MAX_CLIENT_BATCH_SIZE": "1024",
+            "EMBED_REVISION": "v2",
+            "EMBED_CORS_ALLOW_ORIGIN": "https://a,https://b",
+        }
+    )
     assert flag(spec.argv, "--max-client-batch-size") == ["1024"]
     assert flag(spec.argv, "--revision") == ["v2"]
     assert flag(spec.argv, "--cors-allow-origin") == ["https://a", "https://b"]
