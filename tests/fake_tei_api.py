@@ -40,6 +40,10 @@ class Info:
     def is_reranker(self) -> bool:
         return "reranker" in self.model_type
 
+    @property
+    def pooling(self) -> str | None:
+        return self.model_type.get("embedding", {}).get("pooling")
+
 
 class ApiError(Exception):
     """A TEI `ErrorResponse`; `line` is where TEI logs it (None when TEI does not log it)."""

@@ -35,8 +35,6 @@ class Settings:
 class FakeTeiServer(ThreadingHTTPServer):
     """A threading server that can drain: stop accepting, close idle keep-alive connections, await the rest."""
 
-    daemon_threads = True
-    block_on_close = True  # server_close() joins the request threads: in-flight requests finish
 
     def __init__(self, address: tuple[str, int], engine: Engine, settings: Settings, ipv6: bool) -> None:
         self.address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
@@ -44,7 +42,23 @@ class FakeTeiServer(ThreadingHTTPServer):
         self.draining = False
         self.idle: set[socket.socket] = set()
         self.idle_lock = threading.Lock()
+        self.workers: list[threading.Thread] = []
         super().__init__(address, Handler)
+
+    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        # Daemon threads, so an exit is never held up, but tracked so a drain can await them
+        # (socketserver only tracks non-daemon threads).
+        worker = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
+        with self.idle_lock:
+            self.workers = [t for t in self.workers if t.is_alive()] + [worker]
+        worker.start()
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self.idle_lock:
+            workers = list(self.workers)
+        for worker in workers:
+            worker.join()
 
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as tokio's TcpListener does
@@ -136,6 +150,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # dispatch ------------------------------------------------------------------------------
     def dispatch(self, method: str) -> None:
+        self.body_read = False
         path = urlsplit(self.path).path
         get_like = method in ("GET", "HEAD")
         if method == "OPTIONS" and "access-control-request-method" in self.headers:
@@ -165,7 +180,7 @@ class Handler(BaseHTTPRequestHandler):
         return bool(values) and values[0] == expected  # exact bytes: no trimming, case-sensitive
 
     def discard_and(self, respond) -> None:
-        length = int(self.headers.get("content-length") or 0)
+        length = 0 if self.body_read else int(self.headers.get("content-length") or 0)
         if 0 < length <= 1 << 20:
             self.rfile.read(length)
         elif length:
@@ -201,7 +216,12 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         if length > self.server.settings.payload_limit:
             self.close_connection = True
+            self.body_read = True
+            while 0 < length <= 64 << 20:  # swallow it so the client sees the 413 rather than a reset
+                chunk = self.rfile.read(min(1 << 16, length))
+                length = length - len(chunk) if chunk else 0
             raise Rejection(413, "Failed to buffer the request body: length limit exceeded")
+        self.body_read = True
         return self.rfile.read(length) if length else b""
 
     def inference(self, endpoint: fr.Endpoint) -> None:
@@ -210,6 +230,7 @@ class Handler(BaseHTTPRequestHandler):
             raw = self.read_body()
             text = raw.decode("utf-8", errors="replace")
             body = Body(parse_json(raw), endpoint.struct, where_clause(text))
+            engine.count("te_request_count")  # counted on entry, as TEI does: visible while in flight
             payload = endpoint.handler(engine, body, timing)
         except Rejection as rejection:
             return self.discard_and(lambda: self.reply_text(rejection.status, rejection.text))

@@ -21,7 +21,7 @@ def embed(engine: Engine, body: Body, timing: Timing) -> object:
     truncate, direction, prompt = engine.request_options(body)
     if is_batch:
         engine.check_batch(len(items), 657)
-    if engine.info.model_type.get("embedding", {}).get("pooling") == "splade" and normalize:
+    if engine.info.pooling == "splade" and normalize:
         raise ApiError("Backend", "Backend error: `normalize` is not available for SPLADE models", 242, core=True)
     return engine.pooled(items, truncate, direction, prompt, normalize, dims, timing)
 
@@ -143,6 +143,29 @@ def similarity(engine: Engine, body: Body, timing: Timing) -> object:
     return [fm.cosine(vectors[0], v) for v in vectors[1:]]
 
 
+def embed_all(engine: Engine, body: Body, timing: Timing) -> object:
+    """Per-token vectors: one unnormalised vector per token of each input."""
+    is_batch, items = body.inputs("inputs")
+    truncate, direction, prompt = engine.request_options(body)
+    if is_batch:
+        engine.check_batch(len(items), 1022)
+    engine.pooled(items, truncate, direction, prompt, False, None, timing)  # same checks as /embed
+    return [[fm.vector([token], False) for token in fm.token_ids(item)] for item in items]
+
+
+def embed_sparse(engine: Engine, body: Body, timing: Timing) -> object:
+    """SPLADE output; only models served with `--pooling splade` have it."""
+    is_batch, items = body.inputs("inputs")
+    truncate, direction, prompt = engine.request_options(body)
+    if is_batch:
+        engine.check_batch(len(items), 844)
+    if engine.info.pooling != "splade":
+        raise ApiError("Backend", "Backend error: Model is not an embedding model with SPLADE pooling", 828)
+    engine.pooled(items, truncate, direction, prompt, False, None, timing)
+    return [[{"index": t, "value": fm.f32(1.0 + t % 7 / 10)} for t in sorted(set(fm.token_ids(item)))]
+            for item in items]
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One POST route: handler, Rust request struct, span name and the line of its `Success` log."""
@@ -162,6 +185,8 @@ POST_ROUTES = {
     "/rerank": RERANK,
     "/predict": PREDICT,
     "/similarity": Endpoint(similarity, "SimilarityRequest", "similarity", 737),
+    "/embed_all": Endpoint(embed_all, "EmbedAllRequest", "embed_all", 1100),
+    "/embed_sparse": Endpoint(embed_sparse, "EmbedSparseRequest", "embed_sparse", 923),
     "/tokenize": Endpoint(tokenize, "TokenizeRequest", "tokenize", None),
     "/decode": Endpoint(decode, "DecodeRequest", "decode", None),
     "/embeddings": Endpoint(openai_embed, "OpenAICompatRequest", "openai_embed", 1318, openai=True),
