@@ -9,40 +9,30 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import config
 from .address import UNKNOWN, AddressLookup
 from .banner import Endpoint, not_persistent_note, ready_banner, start_banner
 from .config import Settings
 from .console import Console
 from .datadir import DataDir, KeyResolution, in_container, is_persistent
-from .errors import EXIT_CONFIG, EXIT_OK, LauncherError
+from .errors import EXIT_OK
 from .events import Mailbox
 from .models_fetch import fetch_models
 from .plan import LABELS, ChildSpec, build_plan
 from .policy import RestartPolicy
 from .preflight import check_ports, resolve_tei_bin
 from .process import Spawner
+from .settings_io import load
 from .supervisor import Notifier, Supervisor, Timing
 
 PORT_VARIABLES = {"embed": ("EMBED_PORT", "EMBED_PROMETHEUS_PORT"), "rerank": ("RERANK_PORT", "RERANK_PROMETHEUS_PORT")}
 
 
-def read_text(path: Path, what: str) -> str | None:
-    """A small file's text, None if it does not exist; unreadable is a clear exit-2 error."""
+def read_mounts() -> str:
+    """The mount table ("" if unreadable: then no volume is detected)."""
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise LauncherError(f"Error: cannot read {what} {path}: {reason}.", EXIT_CONFIG) from None
-
-
-def load(environ: Mapping[str, str]) -> Settings:
-    """Settings from the process environment and the env file it names."""
-    env_file = config.env_file_path(environ)
-    text = read_text(env_file, "EMBED_ENV_FILE")
-    return config.load_settings(environ, text, env_file=env_file, cwd=Path.cwd())
+        return Path("/proc/mounts").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def timing(settings: Settings) -> Timing:
@@ -84,9 +74,7 @@ class Launcher:
 
     def run(self, *, check_only: bool = False) -> int:
         """Start and supervise; returns the process exit code."""
-        settings = load(self.environ)
-        for warning in settings.warnings:
-            self.console.warn(f"Warning: {warning}")
+        settings = load(self.environ, self.console.warn)
         tei_bin = resolve_tei_bin(settings.tei_bin, self.environ.get("PATH", os.defpath))
         if check_only:
             self.console.info("Configuration is valid.")
@@ -118,10 +106,9 @@ class Launcher:
         """Resolve the API keys by the original's rules; return them and the notes to print."""
         existing = data.is_existing_install()
         inside = in_container(self.environ)
-        mounts = read_text(Path("/proc/mounts"), "mount table") or "" if settings.data_persistent is None else ""
         persistent = settings.data_persistent
         if persistent is None:
-            persistent = is_persistent(settings.data_dir.resolve(), in_container=inside, mounts_text=mounts)
+            persistent = is_persistent(settings.data_dir.resolve(), in_container=inside, mounts_text=read_mounts())
         keys = data.resolve_keys(
             settings.embed.api_key, settings.rerank.api_key, persistent=persistent, existing=existing
         )
