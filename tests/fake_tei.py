@@ -46,11 +46,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fake_tei_boot import Knobs, fatal, main_with  # noqa: E402
+from fake_tei_boot import Knobs, fatal, main_with
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Python's KeyboardInterrupt handler is not TEI's

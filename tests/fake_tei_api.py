@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import fake_tei_model as fm
 from fake_tei_log import ERROR, INFO, Logger, Span, rust_duration

@@ -7,15 +7,15 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, NoReturn, Sequence
+from typing import NoReturn
 
 from fake_tei_api import Engine, Info
-from fake_tei_cli import ClapExit, args_debug, parse_args
+from fake_tei_cli import Args, ClapExit, args_debug, parse_args
 from fake_tei_http import FakeTeiServer, Settings
 from fake_tei_log import INFO, WARN, Logger, fd_sink
 from fake_tei_source import ROUTER, StartupError, download, load_model
@@ -47,7 +47,7 @@ class Knobs:
     model_type: str | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "Knobs":
+    def from_env(cls, env: Mapping[str, str]) -> Knobs:
         def get(name: str, conv, default):
             value = env.get("FAKE_TEI_" + name)
             return default if value in (None, "") else conv(value)
@@ -141,11 +141,11 @@ def listen_host(hostname: str, logger: Logger) -> str:
         return "0.0.0.0"
 
 
-def _prompt(args: Mapping[str, object], root: Path) -> str | None:
+def _prompt(args: Args, root: Path) -> str | None:
     """The default prompt text, or the startup error TEI gives for an unknown `--default-prompt-name`."""
-    name = args["default_prompt_name"]
+    name = args.text("default_prompt_name")
     if name is None:
-        return args["default_prompt"]  # type: ignore[return-value]
+        return args.text("default_prompt")
     import json
     try:
         prompts = json.loads((root / "config_sentence_transformers.json").read_text()).get("prompts") or {}
@@ -160,9 +160,10 @@ def _prompt(args: Mapping[str, object], root: Path) -> str | None:
     return str(prompts[name])
 
 
-def startup(args: Mapping[str, object], env: Mapping[str, str], logger: Logger, knobs: Knobs) -> Engine:
+def startup(args: Args, env: Mapping[str, str], logger: Logger, knobs: Knobs) -> Engine:
     """Everything `text_embeddings_router::run` does before it touches a socket."""
-    local = Path(str(args["model_id"]))
+    model_id = str(args.text("model_id"))
+    local = Path(model_id)
     hub = not local.is_dir()
     root = download(args, env, logger, knobs.hub_fail) if hub else local
     try:
@@ -170,9 +171,9 @@ def startup(args: Mapping[str, object], env: Mapping[str, str], logger: Logger, 
     except FileNotFoundError:
         panic("tokenizer.json not found. text-embeddings-inference only supports fast tokenizers: "
               'Os { code: 2, kind: NotFound, message: "No such file or directory" }', "router/src/lib.rs:150:62")
-    max_input, max_tokens = model.max_input_length, int(args["max_batch_tokens"])  # type: ignore[call-overload]
+    max_input, max_tokens = model.max_input_length, int(args.number("max_batch_tokens") or 0)
     if max_input > max_tokens:
-        if not args["auto_truncate"]:
+        if not args.flag("auto_truncate"):
             raise StartupError(f"The maximum input length is `{max_input}` which exceeds `--max-batch-tokens="
                                f"{max_tokens}`. Either increase `--max-batch-tokens` to at least `{max_input}`, or "
                                "set `--auto-truncate true` so that regardless the maximum input length, those are "
@@ -185,7 +186,7 @@ def startup(args: Mapping[str, object], env: Mapping[str, str], logger: Logger, 
         max_input = max_tokens
     logger.log(INFO, *ROUTER, 234, f"Maximum number of tokens per request: {max_input}")
     prompt = _prompt(args, root)
-    workers = args["tokenization_workers"] or min(max((os.cpu_count() or 2) - 1, 1), 64)
+    workers = args.number("tokenization_workers") or min(max((os.cpu_count() or 2) - 1, 1), 64)
     logger.log(INFO, "text_embeddings_core::tokenization", "core/src/tokenization.rs", 38,
                f"Starting {workers} tokenization workers")
     logger.log(INFO, *ROUTER, 284, "Starting model backend")
@@ -195,26 +196,26 @@ def startup(args: Mapping[str, object], env: Mapping[str, str], logger: Logger, 
               knobs.fail_start)
     logger.log(INFO, *ROUTER, 302, "Warming up model")
     labels = {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}
-    info = Info(str(args["model_id"]), args["revision"], str(args["dtype"] or "float32"),  # type: ignore[arg-type]
-                str(args["served_model_name"] or args["model_id"]),
+    info = Info(model_id, args.text("revision"), args.text("dtype") or "float32",
+                args.text("served_model_name") or model_id,
                 {"reranker": labels} if model.reranker else {"embedding": {"pooling": model.pooling}},
-                int(args["max_concurrent_requests"]), max_input, max_tokens,  # type: ignore[call-overload]
-                args["max_batch_requests"], int(args["max_client_batch_size"]),  # type: ignore[arg-type]
-                bool(args["auto_truncate"]), int(workers))  # type: ignore[call-overload]
+                int(args.number("max_concurrent_requests") or 0), max_input, max_tokens,
+                args.number("max_batch_requests"), int(args.number("max_client_batch_size") or 0),
+                args.flag("auto_truncate"), workers)
     return Engine(info, logger, knobs.request_delay_s, prompt)
 
 
-def serve(args: Mapping[str, object], engine: Engine, logger: Logger, knobs: Knobs) -> FakeTeiServer:
+def serve(args: Args, engine: Engine, logger: Logger, knobs: Knobs) -> FakeTeiServer:
     """Transient prometheus bind, then the main bind, then "Starting HTTP server" and "Ready"."""
-    host = listen_host(str(args["hostname"]), logger)
-    port, prom_port = int(args["port"]), int(args["prometheus_port"])  # type: ignore[call-overload]
+    host = listen_host(str(args.text("hostname")), logger)
+    port, prom_port = int(args.number("port") or 0), int(args.number("prometheus_port") or 0)
     try:
         bind_check(host, prom_port)
     except OSError as err:
         fatal("failed to build prometheus recorder",
               f"failed to create HTTP listener: {os.strerror(err.errno or 0)} (os error {err.errno})")
-    settings = Settings(args["api_key"], int(args["payload_limit"]),  # type: ignore[arg-type, call-overload]
-                        args["cors_allow_origin"], knobs.health_file)  # type: ignore[arg-type]
+    settings = Settings(args.text("api_key"), int(args.number("payload_limit") or 0),
+                        args.texts("cors_allow_origin"), knobs.health_file)
     try:
         server = FakeTeiServer((host, port), engine, settings, ipv6=":" in host)
     except OSError as err:
@@ -271,13 +272,13 @@ def main_with(argv: Sequence[str], env: Mapping[str, str], knobs: Knobs) -> NoRe
         os._exit(done.code)
     signals = Signals(knobs)
     signals.install_default()
-    logger = Logger(fd_sink(1), env, bool(args["json_output"]), bool(args["disable_spans"]))
+    logger = Logger(fd_sink(1), env, args.flag("json_output"), args.flag("disable_spans"))
     logger.log(INFO, *MAIN, 216, args_debug(args))
-    if args["hf_api_token"] is not None:
+    if args.text("hf_api_token") is not None:
         logger.log(WARN, *MAIN, 235, "The `--hf-api-token` argument (and the `HF_API_TOKEN` env var) is deprecated "
                    "and will be removed in a future version. Please use `--hf-token` (or the `HF_TOKEN` env var) "
                    "instead.")
-    grandchild = spawn_grandchild(knobs) if knobs.spawn_grandchild else None  # noqa: F841 (kept alive)
+    _grandchild = spawn_grandchild(knobs) if knobs.spawn_grandchild else None  # referenced: no early reaping
     try:
         engine = startup(args, env, logger, knobs)
     except StartupError as err:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 BIN = "text-embeddings-router"
 VERSION = "1.9.3"
@@ -115,8 +115,8 @@ def jaro(a: str, b: str) -> float:
     m = len(a_hits)
     if m == 0:
         return 0.0
-    b_hits = [ch for ch, used in zip(b, b_used) if used]
-    half_transpositions = sum(x != y for x, y in zip(a_hits, b_hits)) // 2
+    b_hits = [ch for ch, used in zip(b, b_used, strict=True) if used]
+    half_transpositions = sum(x != y for x, y in zip(a_hits, b_hits, strict=True)) // 2
     return (m / len(a) + m / len(b) + (m - half_transpositions) / m) / 3
 
 
@@ -188,7 +188,7 @@ class _Parser:
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
-        self.matched: dict[str, list[str]] = {}  # insertion order = clap's matcher order
+        self.matched: dict[str, list[object]] = {}  # insertion order = clap's matcher order
         self.explicit: list[Opt] = []
         self.pending: tuple[Opt, list[str]] | None = None
 
@@ -204,7 +204,7 @@ class _Parser:
         values = [parse_value(opt, v) for v in raw]
         if opt.name not in self.matched:
             self.explicit.append(opt)
-        self.matched.setdefault(opt.name, []).extend(values)  # type: ignore[arg-type]
+        self.matched.setdefault(opt.name, []).extend(values)
 
     def resolve_pending(self) -> None:
         if self.pending is not None:
@@ -302,13 +302,32 @@ class _Parser:
                         _usage(used))
 
 
-def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, object]:
+class Args(dict[str, object]):
+    """Parsed values by field name (TEI's `Args`), with typed accessors."""
+
+    def text(self, name: str) -> str | None:
+        value = self[name]
+        return None if value is None else str(value)
+
+    def number(self, name: str) -> int | None:
+        value = self[name]
+        return value if isinstance(value, int) else None
+
+    def flag(self, name: str) -> bool:
+        return self[name] is True
+
+    def texts(self, name: str) -> list[str] | None:
+        value = self[name]
+        return [str(v) for v in value] if isinstance(value, list) else None
+
+
+def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Args:
     """Parse like TEI's `Args::parse()`; raises ClapExit for help, version and every clap error."""
     parser = _Parser(environ)
     parser.parse_cli(argv)
     parser.apply_env()
     parser.validate()
-    args: dict[str, object] = {}
+    args = Args()
     for opt in OPTS:
         values = parser.matched.get(opt.name)
         if values is None:
@@ -348,7 +367,7 @@ def rust_debug_str(text: str) -> str:
         elif ch in "\n\r\t\0":
             out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}[ch])
         elif not ch.isprintable():
-            out.append("\\u{%x}" % ord(ch))
+            out.append(f"\\u{{{ord(ch):x}}}")
         else:
             out.append(ch)
     return "".join(out) + '"'

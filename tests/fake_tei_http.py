@@ -6,9 +6,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Mapping
 from urllib.parse import urlsplit
 
 import fake_tei_model as fm
@@ -45,7 +45,7 @@ class FakeTeiServer(ThreadingHTTPServer):
         self.workers: list[threading.Thread] = []
         super().__init__(address, Handler)
 
-    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def process_request(self, request, client_address) -> None:
         # Daemon threads, so an exit is never held up, but tracked so a drain can await them
         # (socketserver only tracks non-daemon threads).
         worker = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
@@ -233,7 +233,8 @@ class Handler(BaseHTTPRequestHandler):
             engine.count("te_request_count")  # counted on entry, as TEI does: visible while in flight
             payload = endpoint.handler(engine, body, timing)
         except Rejection as rejection:
-            return self.discard_and(lambda: self.reply_text(rejection.status, rejection.text))
+            status, text = rejection.status, rejection.text
+            return self.discard_and(lambda: self.reply_text(status, text))
         except ApiError as err:
             engine.count("te_request_failure")
             engine.log_error(endpoint.span, err)

@@ -7,8 +7,8 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 LEVELS = {"off": 0, "error": 1, "warn": 2, "info": 3, "debug": 4, "trace": 5}
 LEVEL_TEXT = {1: "ERROR", 2: " WARN", 3: " INFO", 4: "DEBUG", 5: "TRACE"}
@@ -31,7 +31,7 @@ class EnvFilter:
     targets: tuple[tuple[str, int], ...] = ()
 
     @classmethod
-    def parse(cls, spec: str | None) -> "EnvFilter":
+    def parse(cls, spec: str | None) -> EnvFilter:
         """`LOG_LEVEL` unset or invalid means `info`; an empty value enables nothing."""
         if spec is None:
             return cls()
@@ -66,12 +66,12 @@ class Span:
 
 def rfc3339_micros(now: float) -> str:
     """tracing-subscriber's SystemTime format: UTC, microseconds, `Z`."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%06dZ" % int((now % 1) * 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int((now % 1) * 1_000_000):06d}Z"
 
 
 def rust_duration(seconds: float) -> str:
     """Rust's `{:?}` of a Duration: `4.82s`, `720.5ms`, `12.3µs`, `800ns` (trailing zeros trimmed)."""
-    nanos = max(int(round(seconds * 1e9)), 0)
+    nanos = max(round(seconds * 1e9), 0)
     for unit, scale in (("s", 10**9), ("ms", 10**6), ("µs", 10**3)):
         if nanos >= scale:
             whole, frac = divmod(nanos, scale)

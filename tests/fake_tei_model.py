@@ -9,7 +9,7 @@ import math
 import random
 import re
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 DIMS = 384
 CLS_ID, SEP_ID = 101, 102
@@ -109,7 +109,7 @@ def b64_vector(values: Sequence[float]) -> str:
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> F32:
-    dot = sum(x * y for x, y in zip(a, b))
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
     norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)) or 1.0
     return f32(dot / norm)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import fake_tei_model as fm
 from fake_tei_api import SERVER_FILE, SERVER_TARGET, ApiError, Engine, Timing
@@ -72,9 +72,8 @@ def rerank(engine: Engine, body: Body, timing: Timing) -> object:
         raise ApiError("Backend", "Backend error: model is not a re-ranker model", 344)
     engine.check_batch(len(texts), 386)
     scores = _scores(engine, [(query, t) for t in texts], truncate, direction, raw_scores, timing)
-    ranks = [{"index": i, **({"text": texts[i]} if return_text else {}), "score": s} for i, s in enumerate(scores)]
-    ranks.sort(key=lambda r: r["score"])  # TEI: stable ascending sort, then reverse
-    return ranks[::-1]
+    order = sorted(range(len(scores)), key=lambda i: scores[i])[::-1]  # TEI: stable ascending sort, reversed
+    return [{"index": i, **({"text": texts[i]} if return_text else {}), "score": scores[i]} for i in order]
 
 
 def _predict_inputs(body: Body) -> tuple[bool, list[tuple[str, str]]]:
@@ -103,10 +102,10 @@ def predict(engine: Engine, body: Body, timing: Timing) -> object:
 
 def tokenize(engine: Engine, body: Body, timing: Timing) -> object:
     raw = body.required("inputs")
-    if not (isinstance(raw, str) or isinstance(raw, list) and all(isinstance(v, str) for v in raw)):
+    if not (isinstance(raw, str) or (isinstance(raw, list) and all(isinstance(v, str) for v in raw))):
         body.fail("inputs", "data did not match any variant of untagged enum TokenizeInput")
     add_special = bool(body.boolean("add_special_tokens", True))
-    texts = [raw] if isinstance(raw, str) else list(raw)  # type: ignore[arg-type]
+    texts = [raw] if isinstance(raw, str) else list(raw)
     if isinstance(raw, list):
         if not texts:
             raise ApiError("Empty", "`inputs` cannot be empty", 1393)
@@ -134,11 +133,11 @@ def similarity(engine: Engine, body: Body, timing: Timing) -> object:
     if not isinstance(inputs, dict) or not isinstance(inputs.get("source_sentence"), str) or not (
             isinstance(inputs.get("sentences"), list) and all(isinstance(s, str) for s in inputs["sentences"])):
         body.fail("inputs", "missing or invalid field `source_sentence` or `sentences`")
-    sentences = list(inputs["sentences"])  # type: ignore[index]
+    sentences = list(inputs["sentences"])
     if not sentences:
         raise ApiError("Empty", "`inputs.sentences` cannot be empty", 508)
     engine.check_batch(len(sentences) + 1, 524)
-    vectors = engine.pooled([inputs["source_sentence"]] + sentences,  # type: ignore[index]
+    vectors = engine.pooled([inputs["source_sentence"]] + sentences,
                             engine.info.auto_truncate, "right", None, True, None, timing)
     return [fm.cosine(vectors[0], v) for v in vectors[1:]]
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
+from typing import NoReturn
 
 
 class Rejection(Exception):
@@ -35,9 +36,9 @@ class Body:
         self.where = where  # " at line L column C", as serde_json appends
         if not isinstance(raw, dict):
             self.fail("", f"invalid type: {unexpected(raw)}, expected struct {struct}")
-        self.raw: Mapping[str, object] = raw  # type: ignore[assignment]
+        self.raw: Mapping[str, object] = raw
 
-    def fail(self, path: str, message: str) -> None:
+    def fail(self, path: str, message: str) -> NoReturn:
         prefix = f"{path}: " if path else ""
         raise Rejection(422, "Failed to deserialize the JSON body into the target type: "
                         f"{prefix}{message}{self.where}")
@@ -53,7 +54,7 @@ class Body:
             return default
         if not isinstance(value, bool):
             self.fail(key, f"invalid type: {unexpected(value)}, expected a boolean")
-        return value  # type: ignore[return-value]
+        return value
 
     def string(self, key: str, optional: bool = True) -> str | None:
         value = self.raw.get(key) if optional else self.required(key)
@@ -61,7 +62,7 @@ class Body:
             return None
         if not isinstance(value, str):
             self.fail(key, f"invalid type: {unexpected(value)}, expected a string")
-        return value  # type: ignore[return-value]
+        return value
 
     def usize(self, key: str) -> int | None:
         value = self.raw.get(key)
@@ -69,9 +70,9 @@ class Body:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(key, f"invalid type: {unexpected(value)}, expected usize")
-        if value < 0:  # type: ignore[operator]
+        if value < 0:
             self.fail(key, f"invalid value: integer `{value}`, expected usize")
-        return value  # type: ignore[return-value]
+        return value
 
     def choice(self, key: str, accepted: Mapping[str, str], default: str) -> str:
         value = self.raw.get(key, default)
@@ -81,23 +82,26 @@ class Body:
             if isinstance(value, str):
                 self.fail(key, f"unknown variant `{value}`, expected {expected}")
             self.fail(key, f"invalid type: {unexpected(value)}, expected enum")
-        return accepted[value]  # type: ignore[index]
+        return accepted[value]
 
     def string_list(self, key: str) -> list[str]:
         value = self.required(key)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.fail(key, f"invalid type: {unexpected(value)}, expected a sequence of strings")
-        return list(value)  # type: ignore[arg-type]
+        return [str(v) for v in value]
 
     def inputs(self, key: str) -> tuple[bool, list[str | list[int]]]:
         """TEI's untagged `Input`: (is_batch, items). A flat integer list is ONE token-id input."""
         value = self.required(key)
         if isinstance(value, str) or _is_ids(value):
-            return False, [value]  # type: ignore[list-item]
+            return False, [_input(value)]
         if isinstance(value, list) and all(isinstance(v, str) or _is_ids(v) for v in value):
-            return True, list(value)
+            return True, [_input(v) for v in value]
         self.fail(key, "data did not match any variant of untagged enum Input")
-        raise AssertionError
+
+
+def _input(value: object) -> str | list[int]:
+    return value if isinstance(value, str) else [int(v) for v in value]  # type: ignore[attr-defined]
 
 
 def _is_ids(value: object) -> bool:

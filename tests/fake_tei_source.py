@@ -6,10 +6,11 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
+from fake_tei_cli import Args
 from fake_tei_log import INFO, WARN, Logger, Span, rust_duration
 
 ST_CONFIG_NAMES = ("sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
@@ -38,9 +39,10 @@ class Model:
     model_type: str
 
 
-def hub_cache_dir(args: Mapping[str, object], env: Mapping[str, str]) -> Path:
-    if args["huggingface_hub_cache"] is not None:
-        return Path(str(args["huggingface_hub_cache"]))
+def hub_cache_dir(args: Args, env: Mapping[str, str]) -> Path:
+    cache = args.text("huggingface_hub_cache")
+    if cache is not None:
+        return Path(cache)
     if env.get("HF_HOME"):
         return Path(env["HF_HOME"]) / "hub"
     return Path(env.get("HOME", "/root")) / ".cache" / "huggingface" / "hub"
@@ -58,7 +60,8 @@ def _snapshot_files(model_id: str) -> dict[str, object]:
                                  "max_position_embeddings": 514 if reranker else 512}
     if reranker:
         config.update(id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
-    files: dict[str, object] = {"config.json": config, "tokenizer.json": {"version": "1.0", "model": {"type": "WordPiece"}},
+    tokenizer = {"version": "1.0", "model": {"type": "WordPiece"}}
+    files: dict[str, object] = {"config.json": config, "tokenizer.json": tokenizer,
                                 "sentence_bert_config.json": {"max_seq_length": 512}}
     if not reranker:
         files["1_Pooling/config.json"] = {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}
@@ -86,9 +89,9 @@ def _write_snapshot(repo: Path, model_id: str, revision: str) -> Path:
     return snap
 
 
-def download(args: Mapping[str, object], env: Mapping[str, str], logger: Logger, hub_fail: bool) -> Path:
+def download(args: Args, env: Mapping[str, str], logger: Logger, hub_fail: bool) -> Path:
     """`download_artifacts`: log every file as TEI does, serve from cache, else 'download' or fail."""
-    model_id, revision = str(args["model_id"]), str(args["revision"] or "main")
+    model_id, revision = str(args.text("model_id")), args.text("revision") or "main"
     span, started = Span("download_artifacts"), time.monotonic()
     log = lambda level, line, msg: logger.log(level, *DOWNLOAD, line, msg, span)  # noqa: E731
     log(INFO, 42, "Starting download")
@@ -99,7 +102,7 @@ def download(args: Mapping[str, object], env: Mapping[str, str], logger: Logger,
     if snap is None and not hub_fail:
         snap = _write_snapshot(repo, model_id, revision)
     status = "401 Unauthorized" if snap is None else "404 Not Found"
-    if args["pooling"] is None:
+    if args.text("pooling") is None:
         log(INFO, 18, "Downloading `1_Pooling/config.json`")
         if snap is None or not (snap / "1_Pooling/config.json").is_file():
             pool_url = url.replace("config.json", "1_Pooling/config.json")
@@ -122,11 +125,12 @@ def _read_config(root: Path) -> dict:
     try:
         text = (root / "config.json").read_text(encoding="utf-8")
     except OSError as err:
-        raise StartupError("`config.json` not found", f"{os.strerror(err.errno or 2)} (os error {err.errno})")
+        raise StartupError("`config.json` not found", f"{os.strerror(err.errno or 2)} (os error {err.errno})") from None
     try:
         config = json.loads(text)
     except json.JSONDecodeError as err:
-        raise StartupError("Failed to parse `config.json`", f"{err.msg} at line {err.lineno} column {err.colno}")
+        cause = f"{err.msg} at line {err.lineno} column {err.colno}"
+        raise StartupError("Failed to parse `config.json`", cause) from None
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         lines = text.rstrip().split("\n")
         raise StartupError("Failed to parse `config.json`",
@@ -134,15 +138,17 @@ def _read_config(root: Path) -> dict:
     return config
 
 
-def _pooling(args: Mapping[str, object], root: Path, config: dict, logger: Logger) -> str:
-    if args["pooling"] is not None:
-        return str(args["pooling"]).replace("-", "_")
+def _pooling(args: Args, root: Path, config: dict, logger: Logger) -> str:
+    pooling = args.text("pooling")
+    if pooling is not None:
+        return pooling.replace("-", "_")
     try:
         pool = json.loads((root / "1_Pooling" / "config.json").read_text())
     except (OSError, ValueError):
         if "bert" not in config["model_type"]:
             raise StartupError("The `--pooling` arg is not set and we could not find a pooling configuration "
-                               "(`1_Pooling/config.json`) for this model.", "No such file or directory (os error 2)")
+                               "(`1_Pooling/config.json`) for this model.",
+                               "No such file or directory (os error 2)") from None
         logger.log(WARN, *ROUTER, 458, "The `--pooling` arg is not set and we could not find a pooling "
                    "configuration (`1_Pooling/config.json`) for this model but the model is a BERT variant. "
                    "Defaulting to `CLS` pooling.")
@@ -169,12 +175,12 @@ def _max_input_length(root: Path, config: dict, logger: Logger) -> int:
     return positions - offset
 
 
-def load_model(args: Mapping[str, object], root: Path, hub: bool, logger: Logger, forced_type: str | None) -> Model:
+def load_model(args: Args, root: Path, hub: bool, logger: Logger, forced_type: str | None) -> Model:
     """Read config.json and friends the way `text_embeddings_router::run` does, in the same order."""
     config = _read_config(root)
     architectures = config.get("architectures") or []
     reranker = any(str(a).endswith("ForSequenceClassification") for a in architectures) or (
-        hub and looks_like_reranker(str(args["model_id"])))
+        hub and looks_like_reranker(str(args.text("model_id"))))
     if forced_type in ("embedding", "reranker"):
         reranker = forced_type == "reranker"
     pooling = None if reranker else _pooling(args, root, config, logger)

@@ -15,8 +15,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -92,9 +92,9 @@ class Fake:
             self.lines.append(line)
 
     def wait_line(self, text: str, timeout: float = 5.0) -> str:
-        return str(wait_until(lambda: next((l for l in self.lines if text in l), None), timeout, repr(text)))
+        return str(wait_until(lambda: next((line for line in self.lines if text in line), None), timeout, repr(text)))
 
-    def ready(self) -> "Fake":
+    def ready(self) -> Fake:
         self.wait_line(": Ready")
         return self
 
@@ -165,7 +165,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Fake]
 
 # command line -------------------------------------------------------------------------------------
 CLAP_ERRORS = [
-    (["--model-id", "m", "--foo"], {}, f"error: unexpected argument '--foo' found\n\n{USAGE.replace('[OPTIONS] ', '')}"),
+    (["--model-id", "m", "--foo"], {},
+     f"error: unexpected argument '--foo' found\n\n{USAGE.replace('[OPTIONS] ', '')}"),
     (["--foo"], {}, f"error: unexpected argument '--foo' found\n\n{USAGE}"),
     (["--model-id", "m"], {"JSON_OUTPUT": "1"}, "error: invalid value '1' for '--json-output'\n"
                                                 "  [possible values: true, false]"),
@@ -248,7 +249,7 @@ def test_args_line_shows_api_key_in_clear_and_redacts_model_id(tmp_path: Path) -
     env = base_env(tmp_path, FAKE_TEI_FAIL_START="1", API_KEY=KEY, HF_TOKEN="hf_abcdefghijkl")
     result = run_fake(["--model-id", "jinaai/jina-embeddings-v3", "--huggingface-hub-cache", str(tmp_path)], env)
     first = result.stdout.splitlines()[0]
-    assert " INFO text_embeddings_router: router/src/main.rs:216: Args { model_id: \"jin***/****-*********s-v3\"" in first
+    assert ' INFO text_embeddings_router: router/src/main.rs:216: Args { model_id: "jin***/****-*********s-v3"' in first
     assert f'api_key: Some("{KEY}")' in first and 'hf_token: Some("hf_a********jkl")' in first
     assert result.returncode == 1 and result.stderr.startswith("Error: Model backend is not healthy\n\nCaused by:\n")
 
@@ -269,7 +270,8 @@ def test_hub_id_is_downloaded_into_the_cache_with_tei_log_lines(tmp_path: Path) 
     """A Hub id gets TEI's download lines and a snapshot under `models--org--name`."""
     result = run_fake(["--model-id", "org/name", "--huggingface-hub-cache", str(tmp_path / "cache")],
                       base_env(tmp_path, FAKE_TEI_FAIL_START="1"))
-    assert "download_artifacts: text_embeddings_core::download: core/src/download.rs:42: Starting download" in result.stdout
+    starting = "download_artifacts: text_embeddings_core::download: core/src/download.rs:42: Starting download"
+    assert starting in result.stdout
     assert "Downloading `tokenizer.json`" in result.stdout and "Model artifacts downloaded in " in result.stdout
     snapshots = list((tmp_path / "cache" / "models--org--name" / "snapshots").glob("*/tokenizer.json"))
     assert len(snapshots) == 1 and (tmp_path / "cache" / "models--org--name" / "refs" / "main").is_file()
@@ -516,3 +518,10 @@ def test_spew_floods_stdout_while_serving(tmp_path: Path, start: Callable[..., F
     fake = start("--model-id", str(write_model(tmp_path / "m")), FAKE_TEI_SPEW_BYTES="300000").ready()
     wait_until(lambda: sum(len(line) for line in fake.lines) > 300000, what="spew")
     assert http("GET", fake.url("/health"))[0] == 200
+
+
+def test_empty_api_key_env_turns_auth_on_with_bare_bearer(tmp_path: Path, start: Callable[..., Fake]) -> None:
+    """API_KEY="" still counts: the expected header is exactly `Bearer ` with its trailing space."""
+    fake = start("--model-id", str(write_model(tmp_path / "m")), API_KEY="").ready()
+    assert http("GET", fake.url("/info"))[0] == 401
+    assert http("GET", fake.url("/info"), headers={"Authorization": "Bearer "})[0] == 200
