@@ -11,7 +11,7 @@ from .events import Mailbox
 from .modelcache import verify_model
 from .models import detect_backend
 from .progress import Progress
-from .supervisor import NullNotifier, Notifier
+from .supervisor import Notifier, NullNotifier
 
 EXTEND_EVERY_S = 10.0  # how often systemd hears "still downloading"
 EXTEND_BY_S = 60.0

@@ -7,6 +7,7 @@ import os
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -320,7 +321,7 @@ def test_ensure_under_regular_file_is_config_error(tmp_path: Path) -> None:
 
 # -- state and status files --------------------------------------------------------------------
 
-STATE = dict(embed_port=8000, embed_model="BAAI/bge-small-en-v1.5", embed_active=True,
+STATE: dict[str, Any] = dict(embed_port=8000, embed_model="BAAI/bge-small-en-v1.5", embed_active=True,
              rerank_port=8001, rerank_model="BAAI/bge-reranker-v2-m3", rerank_active=False,
              embed_auth=True, rerank_auth=False, server_addr="203.0.113.7")
 

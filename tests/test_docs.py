@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from embed_launcher.config import VARIABLES, render_env_example
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _update_docs():  # type: ignore[no-untyped-def]
+def _update_docs() -> Any:
     spec = importlib.util.spec_from_file_location("update_docs", ROOT / "scripts" / "update_docs.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from embed_launcher.config import Settings, load_settings
-from embed_launcher.plan import build_plan, probe_host
+from embed_launcher.plan import ChildSpec, build_plan, probe_host
 
 KEY, RERANK_KEY, TOKEN = "embed-" + "a" * 48, "rerank-secret-key", "hf_secret_token_value"
 
@@ -16,7 +16,9 @@ def settings(**env: str) -> Settings:
     return load_settings(env, None, env_file=Path("/nonexistent.env"), cwd=Path("/srv"))
 
 
-def plan(env: dict[str, str], parent: dict[str, str] | None = None, sources: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def plan(
+    env: dict[str, str], parent: dict[str, str] | None = None, sources: dict[str, str] | None = None
+) -> tuple[ChildSpec, ...]:
     return build_plan(
         settings(**env),
         tei_bin="/usr/local/bin/text-embeddings-router",

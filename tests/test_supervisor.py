@@ -6,12 +6,14 @@ import collections
 import io
 import signal
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from embed_launcher.console import Console
 from embed_launcher.plan import ChildSpec
 from embed_launcher.policy import Phase, RestartPolicy
+from embed_launcher.process import Handle
 from embed_launcher.supervisor import Supervisor, Timing
 
 
@@ -34,7 +36,7 @@ class FakeSpawner:
         self.spawned.append((spec.name, self.next_pid))
         return FakeHandle(self.next_pid, collections.deque(["Error: Could not create backend"], maxlen=20))
 
-    def signal(self, child: FakeHandle, sig: int) -> None:
+    def signal(self, child: Handle, sig: int) -> None:
         self.signals.append((child.pid, sig))
 
 
@@ -71,13 +73,13 @@ class Harness:
                       env={}, port=8000 + i, health_url=f"http://127.0.0.1:{8000 + i}/health")
             for i, n in enumerate(names)
         ]  # fmt: skip
-        base = dict(ready_timeout_s=30.0, stop_timeout_s=8.0, health_interval_s=10.0, health_failures=3)
+        base: dict[str, Any] = dict(ready_timeout_s=30.0, stop_timeout_s=8.0, health_interval_s=10.0, health_failures=3)
         base.update(timing)
         self.sup = Supervisor(
             specs,
             console=Console(self.out, self.err, colour=False),
             spawner=self.spawner,
-            timing=Timing(**base),  # type: ignore[arg-type]
+            timing=Timing(**base),
             probe=lambda url, timeout: False,
             clock=lambda: self.now,
             notifier=self.notifier,
@@ -128,7 +130,8 @@ def test_banner_and_ready_notification_only_once_every_service_is_ready(h: Harne
 
 def test_a_crashed_child_restarts_after_one_second_and_its_sibling_is_untouched(h: Harness) -> None:
     """Matrix row 1: exit 1 after ready -> logged, restarted at +1 s, the other child not signalled."""
-    h.ready("embed"), h.ready("rerank")
+    h.ready("embed")
+    h.ready("rerank")
     rerank_pid = h.pid("rerank")
     h.now = 50.0
     h.exit("embed", 1)
@@ -144,7 +147,8 @@ def test_a_crashed_child_restarts_after_one_second_and_its_sibling_is_untouched(
 
 def test_sigkill_death_is_reported_as_possible_oom(h: Harness) -> None:
     """Matrix row 2: a SIGKILLed child is described with the OOM hint."""
-    h.ready("embed"), h.ready("rerank")
+    h.ready("embed")
+    h.ready("rerank")
     h.exit("rerank", -signal.SIGKILL)
     assert "signal SIGKILL (137), possibly out of memory" in h.err.getvalue()
 
@@ -176,7 +180,8 @@ def test_tei_rejecting_its_arguments_is_a_configuration_error(h: Harness) -> Non
 
 def test_sigterm_stops_gracefully_and_a_second_signal_kills(h: Harness) -> None:
     """Matrix rows 11-12: first signal TERMs every group; the second KILLs at once and exits 1."""
-    h.ready("embed"), h.ready("rerank")
+    h.ready("embed")
+    h.ready("rerank")
     h.sup.handle_signal(signal.SIGTERM)
     pids = {h.pid("embed"), h.pid("rerank")}
     assert {(p, signal.SIGTERM) for p in pids} <= set(h.spawner.signals)
@@ -206,7 +211,8 @@ def test_clean_stop_exits_zero_once_every_child_is_reaped(h: Harness) -> None:
 
 def test_stop_during_backoff_spawns_nothing_more(h: Harness) -> None:
     """Matrix row 13: a pending restart is cancelled by a stop signal."""
-    h.ready("embed"), h.ready("rerank")
+    h.ready("embed")
+    h.ready("rerank")
     h.exit("embed", 1)
     h.sup.handle_signal(signal.SIGTERM)
     h.at(100.0)
@@ -227,7 +233,8 @@ def test_never_ready_child_is_killed_at_the_ready_timeout(h: Harness) -> None:
 
 def test_three_failed_liveness_probes_restart_only_that_child(h: Harness) -> None:
     """Matrix row 19: consecutive /health failures after ready -> SIGKILL that child, then a restart."""
-    h.ready("embed"), h.ready("rerank")
+    h.ready("embed")
+    h.ready("rerank")
     child = h.sup.child_named("embed")
     for _ in range(2):
         h.sup.handle_probe("embed", child.generation, False)
@@ -249,7 +256,8 @@ def test_a_late_probe_answer_from_a_dead_process_is_ignored(h: Harness) -> None:
 
 def test_both_children_crashing_at_once_restart_independently(h: Harness) -> None:
     """Matrix row 20: two exits in one turn -> one respawn each, no double spawn."""
-    h.ready("embed"), h.ready("rerank")
+    h.ready("embed")
+    h.ready("rerank")
     h.exits = [(h.pid("embed"), 1), (h.pid("rerank"), 1)]
     h.sup.reap_children()
     h.at(1.0)
