@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from fake_tei_api import Engine, Info
-from fake_tei_cli import Args, ClapExit, args_debug, parse_args
+from fake_tei_args import Args, args_debug
+from fake_tei_cli import ClapExit, parse_args
 from fake_tei_http import FakeTeiServer, Settings
 from fake_tei_log import INFO, WARN, Logger, fd_sink
 from fake_tei_source import ROUTER, StartupError, download, load_model

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fake_tei_cli import Args
+from fake_tei_args import Args
 from fake_tei_log import INFO, WARN, Logger, Span, rust_duration
 
 ST_CONFIG_NAMES = ("sentence_bert_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",

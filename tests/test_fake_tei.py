@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import fake_tei_args as tei_args  # noqa: E402
 import fake_tei_cli as cli  # noqa: E402
 import fake_tei_model as fm  # noqa: E402
 
@@ -233,7 +234,7 @@ def test_values_follow_cli_then_env_then_default(argv: list[str], env: dict[str,
 ])
 def test_veil_partial_redaction(text: str, redacted: str) -> None:
     """Model ids and tokens are masked as veil's partial redaction does."""
-    assert cli.veil_partial(text) == redacted
+    assert tei_args.veil_partial(text) == redacted
 
 
 @pytest.mark.parametrize(("value", "expected"), [(0.05, "0.05"), (12.0, "12.0"), (1e-7, "1e-7"),
