@@ -12,46 +12,24 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import fake_tei_args as tei_args
+import fake_tei_cli as cli
+import fake_tei_model as fm
 import pytest
+from conftest import FAKE_TEI as FAKE
+from conftest import free_port, wait_until
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-import fake_tei_args as tei_args  # noqa: E402
-import fake_tei_cli as cli  # noqa: E402
-import fake_tei_model as fm  # noqa: E402
-
-FAKE = HERE / "fake_tei.py"
 USAGE = "Usage: text-embeddings-router [OPTIONS] --model-id <MODEL_ID>"
 TRY_HELP = "\n\nFor more information, try '--help'.\n"
 KEY = "sekrit-key"
 
 
 # helpers ------------------------------------------------------------------------------------------
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> object:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def base_env(tmp: Path, **extra: str) -> dict[str, str]:
     """A scrubbed environment, as the launcher gives TEI: nothing inherited but PATH."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "NO_COLOR": "1",
@@ -93,7 +71,7 @@ class Fake:
             self.lines.append(line)
 
     def wait_line(self, text: str, timeout: float = 5.0) -> str:
-        return str(wait_until(lambda: next((line for line in self.lines if text in line), None), timeout, repr(text)))
+        return str(wait_until(lambda: next((line for line in self.lines if text in line), None), timeout))
 
     def ready(self) -> Fake:
         self.wait_line(": Ready")
@@ -355,7 +333,7 @@ def test_ignore_term_knob_records_and_survives(tmp_path: Path, start: Callable[.
     fake = start("--model-id", str(write_model(tmp_path / "m")), FAKE_TEI_IGNORE_TERM="1",
                  FAKE_TEI_SIGNAL_LOG=str(log)).ready()
     fake.proc.send_signal(signal.SIGTERM)
-    wait_until(lambda: log.is_file() and log.read_text() == "TERM\n", what="signal log")
+    wait_until(lambda: log.is_file() and log.read_text() == "TERM\n")
     assert fake.proc.poll() is None and http("GET", fake.url("/health"))[0] == 200
 
 
@@ -495,7 +473,7 @@ def test_graceful_shutdown_waits_for_in_flight_request(tmp_path: Path, start: Ca
     result: list[int] = []
     client = threading.Thread(target=lambda: result.append(http("POST", fake.url("/embed"), {"inputs": "hi"})[0]))
     client.start()
-    wait_until(lambda: b"te_request_count 1" in http("GET", fake.url("/metrics"))[2], what="request in flight")
+    wait_until(lambda: b"te_request_count 1" in http("GET", fake.url("/metrics"))[2])
     fake.proc.send_signal(signal.SIGTERM)
     assert fake.proc.wait(timeout=5) == 0
     client.join(timeout=5)
@@ -507,7 +485,7 @@ def test_spawn_grandchild_shares_the_process_group(tmp_path: Path, start: Callab
     pid_file = tmp_path / "grandchild.pid"
     fake = start("--model-id", str(write_model(tmp_path / "m")), FAKE_TEI_SPAWN_GRANDCHILD="1",
                  FAKE_TEI_GRANDCHILD_PID_FILE=str(pid_file)).ready()
-    pid = int(str(wait_until(lambda: pid_file.is_file() and pid_file.read_text(), what="pid file")))
+    pid = int(str(wait_until(lambda: pid_file.is_file() and pid_file.read_text())))
     try:
         assert os.getpgid(pid) == os.getpgid(fake.proc.pid)
     finally:
@@ -517,7 +495,7 @@ def test_spawn_grandchild_shares_the_process_group(tmp_path: Path, start: Callab
 def test_spew_floods_stdout_while_serving(tmp_path: Path, start: Callable[..., Fake]) -> None:
     """FAKE_TEI_SPEW_BYTES writes at least that many bytes of log lines after Ready; HTTP keeps answering."""
     fake = start("--model-id", str(write_model(tmp_path / "m")), FAKE_TEI_SPEW_BYTES="300000").ready()
-    wait_until(lambda: sum(len(line) for line in fake.lines) > 300000, what="spew")
+    wait_until(lambda: sum(len(line) for line in fake.lines) > 300000)
     assert http("GET", fake.url("/health"))[0] == 200
 
 
