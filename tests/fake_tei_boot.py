@@ -65,7 +65,8 @@ class Knobs:
 def die(code: int) -> NoReturn:
     """Exit with `code`, or be killed by signal `-code` when it is negative."""
     if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those two cannot (and need not) be reset
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
         time.sleep(5)
     os._exit(code)

@@ -337,11 +337,13 @@ def test_ignore_term_knob_records_and_survives(tmp_path: Path, start: Callable[.
     assert fake.proc.poll() is None and http("GET", fake.url("/health"))[0] == 200
 
 
-def test_exit_after_knob_exits_with_the_code(tmp_path: Path, start: Callable[..., Fake]) -> None:
-    """FAKE_TEI_EXIT_AFTER_S/FAKE_TEI_EXIT_CODE make the fake die after Ready with that code."""
+@pytest.mark.parametrize(("code", "status"), [("3", 3), ("-9", -signal.SIGKILL), ("-6", -signal.SIGABRT)])
+def test_exit_after_knob_exits_with_the_code(tmp_path: Path, start: Callable[..., Fake], code: str,
+                                             status: int) -> None:
+    """FAKE_TEI_EXIT_AFTER_S/FAKE_TEI_EXIT_CODE end the fake after Ready: a code, or a signal when negative."""
     fake = start("--model-id", str(write_model(tmp_path / "m")), FAKE_TEI_EXIT_AFTER_S="0.1",
-                 FAKE_TEI_EXIT_CODE="3").ready()
-    assert fake.proc.wait(timeout=5) == 3
+                 FAKE_TEI_EXIT_CODE=code).ready()
+    assert fake.proc.wait(timeout=5) == status
 
 
 def test_health_file_knob_flips_health(tmp_path: Path, start: Callable[..., Fake]) -> None:
