@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import pwd
-import re
 import secrets
 import stat
 from collections.abc import Callable, Mapping
@@ -14,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embed_launcher.atomic import PUBLIC_MODE, atomic_write, fsync_dir
 from embed_launcher.errors import EXIT_CONFIG, EXIT_FAILURE, LauncherError
 
 SECRET_MODE = 0o600
-PUBLIC_MODE = 0o644
 DIR_MODE = 0o755
 
 KEY_FILE = ".api_key"
@@ -36,91 +35,13 @@ NOT_PERSISTENT_NOTICES = (
     "data directory is not persistent.",
 )
 
-_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
 _PERMISSION_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
-Writer = Callable[[int, bytes], None]
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; some filesystems refuse directory fsync, which is harmless.
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: str | bytes, mode: int = PUBLIC_MODE, *,
-                 write: Writer = _write_all) -> None:
-    """Replace ``path`` with ``data`` atomically; on failure the old file stays and no temp remains.
-
-    The temp file is born with ``mode`` (O_EXCL, then fchmod to defeat the umask in the other
-    direction), so a 0600 key never exists with a looser mode, not even for a moment.
-    ``write`` is a fault-injection seam for tests.
-    """
-    path = Path(path)
-    payload = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def generate_key() -> str:
     """A fresh API key in the original's format: ``embed-`` + 48 lowercase hex characters."""
     return "embed-" + secrets.token_hex(24)
-
-
-def in_container(environ: Mapping[str, str],
-                 exists: Callable[[str], bool] = os.path.exists) -> bool:
-    """The original's container test: Docker or Podman marker files, or a Kubernetes pod."""
-    if exists("/.dockerenv") or exists("/run/.containerenv"):
-        return True
-    return bool(environ.get("KUBERNETES_SERVICE_HOST"))
-
-
-def _mount_points(mounts_text: str) -> set[str]:
-    points = set()
-    for line in mounts_text.splitlines():
-        fields = line.split()
-        if len(fields) >= 2:
-            points.add(_MOUNT_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[1]))
-    return points
-
-
-def is_persistent(data_dir: Path, *, in_container: bool, mounts_text: str) -> bool:
-    """Whether data written to ``data_dir`` outlives the container (always, outside one).
-
-    Inside a container it is persistent iff a mount point (from /proc/mounts text) is the
-    directory or one of its parents other than "/" (the container's own root filesystem).
-    """
-    if not in_container:
-        return True
-    target = Path(os.path.normpath(data_dir))
-    candidates = {str(p) for p in (target, *target.parents) if str(p) != "/"}
-    return bool(candidates & {os.path.normpath(p) for p in _mount_points(mounts_text)})
 
 
 @dataclass(frozen=True)
@@ -274,7 +195,7 @@ class DataDir:
             os.replace(source, target)
         except OSError as exc:
             raise self._io_error("move aside", source, exc) from None
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         return ["Note: EMBED_API_KEY is explicitly empty, so authentication is off. "
                 f"The previous key was kept in {target}."]
 

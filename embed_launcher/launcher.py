@@ -13,10 +13,11 @@ from .address import UNKNOWN, AddressLookup
 from .banner import Endpoint, not_persistent_note, ready_banner, start_banner
 from .config import Settings
 from .console import Console
-from .datadir import DataDir, KeyResolution, in_container, is_persistent
+from .datadir import DataDir, KeyResolution
 from .errors import EXIT_OK
 from .events import Mailbox
 from .models_fetch import fetch_models
+from .persistence import in_container, is_persistent
 from .plan import LABELS, ChildSpec, build_plan
 from .policy import RestartPolicy
 from .preflight import check_ports, resolve_tei_bin

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from embed_launcher.atomic import atomic_write
 from embed_launcher.datadir import (
     EXISTING_NO_KEY_NOTICES,
     NOT_PERSISTENT_NOTICES,
@@ -18,12 +19,10 @@ from embed_launcher.datadir import (
     DataDir,
     KeyResolution,
     StateSnapshot,
-    atomic_write,
     generate_key,
-    in_container,
-    is_persistent,
 )
 from embed_launcher.errors import LauncherError
+from embed_launcher.persistence import in_container, is_persistent
 
 NEW_KEY = "embed-" + "ab" * 24
 
