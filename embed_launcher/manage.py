@@ -34,6 +34,7 @@ Examples:
   docker exec embeddings embed_manage --pullmodel BAAI/bge-m3
   embed_manage --status --json
 """
+MISSING_MODEL = "Missing model ID. Usage: --pullmodel <model>"
 
 
 def data_dir(environ: dict[str, str]) -> Path:
@@ -50,8 +51,8 @@ class ManageCommand(click.Command):
         except click.NoSuchOption as exc:
             raise click.UsageError(f"Unknown parameter: {exc.option_name}") from None
         except click.BadOptionUsage as exc:
-            if exc.option_name == "pullmodel":
-                raise click.UsageError("Missing model ID. Usage: --pullmodel <model>") from None
+            if exc.option_name in ("pullmodel", "--pullmodel"):
+                raise click.UsageError(MISSING_MODEL) from None
             raise
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -82,6 +83,8 @@ class ManageCommand(click.Command):
 def manage_command(as_json: bool, pullmodel: str | None, **flags: bool) -> int:
     """Inspect and manage the embeddings server."""
     chosen = [name for name in ACTIONS if flags.get(name)] + (["pullmodel"] if pullmodel is not None else [])
+    if pullmodel is not None and (not pullmodel.strip() or pullmodel.startswith("-")):
+        raise click.UsageError(MISSING_MODEL)  # `--pullmodel --getkey`: an option, not a model id
     if not chosen:
         click.echo(USAGE, err=True, nl=False)
         return EXIT_FAILURE

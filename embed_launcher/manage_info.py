@@ -76,39 +76,42 @@ def show_info(environ: Mapping[str, str], console: Console) -> int:
         lines += [f" {s.label}:", f"   Model:    {s.model}", f"   Endpoint: http://{addr}:{s.port}"]
     lines += [RULE, "", "API endpoints:"]
     for s in services:
-        base = f"http://{addr}:{s.port}"
-        if s.name == "embed":
-            lines += [f"  POST {base}/v1/embeddings   (OpenAI-compatible)", f"  POST {base}/embed"]
-        else:
-            lines += [f"  POST {base}/rerank"]
-        lines += [f"  GET  {base}/info", f"  GET  {base}/docs"]
+        lines += endpoint_lines(s, f"http://{addr}:{s.port}")
     lines.append("")
     for s in services:
-        header = ['    -H "Authorization: Bearer <api-key>" \\'] if s.auth else []
-        path, body = (
-            ("/v1/embeddings", f'{{"input": "Your text here", "model": "{s.model}"}}')
-            if s.name == "embed"
-            else (
-                "/rerank",
-                '{"query": "What is AI?", "texts": ["AI is artificial intelligence.", "Paris is in France."]}',
-            )
-        )
-        lines += [
-            f"  curl http://{addr}:{s.port}{path} \\",
-            '    -H "Content-Type: application/json" \\',
-            *header,
-            f"    -d '{body}'",
-            "",
-        ]
+        lines += example_lines(s, f"http://{addr}:{s.port}")
     if any(s.auth for s in services):
-        lines.append("Use '--showkey' to display the API key.")
+        lines += ["Use '--showkey' to display the API key.", ""]
     lines += [
         "To change the active model:",
-        "  1. embed_manage --pullmodel <model>   (downloads while the server keeps running)",
+        "  1. Pre-download: embed_manage --pullmodel <model>   (the server keeps running)",
         "  2. Set EMBED_MODEL=<model> (or RERANK_MODEL=<model>) in your env file and restart.",
+        "",
     ]
     console.lines(lines)
     return EXIT_OK
+
+
+def endpoint_lines(s: ServiceView, base: str) -> list[str]:
+    """The routes one service offers."""
+    if s.name == "embed":
+        routes = [f"  POST {base}/v1/embeddings   (OpenAI-compatible)", f"  POST {base}/embed"]
+    else:
+        routes = [f"  POST {base}/rerank"]
+    return routes + [f"  GET  {base}/info", f"  GET  {base}/docs     (interactive docs)"]
+
+
+def example_lines(s: ServiceView, base: str) -> list[str]:
+    """A curl example for one service, with the auth header when its key is on."""
+    if s.name == "embed":
+        title, path = "Example — generate embeddings:", "/v1/embeddings"
+        body = f'{{"input": "Your text here", "model": "{s.model}"}}'
+    else:
+        title, path = "Example — rerank documents:", "/rerank"
+        body = '{"query": "What is AI?", "texts": ["AI is...", "The weather is..."], "raw_scores": false}'
+    header = ['    -H "Authorization: Bearer <api-key>" \\'] if s.auth else []
+    return [title, f"  curl {base}{path} \\", "    -H 'Content-Type: application/json' \\", *header,
+            f"    -d '{body}'", ""]
 
 
 def pid_alive(pid: object) -> bool:

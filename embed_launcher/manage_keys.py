@@ -55,5 +55,5 @@ def show_key(environ: Mapping[str, str], console: Console) -> int:
     else:
         boxes = [(" EmbedCrate API key", str(embed or rerank))]
     for title, key in boxes:
-        console.lines(["", RULE, title, RULE, f" {key}", RULE, f'Use with: -H "Authorization: Bearer {key}"'])
+        console.lines(["", RULE, title, RULE, key, RULE, "", f'Use with: -H "Authorization: Bearer {key}"', ""])
     return EXIT_OK
