@@ -1,0 +1,62 @@
+"""The advertised address: given wins, local-only never looks anything up, a lookup never blocks start-up."""
+
+from __future__ import annotations
+
+import threading
+
+from embed_launcher.address import UNKNOWN, AddressLookup, parse_ipv4
+
+
+def test_given_address_skips_the_lookup() -> None:
+    """EMBED_SERVER_ADDR set: no thread, no network, the given value is shown."""
+    calls: list[str] = []
+    lookup = AddressLookup("emb.example.org", enabled=True, fetch=lambda url, t: calls.append(url) or "")
+    lookup.start()
+    lookup.join(1.0)
+    assert lookup.address == "emb.example.org" and calls == []
+
+
+def test_local_only_makes_no_network_call() -> None:
+    """Local-only mode: the lookup is disabled and the fallback is shown."""
+    calls: list[str] = []
+    lookup = AddressLookup(None, enabled=False, fallback="host1", fetch=lambda url, t: calls.append(url) or "")
+    lookup.start()
+    lookup.join(1.0)
+    assert lookup.address == "host1" and calls == []
+
+
+def test_lookup_runs_in_the_background_and_reports_the_address() -> None:
+    """The first service that answers a strict dotted quad wins; the callback persists it."""
+    release = threading.Event()
+    found: list[str] = []
+
+    def fetch(url: str, timeout: float) -> str:
+        release.wait(5)
+        return "not an ip" if "icanhazip" in url else "203.0.113.9\n"
+
+    lookup = AddressLookup(None, enabled=True, fetch=fetch, on_found=found.append)
+    lookup.start()
+    assert lookup.address == UNKNOWN  # start-up does not wait for it
+    release.set()
+    lookup.join(5.0)
+    assert lookup.address == "203.0.113.9" and found == ["203.0.113.9"]
+
+
+def test_failing_lookup_keeps_the_fallback() -> None:
+    """Offline: every service fails; the banner shows the fallback."""
+
+    def fetch(url: str, timeout: float) -> str:
+        raise OSError("no route")
+
+    lookup = AddressLookup(None, enabled=True, fallback="<server ip>", fetch=fetch)
+    lookup.start()
+    lookup.join(5.0)
+    assert lookup.address == "<server ip>"
+
+
+def test_only_a_single_strict_dotted_quad_is_accepted() -> None:
+    """The original's rule for the reply."""
+    assert parse_ipv4(" 198.51.100.4\n") == "198.51.100.4"
+    assert parse_ipv4("198.51.100.4\n1.2.3.4") is None
+    assert parse_ipv4("<html>") is None
+    assert parse_ipv4("999.1.1.1") is None

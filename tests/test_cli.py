@@ -1,0 +1,68 @@
+"""The CLI boundary: one error funnel, exit codes 0/1/2, --check, --version; never a traceback."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from embed_launcher.cli import launcher_command, run_guarded
+from embed_launcher.console import Console
+from embed_launcher.errors import ConfigError, LauncherError
+
+
+def funnel(action: Callable[[], int], environ: dict[str, str] | None = None) -> tuple[int, str]:
+    err = io.StringIO()
+    code = run_guarded(action, Console(io.StringIO(), err, colour=False), environ or {})
+    return code, err.getvalue()
+
+
+def test_launcher_error_becomes_its_message_and_exit_code() -> None:
+    """A known failure prints its one message and exits with its code."""
+
+    def fail() -> int:
+        raise LauncherError("Error: port 8000 is busy.", 2)
+
+    assert funnel(fail) == (2, "Error: port 8000 is busy.\n")
+
+
+def test_config_error_lists_every_problem() -> None:
+    """All problems together, exit 2."""
+
+    def fail() -> int:
+        raise ConfigError(["EMBED_PORT='x' must be ...", "EMBED_HOST='y' must be ..."])
+
+    code, err = funnel(fail)
+    assert code == 2 and "2 problems" in err and "EMBED_PORT" in err and "EMBED_HOST" in err
+
+
+def test_unexpected_exception_is_one_line_without_traceback() -> None:
+    """A bug still reaches the user as one line with a hint; the traceback only with EMBED_DEBUG."""
+
+    def boom() -> int:
+        raise ZeroDivisionError("division by zero")
+
+    code, err = funnel(boom)
+    assert code == 1 and "Traceback" not in err and "EMBED_DEBUG=1" in err
+    code, err = funnel(boom, {"EMBED_DEBUG": "1"})
+    assert "Traceback" in err
+
+
+def test_check_validates_and_exits_0_or_2(tmp_path: Path) -> None:
+    """--check: configuration and TEI binary only; nothing is started."""
+    tei = tmp_path / "tei"
+    tei.write_text("#!/bin/sh\n")
+    tei.chmod(0o755)
+    env = {"EMBED_TEI_BIN": str(tei), "EMBED_ENV_FILE": str(tmp_path / "none.env"), "EMBED_DATA_DIR": str(tmp_path)}
+    result = CliRunner().invoke(launcher_command, ["--check"], env=env)
+    assert result.exit_code == 0 and "Configuration is valid." in result.output
+    result = CliRunner().invoke(launcher_command, ["--check"], env={**env, "EMBED_PORT": "0"})
+    assert result.exit_code == 2 and "EMBED_PORT" in result.output
+
+
+def test_version() -> None:
+    """-V prints the version."""
+    result = CliRunner().invoke(launcher_command, ["--version"])
+    assert result.exit_code == 0 and "embed-launcher" in result.output
