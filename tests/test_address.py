@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from embed_launcher.address import UNKNOWN, AddressLookup, parse_ipv4
+
+
+def recorder(calls: list[str]) -> Callable[[str, float], str]:
+    """A fetch that only records the URLs it was asked for."""
+
+    def fetch(url: str, timeout: float) -> str:
+        calls.append(url)
+        return ""
+
+    return fetch
 
 
 def test_given_address_skips_the_lookup() -> None:
     """EMBED_SERVER_ADDR set: no thread, no network, the given value is shown."""
     calls: list[str] = []
-    lookup = AddressLookup("emb.example.org", enabled=True, fetch=lambda url, t: calls.append(url) or "")
+    lookup = AddressLookup("emb.example.org", enabled=True, fetch=recorder(calls))
     lookup.start()
     lookup.join(1.0)
     assert lookup.address == "emb.example.org" and calls == []
@@ -19,7 +30,7 @@ def test_given_address_skips_the_lookup() -> None:
 def test_local_only_makes_no_network_call() -> None:
     """Local-only mode: the lookup is disabled and the fallback is shown."""
     calls: list[str] = []
-    lookup = AddressLookup(None, enabled=False, fallback="host1", fetch=lambda url, t: calls.append(url) or "")
+    lookup = AddressLookup(None, enabled=False, fallback="host1", fetch=recorder(calls))
     lookup.start()
     lookup.join(1.0)
     assert lookup.address == "host1" and calls == []
