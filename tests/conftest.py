@@ -85,6 +85,10 @@ class LauncherRun:
         except psutil.NoSuchProcess:
             return []
 
+    def child_argv(self, name: str) -> list[str]:
+        """The command line of the TEI child serving ``name``."""
+        return psutil.Process(self.child_pid(name)).cmdline()
+
     def child_pid(self, name: str) -> int:
         """The pid of the TEI child serving ``name`` (embed/rerank), from the status file."""
         import json
@@ -184,9 +188,17 @@ def launch(tmp_path: Path, tei_dir: Path, hub: object) -> Iterator[Callable[...,
     assert not survivors, f"processes left behind: {[p.pid for p in survivors]}"
 
 
-def manage(run: LauncherRun, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``embed_manage`` against a launcher's data directory, as `docker exec` would."""
-    full = {"PATH": os.environ.get("PATH", ""), "EMBED_DATA_DIR": str(run.data_dir), **(env or {})}
+def manage(
+    target: LauncherRun | Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``embed_manage`` against a launcher's (or any) data directory, as `docker exec` would."""
+    data_dir = target.data_dir if isinstance(target, LauncherRun) else target
+    full = {
+        "PATH": os.environ.get("PATH", ""),
+        "EMBED_DATA_DIR": str(data_dir),
+        "EMBED_ENV_FILE": str(data_dir / "no-such.env"),  # never the real /embed.env
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-c", "from embed_launcher.manage import main; main()", *args],
         env=full, capture_output=True, text=True, timeout=30,

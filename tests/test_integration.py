@@ -8,6 +8,7 @@ supervision promises: a killed child heals while its sibling serves, SIGTERM lea
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
@@ -219,3 +220,12 @@ def test_status_reports_healthy_services_as_json(launch: Launch) -> None:
     report = json.loads(result.stdout)
     assert report["healthy"] and {s["name"] for s in report["services"]} == {"embed", "rerank"}
     assert all(s["state"] == "running" and s["pid"] for s in report["services"])
+
+
+def test_tei_on_path_is_found_without_embed_tei_bin(launch: Launch, tei_dir: Path) -> None:
+    """Bare metal: `text-embeddings-router` on PATH is enough."""
+    wrapper = make_tei(tei_dir, load_s=0.1)
+    wrapper.rename(tei_dir / "text-embeddings-router")
+    path = f"{tei_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    run = launch({"EMBED_TEI_BIN": "", "PATH": path})
+    run.wait_for("Text embeddings server is ready")  # nothing else named text-embeddings-router exists
