@@ -56,16 +56,25 @@ def enabled_services(state: StateSnapshot, environ: Mapping[str, str]) -> list[S
     return services
 
 
-def health_url(port: int) -> str:
-    return f"http://127.0.0.1:{port}/health"
+def health_url(port: int, recorded: Mapping[str, object] | None = None) -> str:
+    """Where to probe: the URL the launcher recorded (it knows EMBED_HOST), else loopback."""
+    url = (recorded or {}).get("health_url")
+    return url if isinstance(url, str) and url.startswith("http://") else f"http://127.0.0.1:{port}/health"
+
+
+def recorded_services(data: DataDir) -> Mapping[str, Mapping[str, object]]:
+    """Per-service status as the launcher last published it ({} when it never ran)."""
+    services = (data.read_status() or {}).get("services")
+    return services if isinstance(services, dict) else {}
 
 
 def show_info(environ: Mapping[str, str], console: Console) -> int:
     """The original's info box: endpoints and examples, once every service answers /health."""
-    state = DataDir(data_dir(dict(environ))).read_state()
+    data = DataDir(data_dir(dict(environ)))
+    state, recorded = data.read_state(), recorded_services(data)
     services = enabled_services(state, environ)
     for s in services:
-        if not probe_health(health_url(s.port), PROBE_TIMEOUT_S):
+        if not probe_health(health_url(s.port, recorded.get(s.name)), PROBE_TIMEOUT_S):
             raise LauncherError(
                 f"Error: {s.label} server is not responding on port {s.port}. Is the container fully started?"
             )
@@ -129,7 +138,7 @@ def service_status(
     view: ServiceView, recorded: Mapping[str, object], launcher_alive: bool, now: float
 ) -> dict[str, object]:
     """One service's status: recorded by the launcher, plus a live /health probe."""
-    healthy = probe_health(health_url(view.port), PROBE_TIMEOUT_S)
+    healthy = probe_health(health_url(view.port, recorded), PROBE_TIMEOUT_S)
     since = recorded.get("since")
     state = str(recorded.get("state", "unknown")) if launcher_alive else "stopped"
     uptime = round(now - since, 1) if isinstance(since, (int, float)) and state == "running" else None

@@ -60,7 +60,7 @@ def write_state(data: Path, **files: object) -> None:
 
 
 @pytest.fixture
-def healthy() -> Iterator[Callable[[], int]]:
+def healthy() -> Iterator[Callable[..., int]]:
     """Start tiny HTTP servers on 127.0.0.1:0 that answer GET /health with 200; returns their port."""
     servers: list[ThreadingHTTPServer] = []
 
@@ -73,8 +73,8 @@ def healthy() -> Iterator[Callable[[], int]]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    def start() -> int:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    def start(host: str = "127.0.0.1") -> int:
+        server = ThreadingHTTPServer((host, 0), Health)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return int(server.server_address[1])
@@ -282,6 +282,16 @@ def test_status_json_a_service_down_exits_1(manage: Manage, data: Path, healthy:
     assert report["healthy"] is False
     assert [(s["name"], s["healthy"], s["state"], s["restarts"]) for s in report["services"]] == [
         ("embed", True, "running", 0), ("rerank", False, "backoff", 3)]
+
+
+def test_status_probes_where_the_launcher_bound(manage: Manage, data: Path, healthy: Callable[..., int]) -> None:
+    """EMBED_HOST set to one address: --status probes the health URL the launcher recorded, not 127.0.0.1."""
+    port = healthy("127.0.0.2")
+    write_state(data, port=port, embed_active=1, rerank_active=0)
+    write_status(data, os.getpid(), embed={"pid": 1, "state": "running", "health_url": f"http://127.0.0.2:{port}/health"})
+    assert manage("--status").exit_code == 0
+    write_status(data, os.getpid(), embed={"pid": 1, "state": "running"})
+    assert manage("--status").exit_code == 1  # 127.0.0.1 has no server on that port
 
 
 def test_status_table_shows_each_service(manage: Manage, data: Path, healthy: Callable[[], int]) -> None:
