@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -35,14 +36,16 @@ class ChildProcess:
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(launcher_pid: int) -> None:
     """In the child before exec: get SIGTERM if the launcher dies, even by SIGKILL (bare metal).
 
     Only async-signal-safe work belongs here (subprocess docs), hence one prctl and one check.
+    The check compares with the launcher's own pid, not with 1: as PID 1 (Docker) the launcher
+    *is* pid 1, and a reparented child would get another parent (init or a subreaper) anyway.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() == 1 and os.getpid() != 1:
+    if os.getppid() != launcher_pid:
         os._exit(1)  # the launcher died before prctl took effect
 
 
@@ -62,7 +65,7 @@ class Spawner:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,  # one ordered stream; TEI's Error: lines come on stderr
             process_group=0,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl, spawned from the main thread
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # noqa: PLW1509 - one prctl, main thread
             close_fds=True,
         )
         child = ChildProcess(pid=popen.pid, popen=popen)
