@@ -291,6 +291,9 @@ class Supervisor:
         child.handle = None
         child.generation += 1
         child.last_exit = describe_exit(returncode)
+        if child.killing and returncode == -signal.SIGKILL:
+            # We killed it (ready timeout, failed health checks): no OOM hint to send people astray.
+            child.last_exit = "killed by the launcher with SIGKILL"
         previous = child.state.phase
         fatal = previous is Phase.STARTING and returncode == TEI_USAGE_ERROR
         child.state = policy.exited(child.state, now, self.timing.policy, fatal=fatal)
