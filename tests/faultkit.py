@@ -10,6 +10,7 @@ prefix such as ``unshare --pid --fork --mount-proc`` with the same environment a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -127,6 +128,32 @@ def stop(run: LauncherRun, sig: int = signal.SIGTERM, within_s: float = 5.0) -> 
     return elapsed
 
 
+@contextlib.contextmanager
+def killed_afterwards(procs: Sequence[psutil.Process]) -> Iterator[None]:
+    """Kill whatever of ``procs`` still runs when the block ends: a failing test leaks nothing
+    that `launch` cannot see (orphans whose parent is gone). psutil refuses reused pids."""
+    try:
+        yield
+    finally:
+        for proc in alive(list(procs)):
+            proc.kill()
+
+
+def wait_gone(procs: Sequence[psutil.Process], timeout_s: float) -> None:
+    """Wait until none of ``procs`` runs (zombies count as gone); name the survivors on failure."""
+    deadline = time.monotonic() + timeout_s
+    while alive(list(procs)):
+        if time.monotonic() >= deadline:
+            survivors = []
+            for p in alive(list(procs)):
+                try:
+                    survivors.append(f"{p.pid} {p.status()} ppid={p.ppid()} {' '.join(p.cmdline())[:200]}")
+                except psutil.NoSuchProcess:
+                    pass
+            raise AssertionError(f"still running after {timeout_s} s: {survivors}")
+        time.sleep(0.02)
+
+
 def gone(pids: Sequence[int]) -> bool:
     """Whether none of ``pids`` is running any more (a zombie counts as gone)."""
     procs = []
@@ -141,6 +168,16 @@ def gone(pids: Sequence[int]) -> bool:
 def error_lines(text: str) -> list[str]:
     """The launcher's own error lines (relayed child lines start with their [name] prefix)."""
     return [line for line in text.splitlines() if line.startswith("Error")]
+
+
+def distinct_ports(count: int) -> list[int]:
+    """``count`` different free ports (free_port twice in a row may return the same one)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def launcher_env(
@@ -160,7 +197,7 @@ def launcher_env(
         "EMBED_RESTART_DELAY": "0.2",
         "EMBED_READY_TIMEOUT": "20",
         "EMBED_HEALTH_INTERVAL": "0.5",
-        **{name: str(free_port()) for name in PORT_NAMES},
+        **{name: str(port) for name, port in zip(PORT_NAMES, distinct_ports(len(PORT_NAMES)), strict=True)},
     }
     return {**env, **(extra or {})}
 

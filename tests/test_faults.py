@@ -19,8 +19,19 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import FAKE_TEI, LauncherRun, alive, free_port, make_tei, wait_until
-from faultkit import error_lines, exited_within, gone, health, launcher_env, service_tei, stop, wrapped_runs
+from conftest import FAKE_TEI, LauncherRun, free_port, make_tei, wait_until
+from faultkit import (
+    error_lines,
+    exited_within,
+    gone,
+    health,
+    killed_afterwards,
+    launcher_env,
+    service_tei,
+    stop,
+    wait_gone,
+    wrapped_runs,
+)
 from hub_repos import GRANTED_TOKEN
 from hub_server import SEND_CHUNK, HubStandIn
 
@@ -189,7 +200,7 @@ def test_flooding_child_keeps_answering_and_the_launcher_keeps_up(launch: Launch
     port = run.ports["EMBED_PORT"]
     for _ in range(5):  # while the flood is on
         started = time.monotonic()
-        assert health(port) == 200 and time.monotonic() - started < 1.0
+        assert health(port) == 200 and time.monotonic() - started < 2.0
     wait_until(lambda: run.log_path.stat().st_size >= 20_000_000, 30, 0.1)
     assert health(port) == 200
     assert stop(run) < 3
@@ -218,6 +229,29 @@ def test_sigterm_during_download_stops_at_once_and_the_next_start_resumes(
     assert any(a.range for a in slow_hub.log if a.method == "GET"), "the partial file was not resumed"
     assert not list(run.data_dir.glob("models--*/blobs/*.incomplete"))
     stop(second)
+
+
+def test_sigterm_while_serving_terms_both_children_and_restarts_nothing(
+    launch: Launch, tei_dir: Path, tmp_path: Path
+) -> None:
+    """Row 11: SIGTERM -> each TEI gets TERM once and exits by itself; nothing respawned; exit 0 well in time."""
+    signal_log = tmp_path / "signals.log"
+    tei = service_tei(tei_dir, common={"signal_log": signal_log})
+    run = launch({"RERANK_ENABLED": "true", "EMBED_STOP_TIMEOUT": "5"}, tei=tei.path)
+    run.wait_for(BOTH_READY)
+    assert stop(run) < 2.0
+    assert sorted(signal_log.read_text().split()) == ["TERM", "TERM"]
+    assert len(tei.spawns("embed")) == 1 and len(tei.spawns("rerank")) == 1
+    assert "killing" not in run.output() and "exited unexpectedly" not in run.output()
+
+
+def test_sigterm_during_backoff_cancels_the_restart(launch: Launch, tei_dir: Path) -> None:
+    """Row 13: a stop signal while a crashed child waits for its restart -> exit 0 now, nothing spawned."""
+    tei = service_tei(tei_dir, embed={"exit_after_s": 0.2, "exit_code": 1})
+    run = launch({"EMBED_RESTART_DELAY": "30", "EMBED_RESTART_MAX_DELAY": "60"}, tei=tei.path)
+    run.wait_for("Restarting embeddings server in 30 s (restart 1).")
+    assert stop(run) < 1.0
+    assert len(tei.spawns("embed")) == 1
 
 
 def test_second_sigint_kills_a_child_that_ignores_term(launch: Launch, tei_dir: Path) -> None:
@@ -251,8 +285,14 @@ def test_child_ignoring_sigterm_is_killed_at_the_stop_timeout(launch: Launch, te
     assert gone([child])
 
 
-def grandchild_of(pid_file: Path) -> int:
-    return int(str(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 10)))
+def grandchild_of(pid_file: Path, other_than: int = 0) -> int:
+    """The pid the TEI stand-in wrote for its grandchild (a new one: not ``other_than``)."""
+
+    def read() -> int:
+        text = pid_file.read_text().strip() if pid_file.exists() else ""
+        return int(text) if text and int(text) != other_than else 0
+
+    return int(str(wait_until(read, 10)))
 
 
 def test_grandchildren_are_gone_after_stop(launch: Launch, tei_dir: Path, tmp_path: Path) -> None:
@@ -263,9 +303,9 @@ def test_grandchildren_are_gone_after_stop(launch: Launch, tei_dir: Path, tmp_pa
     run.wait_for(EMBED_READY)
     grandchild = grandchild_of(pid_file)
     assert psutil.Process(grandchild).ppid() == run.child_pid("embed")
-    run.signal(signal.SIGTERM)
-    assert run.wait_exit(10) == 0
-    wait_until(lambda: gone([grandchild]), 3)
+    with killed_afterwards([psutil.Process(grandchild)]):
+        stop(run)
+        wait_until(lambda: gone([grandchild]), 3)
 
 
 def test_grandchildren_of_a_crashed_child_are_killed(launch: Launch, tei_dir: Path, tmp_path: Path) -> None:
@@ -275,14 +315,15 @@ def test_grandchildren_of_a_crashed_child_are_killed(launch: Launch, tei_dir: Pa
     run = launch(tei=tei.path)
     run.wait_for(EMBED_READY)
     grandchild = grandchild_of(pid_file)
-    psutil.Process(run.child_pid("embed")).kill()
-    run.wait_for("Error: Embeddings server exited unexpectedly")
-    wait_until(lambda: gone([grandchild]), 3)
+    with killed_afterwards([psutil.Process(grandchild)]):
+        psutil.Process(run.child_pid("embed")).kill()
+        run.wait_for("Error: Embeddings server exited unexpectedly")
+        wait_until(lambda: gone([grandchild]), 3)
     wait_until(running_again(run, "embed", 1), 10)
-    second = grandchild_of(pid_file)
-    run.signal(signal.SIGTERM)
-    assert run.wait_exit(10) == 0
-    wait_until(lambda: gone([second]), 3)
+    second = grandchild_of(pid_file, other_than=grandchild)
+    with killed_afterwards([psutil.Process(second)]):
+        stop(run)
+        wait_until(lambda: gone([second]), 3)
 
 
 @pytest.mark.parametrize("when", ["serving", "loading"])
@@ -299,7 +340,8 @@ def test_sigkill_of_the_launcher_takes_its_children_along(launch: Launch, tei_di
     assert {c.pid for c in children} >= set(tei.spawns("embed") + tei.spawns("rerank"))
     run.signal(signal.SIGKILL)
     run.wait_exit(5)
-    wait_until(lambda: not alive(children), 3)
+    with killed_afterwards(children):
+        wait_gone(children, 3)
 
 
 # -- the outside world: ports, hub, disk, files (rows 9, 22, 23, 24, 27, 28, 29) --------------------
@@ -386,17 +428,31 @@ def test_unwritable_data_dir_is_a_configuration_error(launch: Launch, tmp_path: 
     assert "Traceback" not in out and "[embed]" not in out
 
 
-def test_loose_key_file_is_tightened_with_a_warning(launch: Launch, tmp_path: Path) -> None:
-    """Row 28: a 0644 .api_key is tightened to 0600 with a warning naming the file, never the key."""
+@pytest.mark.parametrize(
+    ("mode", "owner", "warning"),
+    [
+        (0o644, None, "Warning: {path} was accessible by other users (mode 0644); tightened to 0600."),
+        (0o600, 65534, "Warning: {path} is owned by uid 65534, not by the launcher's user"),
+    ],
+    ids=["mode-0644", "foreign-owner"],
+)
+def test_key_file_that_others_could_read_is_warned_about(
+    launch: Launch, tmp_path: Path, mode: int, owner: int | None, warning: str
+) -> None:
+    """Row 28: a loose .api_key is tightened to 0600, a foreign one named; the warning never shows the key."""
     data = tmp_path / "data"
     data.mkdir()
     key_file = data / ".api_key"
     key_file.write_text("loose-key-0123456789")
-    key_file.chmod(0o644)
+    key_file.chmod(mode)
+    if owner is not None:
+        if os.geteuid() != 0:
+            pytest.skip("only root can give the key file to another user")
+        os.chown(key_file, owner, -1)
     run = launch(data_dir=data)
     run.wait_for(EMBED_READY)
     out = run.output()
-    assert f"Warning: {key_file} was accessible by other users (mode 0644); tightened to 0600." in out
+    assert warning.format(path=key_file) in out
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert "loose-key-0123456789" not in out
     stop(run)

@@ -83,10 +83,11 @@ def start(wrapped: Wrapped, prefix: list[str], tmp_path: Path, hub: HubStandIn, 
     return wrapped(prefix, launcher_env(tmp_path, hub.endpoint, tei.path))
 
 
-def test_kill_term_1_stops_everything_cleanly_and_children_get_default_signals(
-    wrapped: Wrapped, unshare_prefix: list[str], tmp_path: Path, hub: HubStandIn
+@pytest.mark.parametrize("sig", ["TERM", "INT", "HUP", "QUIT"])
+def test_kill_1_stops_everything_cleanly_and_children_get_default_signals(
+    wrapped: Wrapped, unshare_prefix: list[str], tmp_path: Path, hub: HubStandIn, sig: str
 ) -> None:
-    """Row 18: `kill -TERM 1` from inside the namespace is a clean stop (exit 0); children start unmasked."""
+    """Row 18: `kill -SIG 1` from inside the namespace is a clean stop (exit 0); children start unmasked."""
     signal_log = tmp_path / "signals.log"
     tei = service_tei(tmp_path, common={"signal_log": signal_log}, record_signals=True)
     run = start(wrapped, unshare_prefix, tmp_path, hub, tei)
@@ -95,10 +96,10 @@ def test_kill_term_1_stops_everything_cleanly_and_children_get_default_signals(
     assert namespace_pid(pid) == 1
     assert tei.signal_state("embed") == {"SigBlk": 0, "SigIgn": 0}
     # From inside the namespace, where the kernel protects PID 1 from signals it does not handle.
-    subprocess.run(["nsenter", "--target", str(pid), "--pid", "kill", "-TERM", "1"], check=True, timeout=10)
+    subprocess.run(["nsenter", "--target", str(pid), "--pid", "kill", f"-{sig}", "1"], check=True, timeout=10)
     code, elapsed = exited_within(run, 10)
     assert code == 0 and elapsed < 3, run.output()
-    assert "Stopping services... (SIGTERM received)" in run.output()
+    assert f"Stopping services... (SIG{sig} received)" in run.output()
     assert "killing" not in run.output()  # the child stopped by itself, within the timeout
     assert signal_log.read_text().split() == ["TERM"]
 
