@@ -57,7 +57,7 @@ def running_again(run: LauncherRun, name: str, restarts: int) -> Callable[[], bo
 
     def check() -> bool:
         s = services(run).get(name, {})
-        return s.get("state") == "running" and s.get("restarts") == restarts and health(int(s["port"])) == 200  # type: ignore[call-overload]
+        return s.get("state") == "running" and s.get("restarts") == restarts and health(int(str(s["port"]))) == 200
 
     return check
 

@@ -8,6 +8,7 @@ Skipped where unshare is refused (not root and no user namespaces).
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -67,6 +68,19 @@ def namespace_pid(host_pid: int) -> int:
     raise AssertionError(f"no NSpid line for {host_pid}")
 
 
+def kill_pid_1(host_pid: int, sig: str, prefix: list[str]) -> None:
+    """`kill -SIG 1` from inside the namespace (nsenter), as `docker stop` or a shell in the container does.
+
+    In a user namespace nsenter would need that namespace too, so we signal the host pid instead:
+    the same test, because the kernel drops a signal PID 1 has no handler for whoever sends it
+    (SIGNAL_UNKILLABLE; only SIGKILL/SIGSTOP from an ancestor namespace are forced through).
+    """
+    if "--user" in prefix:
+        os.kill(host_pid, signal.Signals[f"SIG{sig}"])
+        return
+    subprocess.run(["nsenter", "--target", str(host_pid), "--pid", "kill", f"-{sig}", "1"], check=True, timeout=10)
+
+
 def zombies(root: int) -> list[psutil.Process]:
     """Zombie processes anywhere under ``root`` (the unshare process)."""
     found = []
@@ -95,8 +109,7 @@ def test_kill_1_stops_everything_cleanly_and_children_get_default_signals(
     pid = launcher_pid(run)
     assert namespace_pid(pid) == 1
     assert tei.signal_state("embed") == {"SigBlk": 0, "SigIgn": 0}
-    # From inside the namespace, where the kernel protects PID 1 from signals it does not handle.
-    subprocess.run(["nsenter", "--target", str(pid), "--pid", "kill", f"-{sig}", "1"], check=True, timeout=10)
+    kill_pid_1(pid, sig, unshare_prefix)
     code, elapsed = exited_within(run, 10)
     assert code == 0 and elapsed < 3, run.output()
     assert f"Stopping services... (SIG{sig} received)" in run.output()
