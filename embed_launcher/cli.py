@@ -23,7 +23,8 @@ def run_guarded(action: Callable[[], int], console: Console, environ: dict[str, 
     try:
         return action()
     except LauncherError as exc:
-        console.error(exc.message)
+        if exc.message:  # empty when whoever failed has already said why
+            console.error(exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -24,7 +24,7 @@ from huggingface_hub.errors import (
 
 from .errors import LauncherError
 from .hubfetch import FileFetcher, Stopped, TransportError
-from .modelcache import DEFAULT_REVISION, repo_dir, verify_model, write_manifest
+from .modelcache import DEFAULT_REVISION, repo_dir, require_complete, verify_model, write_manifest
 from .models import UnusableRepoError, dense_paths_from_modules, followups, select_tei_files, shards_from_index
 from .progress import NullProgress, Progress, human_bytes
 
@@ -219,14 +219,9 @@ def _stopped(repo_ids: str) -> DownloadStopped:
 
 
 def _from_cache(cache_dir: Path, repo_id: str, revision: str | None, backend: str, kind: str) -> PullResult:
-    check = verify_model(cache_dir, repo_id, revision, backend)
-    if check.complete and check.snapshot_dir is not None:
-        return PullResult(repo_id, check.snapshot_dir, 0, check.size_bytes, from_cache=True)
-    state = "is not complete" if repo_dir(cache_dir, repo_id).is_dir() else "is not found"
-    raise LauncherError(
-        f"Error: EMBED_LOCAL_ONLY is set but {kind} '{repo_id}' {state} in {cache_dir} "
-        f"(missing: {', '.join(check.missing)}). Pre-download it first: embed_manage --pullmodel {repo_id}"
-    )
+    check = require_complete(cache_dir, repo_id, revision, backend, kind)
+    assert check.snapshot_dir is not None
+    return PullResult(repo_id, check.snapshot_dir, 0, check.size_bytes, from_cache=True)
 
 
 def _offline_fallback(cache_dir: Path, repo_id: str, revision: str | None, backend: str, hub: str,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import models
+from .errors import LauncherError
 
 DEFAULT_REVISION = "main"
 MANIFEST_DIR = ".embed-launcher"  # inside models--org--name/, beside blobs/ refs/ snapshots/
@@ -34,6 +35,18 @@ class Verification:
     snapshot_dir: Path | None
     missing: tuple[str, ...]
     size_bytes: int  # bytes of the file set present in the snapshot
+
+
+def require_complete(cache_dir: Path, repo_id: str, revision: str | None, backend: str, kind: str) -> Verification:
+    """The verification of a model that must already be complete (local-only), else one actionable error."""
+    check = verify_model(cache_dir, repo_id, revision, backend)
+    if check.complete and check.snapshot_dir is not None:
+        return check
+    state = "is not complete" if repo_dir(cache_dir, repo_id).is_dir() else "is not found"
+    raise LauncherError(
+        f"Error: EMBED_LOCAL_ONLY is set but {kind} '{repo_id}' {state} in {cache_dir} "
+        f"(missing: {', '.join(check.missing)}). Pre-download it first: embed_manage --pullmodel {repo_id}"
+    )
 
 
 def repo_dir(cache_dir: Path, repo_id: str) -> Path:

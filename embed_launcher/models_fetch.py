@@ -1,49 +1,39 @@
-"""Before TEI starts: make sure every enabled model's TEI file set is in the cache (download or verify)."""
+"""Before TEI starts: make sure every enabled model's TEI file set is in the cache (verify or download).
+
+Downloading needs huggingface_hub, which would stay loaded (and resident) in the supervisor for
+the life of the server; so the download runs in a short-lived worker process
+(``fetch_worker``). The launcher relays stop signals to it and keeps systemd's start timeout
+extended while it runs. Local-only mode only reads the cache, in process.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 
 from .config import EMBED, Settings
 from .console import Console
+from .errors import EXIT_OK, LauncherError
 from .events import Mailbox
-from .modelcache import verify_model
+from .modelcache import require_complete, verify_model
 from .models import detect_backend
-from .progress import Progress
 from .supervisor import Notifier, NullNotifier
 
 EXTEND_EVERY_S = 10.0  # how often systemd hears "still downloading"
 EXTEND_BY_S = 60.0
+WAIT_TICK_S = 1.0
 
 
-class ExtendingProgress:
-    """Wraps a progress sink: while bytes arrive, ask systemd for more start time (EXTEND_TIMEOUT_USEC)."""
+class StopRequested(LauncherError):
+    """A stop signal arrived before the servers started: a clean exit, nothing more to say."""
 
-    def __init__(self, inner: Progress, notifier: Notifier, clock: Callable[[], float] = time.monotonic) -> None:
-        self.inner = inner
-        self.notifier = notifier
-        self.clock = clock
-        self.last = float("-inf")
-
-    def start(self, repo_id: str, total_bytes: int, done_bytes: int) -> None:
-        self._extend()
-        self.inner.start(repo_id, total_bytes, done_bytes)
-
-    def advance(self, repo_id: str, n_bytes: int) -> None:
-        self._extend()
-        self.inner.advance(repo_id, n_bytes)
-
-    def finish(self, repo_id: str) -> None:
-        self.inner.finish(repo_id)
-
-    def _extend(self) -> None:
-        now = self.clock()
-        if now - self.last >= EXTEND_EVERY_S:
-            self.last = now
-            extend = getattr(self.notifier, "extend_timeout", None)
-            if extend is not None:
-                extend(EXTEND_BY_S)
+    def __init__(self) -> None:
+        super().__init__("", EXIT_OK)
 
 
 def missing_notes(settings: Settings, backend: str) -> list[str]:
@@ -65,6 +55,16 @@ def missing_notes(settings: Settings, backend: str) -> list[str]:
     return notes
 
 
+def local_sources(settings: Settings, backend: str) -> dict[str, str]:
+    """Local-only: every model must be complete in the cache; no network, no huggingface_hub."""
+    sources = {}
+    for s in settings.services:
+        kind = "model" if s.name == EMBED else "reranker model"
+        check = require_complete(settings.data_dir, s.model, s.revision, backend, kind)
+        sources[s.name] = str(check.snapshot_dir)
+    return sources
+
+
 def fetch_models(
     settings: Settings,
     environ: Mapping[str, str],
@@ -72,34 +72,52 @@ def fetch_models(
     notifier: Notifier | None,
     mailbox: Mailbox,
 ) -> dict[str, str]:
-    """Service name -> snapshot directory to give TEI as --model-id (so TEI never downloads).
-
-    Downloads both models concurrently; a stop signal interrupts within about a second
-    (DownloadStopped, exit 0) and leaves partial files to resume. In local-only mode nothing
-    touches the network: an incomplete model is an error naming the missing files and the fix.
-    """
-    from .download import PullRequest, pull_models  # heavy (huggingface_hub): only when starting
-    from .progress import default_progress
-
+    """Service name -> snapshot directory to give TEI as --model-id (so TEI never downloads)."""
     backend = detect_backend(settings.backend, environ)
-    if not settings.local_only:
-        notes = missing_notes(settings, backend)
-        if notes:
-            console.lines(notes)
-    requests = [
-        PullRequest(s.model, s.revision, kind="model" if s.name == EMBED else "reranker model")
-        for s in settings.services
-    ]
-    results = pull_models(
-        requests,
-        should_stop=lambda: mailbox.stop_requests > 0,
-        cache_dir=settings.data_dir,
-        backend=backend,
-        token=settings.hf_token,
-        local_only=settings.local_only,
-        progress=ExtendingProgress(default_progress(console.out), notifier or NullNotifier()),
-    )
-    for result in results:
-        if result.warning:
-            console.warn(result.warning)
-    return {s.name: str(r.snapshot_dir) for s, r in zip(settings.services, results, strict=True)}
+    if settings.local_only:
+        return local_sources(settings, backend)
+    notes = missing_notes(settings, backend)
+    if notes:
+        console.lines(notes)
+    return run_worker(environ, notifier or NullNotifier(), mailbox)
+
+
+def run_worker(
+    environ: Mapping[str, str], notifier: Notifier, mailbox: Mailbox, clock: Callable[[], float] = time.monotonic
+) -> dict[str, str]:
+    """Run the download worker to its end, relaying stop signals; its output is already ours."""
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "embed_launcher.fetch_worker", "--result-fd", str(write_fd)],
+            env=dict(environ),
+            stdin=subprocess.DEVNULL,
+            pass_fds=(write_fd,),
+        )
+    finally:
+        os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as results:
+        supervise_worker(proc, notifier, mailbox, clock)
+        payload = results.read()
+    if mailbox.stop_requests:
+        raise StopRequested()
+    if proc.returncode != 0 or not payload:
+        raise LauncherError("", proc.returncode or 1)  # the worker has printed the one-line error
+    sources: dict[str, str] = json.loads(payload)
+    return sources
+
+
+def supervise_worker(
+    proc: subprocess.Popen[bytes], notifier: Notifier, mailbox: Mailbox, clock: Callable[[], float]
+) -> None:
+    """Wait for the worker: forward each stop signal (a second one kills), keep systemd patient."""
+    forwarded, last_extend = 0, float("-inf")
+    while proc.poll() is None:
+        if mailbox.stop_requests > forwarded:
+            forwarded = mailbox.stop_requests
+            proc.send_signal(signal.SIGTERM if forwarded == 1 else signal.SIGKILL)
+        now = clock()
+        if now - last_extend >= EXTEND_EVERY_S:
+            last_extend = now
+            notifier.extend_timeout(EXTEND_BY_S)
+        mailbox.wait(WAIT_TICK_S)

@@ -52,6 +52,9 @@ class FakeNotifier:
     def status(self, text: str) -> None:
         self.sent.append(f"STATUS={text}")
 
+    def extend_timeout(self, seconds: float) -> None:
+        self.sent.append(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
+
     def stopping(self) -> None:
         self.sent.append("STOPPING=1")
 
