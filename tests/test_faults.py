@@ -239,7 +239,7 @@ def test_sigterm_while_serving_terms_both_children_and_restarts_nothing(
     tei = service_tei(tei_dir, common={"signal_log": signal_log})
     run = launch({"RERANK_ENABLED": "true", "EMBED_STOP_TIMEOUT": "5"}, tei=tei.path)
     run.wait_for(BOTH_READY)
-    assert stop(run) < 2.0
+    assert stop(run) < 4.0  # below the 5 s stop timeout: nobody had to be killed
     assert sorted(signal_log.read_text().split()) == ["TERM", "TERM"]
     assert len(tei.spawns("embed")) == 1 and len(tei.spawns("rerank")) == 1
     assert "killing" not in run.output() and "exited unexpectedly" not in run.output()
@@ -250,7 +250,7 @@ def test_sigterm_during_backoff_cancels_the_restart(launch: Launch, tei_dir: Pat
     tei = service_tei(tei_dir, embed={"exit_after_s": 0.2, "exit_code": 1})
     run = launch({"EMBED_RESTART_DELAY": "30", "EMBED_RESTART_MAX_DELAY": "60"}, tei=tei.path)
     run.wait_for("Restarting embeddings server in 30 s (restart 1).")
-    assert stop(run) < 1.0
+    assert stop(run) < 2.0  # not 30 s: the pending restart is dropped, not awaited
     assert len(tei.spawns("embed")) == 1
 
 
@@ -340,8 +340,11 @@ def test_sigkill_of_the_launcher_takes_its_children_along(launch: Launch, tei_di
     assert {c.pid for c in children} >= set(tei.spawns("embed") + tei.spawns("rerank"))
     run.signal(signal.SIGKILL)
     run.wait_exit(5)
+    # A loading TEI dies of the SIGTERM at once (default action). A serving stand-in drains first,
+    # and its Python main thread may see the signal up to 1 s late (it waits on an Event in 1 s
+    # steps), which a loaded 2-core machine stretches: 2 s of slack over the 3 s promise.
     with killed_afterwards(children):
-        wait_gone(children, 3)
+        wait_gone(children, 3 if when == "loading" else 5)
 
 
 # -- the outside world: ports, hub, disk, files (rows 9, 22, 23, 24, 27, 28, 29) --------------------
