@@ -172,10 +172,18 @@ def _read_env_file(text: str, path: Path) -> tuple[dict[str, str], list[str], li
             values[key] = _sanitise(value)
             continue
         # A parse error, a bare word (a command, in shell) or a name the shell would not accept.
-        line, shown = _where(binding.original.string, binding.original.line)
-        problems.append(f"EMBED_ENV_FILE {path} line {line}: cannot parse '{shown}' "
-                        "(expected KEY=value)")
+        line, text = _where(binding.original.string, binding.original.line)
+        problems.append(f"EMBED_ENV_FILE {path} line {line}: {_unparseable(text)} (expected KEY=value)")
     return values, problems, list(values)
+
+
+def _unparseable(text: str) -> str:
+    """Name a bad line by its first word only: what follows may be a key or a token."""
+    first = re.match(r"[^\s=:'\"]*", text)
+    word = first.group(0) if first else ""
+    if word == text:
+        return f"cannot parse '{text}'"
+    return f"cannot parse the line starting with '{word}' (the rest is not shown: it may be a secret)"
 
 
 def _where(original: str, line: int) -> tuple[int, str]:

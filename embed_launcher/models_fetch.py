@@ -8,6 +8,7 @@ extended while it runs. Local-only mode only reads the cache, in process.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from .errors import EXIT_OK, LauncherError
 from .events import Mailbox
 from .modelcache import require_complete, verify_model
 from .models import detect_backend
+from .process import die_with_parent
 from .supervisor import Notifier, NullNotifier
 
 EXTEND_EVERY_S = 10.0  # how often systemd hears "still downloading"
@@ -93,6 +95,9 @@ def run_worker(
             env=dict(environ),
             stdin=subprocess.DEVNULL,
             pass_fds=(write_fd,),
+            # A SIGKILLed launcher must not leave a download running (bare metal; in a container the
+            # kernel ends the namespace). One prctl, spawned from the main thread.
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),  # noqa: PLW1509
         )
     finally:
         os.close(write_fd)

@@ -36,7 +36,7 @@ class ChildProcess:
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
 
 
-def _die_with_parent(launcher_pid: int) -> None:
+def die_with_parent(launcher_pid: int) -> None:
     """In the child before exec: get SIGTERM if the launcher dies, even by SIGKILL (bare metal).
 
     Only async-signal-safe work belongs here (subprocess docs), hence one prctl and one check.
@@ -65,7 +65,7 @@ class Spawner:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,  # one ordered stream; TEI's Error: lines come on stderr
             process_group=0,
-            preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # noqa: PLW1509 - one prctl, main thread
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),  # noqa: PLW1509 - one prctl, main thread
             close_fds=True,
         )
         child = ChildProcess(pid=popen.pid, popen=popen)

@@ -34,9 +34,19 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, interva
 
 def free_port() -> int:
     """A port nobody listens on right now (gunicorn's helper; the race is accepted)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: every socket stays bound until all are picked."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def make_tei(directory: Path, **knobs: object) -> Path:
@@ -144,10 +154,8 @@ def launch(tmp_path: Path, tei_dir: Path, hub: object) -> Iterator[Callable[...,
         env_file = tmp_path / "embed.env"
         if env_file_text is not None:
             env_file.write_text(env_file_text)
-        ports = {
-            name: free_port()
-            for name in ("EMBED_PORT", "RERANK_PORT", "EMBED_PROMETHEUS_PORT", "RERANK_PROMETHEUS_PORT")
-        }
+        names = ("EMBED_PORT", "RERANK_PORT", "EMBED_PROMETHEUS_PORT", "RERANK_PROMETHEUS_PORT")
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         full = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "EMBED_DATA_DIR": str(data),

@@ -450,22 +450,24 @@ def test_ports_of_a_disabled_service_are_still_validated() -> None:
     assert problems({"RERANK_PORT": "abc"}) == [f"RERANK_PORT {PORT_RULE}; got 'abc'."]
 
 
+SECRET_HIDDEN = "cannot parse the line starting with '{}' (the rest is not shown: it may be a secret)"
+
+
 @pytest.mark.parametrize(
     ("text", "line", "shown"),
     [
-        ("this is not an assignment\n", 1, "this is not an assignment"),
-        ("# comment\nEMBED_MODEL=x/y\n\n\n  bad line  \n", 5, "bad line"),
-        ("EMBED_PORT='8000\n", 1, "EMBED_PORT='8000"),
-        ("A=1\r\n\r\nEMBED_MODEL\r\n", 3, "EMBED_MODEL"),
-        ("EMBED-MODEL=x/y\n", 1, "EMBED-MODEL=x/y"),
-        ("EMBED_PORT=8000\nexport\n", 2, "export"),
+        ("this is not an assignment\n", 1, SECRET_HIDDEN.format("this")),
+        ("# comment\nEMBED_MODEL=x/y\n\n\n  bad line  \n", 5, SECRET_HIDDEN.format("bad")),
+        ("EMBED_PORT='8000\n", 1, SECRET_HIDDEN.format("EMBED_PORT")),
+        ("A=1\r\n\r\nEMBED_MODEL\r\n", 3, "cannot parse 'EMBED_MODEL'"),
+        ("EMBED-MODEL=x/y\n", 1, SECRET_HIDDEN.format("EMBED-MODEL")),
+        ("EMBED_PORT=8000\nexport\n", 2, "cannot parse 'export'"),
+        ("EMBED_API_KEY: embed-123\n", 1, SECRET_HIDDEN.format("EMBED_API_KEY")),
     ],
 )
 def test_malformed_env_file_line_names_file_and_line(text: str, line: int, shown: str) -> None:
-    """Each unparseable statement is a problem with the file, its line number and its text."""
-    assert problems({}, text) == [
-        f"EMBED_ENV_FILE /embed.env line {line}: cannot parse '{shown}' (expected KEY=value)"
-    ]
+    """Each unparseable statement is a problem with the file, its line number and its first word only."""
+    assert problems({}, text) == [f"EMBED_ENV_FILE /embed.env line {line}: {shown} (expected KEY=value)"]
 
 
 def test_env_file_is_data_not_shell() -> None:

@@ -347,12 +347,6 @@ def test_sigkill_of_the_launcher_takes_its_children_along(launch: Launch, tei_di
         wait_gone(children, 3 if when == "loading" else 5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models_fetch.run_worker starts the download worker without PDEATHSIG, so it outlives a"
-    " SIGKILLed launcher on bare metal and keeps downloading (owner: models_fetch; process.py's"
-    " die-with-parent preexec would do)",
-)
 def test_sigkill_of_the_launcher_during_download_takes_the_worker_along(
     launch: Launch, tei_dir: Path, slow_hub: HubStandIn
 ) -> None:

@@ -124,10 +124,6 @@ def test_a_rejected_hf_token_is_not_echoed(launch: Launch, tei_dir: Path) -> Non
     assert token not in run.output()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py echoes an unparseable env-file line verbatim, value included (owner: config)",
-)
 def test_a_malformed_env_file_line_holding_a_key_is_not_echoed(launch: Launch, tmp_path: Path) -> None:
     """A key line the parser rejects (a YAML-style colon) is reported by file and line, without its value."""
     key = f"embed-SECRET-{secrets.token_hex(12)}"
