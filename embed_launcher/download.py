@@ -127,17 +127,19 @@ def _pull(cache_dir: Path, repo_id: str, revision: str | None, backend: str, hub
         raise disk_error(cache_dir, repo_id, needed, free)
     if missing:
         progress.start(repo_id, total, total - needed)
+        completed = False
         try:
             for name in missing:
                 if should_stop():
                     raise Stopped(repo_id)
                 fetcher.fetch(name)
+            completed = True
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise disk_error(cache_dir, repo_id, None, free_bytes(cache_dir)) from None
             raise
         finally:
-            progress.finish(repo_id)
+            progress.finish(repo_id, completed=completed)
     _write_ref(cache_dir, repo_id, revision or DEFAULT_REVISION, commit)
     write_manifest(cache_dir, repo_id, commit, backend, {f: sizes[f] for f in files})
     snapshot = repo_dir(cache_dir, repo_id) / "snapshots" / commit

@@ -26,7 +26,7 @@ class Progress(Protocol):
 
     def advance(self, repo_id: str, n_bytes: int) -> None: ...
 
-    def finish(self, repo_id: str) -> None: ...
+    def finish(self, repo_id: str, completed: bool = True) -> None: ...
 
 
 class NullProgress:
@@ -38,7 +38,7 @@ class NullProgress:
     def advance(self, repo_id: str, n_bytes: int) -> None:
         pass
 
-    def finish(self, repo_id: str) -> None:
+    def finish(self, repo_id: str, completed: bool = True) -> None:
         pass
 
 
@@ -87,10 +87,11 @@ class PlainProgress:
                 count.last_percent, count.last_line_s = percent, self._clock()
                 self._emit(repo_id, count)
 
-    def finish(self, repo_id: str) -> None:
+    def finish(self, repo_id: str, completed: bool = True) -> None:
+        """The pull ended; only a completed one claims 100% (a stopped or failed one says nothing more)."""
         with self._lock:
             count = self._counts.pop(repo_id, None)
-            if count is not None and count.last_percent < 100:
+            if completed and count is not None and count.last_percent < 100:
                 count.done = max(count.done, count.total)
                 self._emit(repo_id, count)
 
@@ -132,10 +133,10 @@ class RichProgress:
         if task is not None:
             self._bar.advance(task[0], n_bytes)
 
-    def finish(self, repo_id: str) -> None:
+    def finish(self, repo_id: str, completed: bool = True) -> None:
         with self._lock:
             task = self._tasks.pop(repo_id, None)
-            if task is not None:
+            if task is not None and completed:
                 self._bar.update(task[0], completed=task[1])
             if not self._tasks:
                 self._bar.stop()

@@ -252,6 +252,17 @@ def test_plain_progress_every_ten_percent_or_five_seconds() -> None:
     assert len(lines) == 7 and "\x1b" not in out.getvalue()
 
 
+def test_plain_progress_never_claims_100_percent_for_a_stopped_pull() -> None:
+    """A stopped or failed pull ends on its real percentage; the error line that follows says why."""
+    out = io.StringIO()
+    progress = PlainProgress(out, FakeClock())
+    progress.start("BAAI/bge-m3", 570_000_000, 0)
+    progress.advance("BAAI/bge-m3", 120_000_000)
+    progress.finish("BAAI/bge-m3", completed=False)
+    assert "100%" not in out.getvalue()
+    assert out.getvalue().splitlines()[-1] == "Downloading BAAI/bge-m3: 21% (120 MB of 570 MB)"
+
+
 @pytest.mark.parametrize(("n", "text"), [(0, "0 B"), (999, "999 B"), (133_000, "133 kB"),
                                          (570_000_000, "570 MB"), (1_300_000_000, "1.3 GB")])
 def test_human_bytes(n: int, text: str) -> None:
