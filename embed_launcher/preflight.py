@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EXIT_CONFIG, LauncherError
@@ -55,15 +56,31 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def port_owner(port: int) -> str | None:
-    """``pid N (cmdline)`` of whoever listens on ``port``, if this user may see it."""
+@dataclass(frozen=True)
+class PortOwner:
+    """Who listens on a port, as far as this user may see."""
+
+    pid: int
+    cmdline: tuple[str, ...]
+
+    @property
+    def is_tei(self) -> bool:
+        """A TEI process (maybe left over from an earlier, killed launcher)."""
+        return any(Path(arg).name.startswith(TEI_BINARY) for arg in self.cmdline)
+
+    def __str__(self) -> str:
+        shown = " ".join(self.cmdline)
+        return f"pid {self.pid} ({shown if len(shown) <= 120 else shown[:117] + '...'})"
+
+
+def port_owner(port: int) -> PortOwner | None:
+    """The process listening on ``port``, if this user may see it."""
     import psutil  # lazy: only needed when something is wrong
 
     try:
         for conn in psutil.net_connections(kind="inet"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-                cmdline = " ".join(psutil.Process(conn.pid).cmdline())[:120]
-                return f"pid {conn.pid} ({cmdline})"
+                return PortOwner(conn.pid, tuple(psutil.Process(conn.pid).cmdline()))
     except (psutil.Error, OSError):
         return None
     return None
@@ -74,7 +91,7 @@ def check_ports(
     ports: Sequence[tuple[str, int]],
     *,
     in_use: Callable[[str, int], bool] = port_in_use,
-    owner: Callable[[int], str | None] = port_owner,
+    owner: Callable[[int], PortOwner | None] = port_owner,
 ) -> None:
     """Every (variable, port) must be free on ``host``; all busy ones are reported at once, exit 2.
 
@@ -88,8 +105,8 @@ def check_ports(
         message = f"Error: port {port} ({variable}) on {host} is already in use"
         if who:
             message += f" by {who}"
-            if TEI_BINARY in who:
-                message += "; it looks like a TEI left over from an earlier start: stop it"
+            if who.is_tei:
+                message += f"; it looks like a TEI left over from an earlier start: stop it (kill {who.pid})"
         problems.append(f"{message}. Free the port or set {variable} to another port.")
     if problems:
         raise LauncherError("\n".join(problems), EXIT_CONFIG)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from embed_launcher.errors import LauncherError
-from embed_launcher.preflight import check_ports, port_in_use, resolve_tei_bin
+from embed_launcher.preflight import PortOwner, check_ports, port_in_use, resolve_tei_bin
 
 
 def test_binary_on_path_is_found(tmp_path: Path) -> None:
@@ -57,7 +57,8 @@ def test_a_listening_port_is_in_use_and_a_closed_one_is_not() -> None:
 
 def test_every_busy_port_is_reported_at_once_with_its_owner() -> None:
     """All conflicts in one message, each with its variable, owner and fix; exit 2."""
-    busy = {8000: "pid 42 (/usr/local/bin/text-embeddings-router --port 8000)", 18001: None}
+    long_path = "/opt/" + "x" * 150 + "/text-embeddings-router"  # shown truncated, still recognised
+    busy = {8000: PortOwner(42, (long_path, "--port", "8000")), 18001: None}
     with pytest.raises(LauncherError) as info:
         check_ports(
             "0.0.0.0",
@@ -68,5 +69,6 @@ def test_every_busy_port_is_reported_at_once_with_its_owner() -> None:
     message = info.value.message
     assert info.value.exit_code == 2
     assert "port 8000 (EMBED_PORT) on 0.0.0.0 is already in use by pid 42" in message
-    assert "looks like a TEI left over" in message
+    assert "looks like a TEI left over from an earlier start: stop it (kill 42)" in message
+    assert "..." in message
     assert "port 18001 (RERANK_PROMETHEUS_PORT)" in message and "18000" not in message
