@@ -183,6 +183,11 @@ def launch(tmp_path: Path, tei_dir: Path, hub: object) -> Iterator[Callable[...,
         return run
 
     yield start
+    clean_up(runs)
+
+
+def clean_up(runs: list[LauncherRun]) -> None:
+    """SIGKILL any launcher still running, then fail the test if any of its processes survive it."""
     survivors: list[psutil.Process] = []
     for run in runs:
         procs = run.children()
@@ -192,7 +197,7 @@ def launch(tmp_path: Path, tei_dir: Path, hub: object) -> Iterator[Callable[...,
         _, still = psutil.wait_procs(alive(procs), timeout=5)
         survivors += alive(still)
     for p in survivors:
-        p.kill()
+        p.kill()  # by pid, so one failure does not poison the rest of the suite
     assert not survivors, f"processes left behind: {[p.pid for p in survivors]}"
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from conftest import FAKE_TEI, LauncherRun, alive, free_port
+from conftest import FAKE_TEI, LauncherRun, alive, clean_up, free_port
 
 SERVICES = ("embed", "rerank")
 PORT_NAMES = ("EMBED_PORT", "RERANK_PORT", "EMBED_PROMETHEUS_PORT", "RERANK_PROMETHEUS_PORT")
@@ -223,14 +223,4 @@ def wrapped_runs(tmp_path: Path) -> Iterator[Callable[[Sequence[str], dict[str, 
         return run
 
     yield start
-    survivors: list[psutil.Process] = []
-    for run in runs:
-        procs = run.children()
-        if run.proc.poll() is None:
-            run.proc.send_signal(signal.SIGKILL)
-            run.proc.wait(timeout=10)
-        _, still = psutil.wait_procs(alive(procs), timeout=5)
-        survivors += alive(still)
-    for p in survivors:
-        p.kill()
-    assert not survivors, f"processes left behind: {[p.pid for p in survivors]}"
+    clean_up(runs)
