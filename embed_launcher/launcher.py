@@ -87,12 +87,11 @@ class Launcher:
         mailbox = Mailbox()
         mailbox.install_signal_handlers()
         auth = {"embed": bool(keys.embed_key), "rerank": bool(keys.rerank_key)}
-        shown = tuple(
-            Endpoint(s.name, LABELS[s.name], s.model, s.port, auth[s.name]) for s in settings.services
-        )
+        shown = tuple(Endpoint(s.name, LABELS[s.name], s.model, s.port, auth[s.name]) for s in settings.services)
         self.console.lines(start_banner(shown, notices=notices, local_only=settings.local_only))
         address = self.start_address_lookup(settings, data)
         self.write_state(settings, data, auth, address.address)
+        self.publish_preparing(settings, data)
         sources = fetch_models(settings, self.environ, self.console, self.notifier, mailbox)
         specs = build_plan(
             settings,
@@ -148,6 +147,17 @@ class Launcher:
             rerank_auth=auth["rerank"],
             server_addr=addr,
         )
+
+    def publish_preparing(self, settings: Settings, data: DataDir) -> None:
+        """Before any TEI runs: say so to `embed_manage --status` and to systemd (models may take a while)."""
+        services = {
+            s.name: {"model": s.model, "port": s.port, "pid": None, "state": "preparing"} for s in settings.services
+        }
+        data.write_status(
+            {"launcher_pid": os.getpid(), "started": round(self.started, 3), "stopping": False, "services": services}
+        )
+        if self.notifier is not None:
+            self.notifier.status("checking and downloading models")
 
     def supervise(
         self,

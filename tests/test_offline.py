@@ -8,6 +8,7 @@ is complete in the cache starts even when the Hub is down.
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,3 +81,17 @@ def test_first_start_downloads_with_progress_and_tei_gets_the_snapshot(launch: L
     assert "Downloading BAAI/bge-small-en-v1.5:" in out and "100%" in out
     snapshot = run.data_dir / "models--BAAI--bge-small-en-v1.5" / "snapshots"
     assert any(snapshot.iterdir())
+
+
+def test_status_during_a_first_download_says_preparing(launch: Launch) -> None:
+    """While models download, --status shows the launcher alive, services 'preparing', and exits 1."""
+    with HubStandIn(chunk_delay_s=0.2) as slow_hub:
+        run = launch({"HF_ENDPOINT": slow_hub.endpoint})
+        run.wait_for("Downloading BAAI/bge-small-en-v1.5:")
+        result = manage(run, "--status", "--json")
+        run.signal(signal.SIGTERM)
+        assert run.wait_exit() == 0
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["launcher_pid"] == run.proc.pid
+    assert [(s["name"], s["state"], s["healthy"]) for s in report["services"]] == [("embed", "preparing", False)]
