@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -117,23 +117,19 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self.banner_shown = False
         self.last_watchdog = 0.0
-        self._executor = ThreadPoolExecutor(max_workers=max(2, len(self.children)), thread_name_prefix="probe")
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
         """Start every child and supervise until everything has stopped."""
-        try:
-            self.start_all(self.clock())
-            while not self.finished():
-                self.mailbox.wait(self.wait_timeout(self.clock()))
-                for event in self.mailbox.drain():
-                    self.dispatch(event)
-                self.reap_children()
-                self.tick(self.clock())
-            return self.exit_code
-        finally:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self.start_all(self.clock())
+        while not self.finished():
+            self.mailbox.wait(self.wait_timeout(self.clock()))
+            for event in self.mailbox.drain():
+                self.dispatch(event)
+            self.reap_children()
+            self.tick(self.clock())
+        return self.exit_code
 
     def dispatch(self, event: tuple[object, ...]) -> None:
         """Route one mailbox event to its handler."""
@@ -368,17 +364,23 @@ class Supervisor:
             self.publish()
 
     def start_probe(self, child: Child) -> None:
-        """Ask /health in a worker thread; the answer comes back through the mailbox."""
+        """Ask /health in a daemon thread; the answer comes back through the mailbox.
+
+        Daemon threads, not an executor: the interpreter joins executor threads at exit, so a
+        probe stuck on a draining TEI would hold up the launcher's own exit by its timeout.
+        """
         child.probing = True
         timeout = self.timing.health_timeout_s if child.state.phase is Phase.RUNNING else 1.0
-        name, generation = child.spec.name, child.generation
-        future = self._executor.submit(self.probe, child.spec.health_url, timeout)
+        name, generation, url = child.spec.name, child.generation, child.spec.health_url
 
-        def done(f: Future[bool]) -> None:
-            ok = (not f.cancelled()) and f.exception() is None and bool(f.result())
+        def ask() -> None:
+            try:
+                ok = bool(self.probe(url, timeout))
+            except Exception:
+                ok = False
             self.mailbox.post("probe", name, generation, ok)
 
-        future.add_done_callback(done)
+        threading.Thread(target=ask, name=f"probe-{name}", daemon=True).start()
 
     # -- reporting --------------------------------------------------------------------------
 

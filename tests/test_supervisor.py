@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import io
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -292,3 +293,22 @@ def test_restart_backoff_uses_the_configured_policy() -> None:
     h.ready("embed")
     h.exit("embed", 1)
     assert h.sup.child_named("embed").state.restart_at == pytest.approx(0.2)
+
+
+def test_a_probe_that_raises_counts_as_unhealthy() -> None:
+    """A broken probe (any exception) is a failed health check, delivered through the mailbox."""
+    h = Harness(names=("embed",))
+
+    def broken(url: str, timeout: float) -> bool:
+        raise RuntimeError("boom")
+
+    h.sup.probe = broken
+    h.sup.start_all(0.0)
+    child = h.sup.child_named("embed")
+    h.sup.start_probe(child)
+    events: list[tuple[object, ...]] = []
+    deadline = time.monotonic() + 5
+    while not events and time.monotonic() < deadline:
+        h.sup.mailbox.wait(0.1)
+        events = [e for e in h.sup.mailbox.drain() if e[0] == "probe"]
+    assert events == [("probe", "embed", child.generation, False)]
