@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-import urllib.request
 from collections.abc import Callable
 
 LOOKUP_URLS = ("https://ipv4.icanhazip.com", "https://api.ipify.org")
@@ -14,6 +13,8 @@ UNKNOWN = "<server ip>"
 
 def fetch_text(url: str, timeout_s: float) -> str:
     """GET ``url`` and return its body as text."""
+    import urllib.request  # lazy: it loads ssl, which a supervisor with a given address never needs
+
     with urllib.request.urlopen(url, timeout=timeout_s) as response:
         return str(response.read(64).decode("ascii", "replace"))
 
