@@ -1,6 +1,6 @@
 """The model download, in a short-lived process of its own, so the supervisor never loads huggingface_hub.
 
-Run by the launcher as ``python -m embed_launcher.fetch_worker --result-fd N``, with the launcher's
+Run by the launcher as ``python -m embed_launcher.fetch_worker --result-fd N --backend B``, with the launcher's
 environment: it reads the same settings, pulls every enabled model's TEI file set (progress on
 its stdout, which is the launcher's), and writes ``{"embed": "<snapshot dir>", ...}`` as JSON to
 fd N. SIGTERM/SIGINT stop the pull within about a second, keeping partial files for next time.
@@ -19,12 +19,11 @@ from .cli import line_buffered, run_guarded
 from .config import EMBED
 from .console import Console
 from .download import PullRequest, pull_models
-from .models import detect_backend
 from .progress import default_progress
 from .settings_io import load
 
 
-def pull_all(result_fd: int, stop: threading.Event, console: Console) -> int:
+def pull_all(result_fd: int, backend: str, stop: threading.Event, console: Console) -> int:
     """Pull what the settings name; report snapshot directories on ``result_fd``."""
     settings = load(os.environ, lambda warning: None)  # the launcher has shown the warnings
     requests = [
@@ -35,7 +34,7 @@ def pull_all(result_fd: int, stop: threading.Event, console: Console) -> int:
         requests,
         should_stop=stop.is_set,
         cache_dir=settings.data_dir,
-        backend=detect_backend(settings.backend, os.environ),
+        backend=backend,
         token=settings.hf_token,
         progress=default_progress(sys.stdout),
     )
@@ -51,13 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the worker process."""
     parser = argparse.ArgumentParser(prog="embed_launcher.fetch_worker")
     parser.add_argument("--result-fd", type=int, required=True)
+    parser.add_argument("--backend", choices=("onnx", "candle"), required=True)
     args = parser.parse_args(argv)
     line_buffered()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
     console = Console()
-    return run_guarded(lambda: pull_all(args.result_fd, stop, console), console)
+    return run_guarded(lambda: pull_all(args.result_fd, args.backend, stop, console), console)
 
 
 if __name__ == "__main__":

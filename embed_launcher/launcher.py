@@ -20,7 +20,7 @@ from .models_fetch import fetch_models
 from .persistence import in_container, is_persistent
 from .plan import LABELS, ChildSpec, build_plan
 from .policy import RestartPolicy
-from .preflight import check_ports, resolve_tei_bin
+from .preflight import check_ports, resolve_tei_bin, tei_backend
 from .process import Spawner
 from .settings_io import load
 from .supervisor import Notifier, Supervisor, Timing
@@ -92,7 +92,8 @@ class Launcher:
         address = self.start_address_lookup(settings, data)
         self.write_state(settings, data, auth, address.address)
         self.publish_preparing(settings, data)
-        sources = fetch_models(settings, self.environ, self.console, self.notifier, mailbox)
+        backend = tei_backend(settings.backend, tei_bin, self.environ)
+        sources = fetch_models(settings, backend, self.environ, self.console, self.notifier, mailbox)
         specs = build_plan(
             settings,
             tei_bin=tei_bin,

@@ -55,20 +55,23 @@ class UnusableRepoError(ValueError):
     """The repository lacks a file TEI cannot start without (config, tokenizer or weights)."""
 
 
-def detect_backend(setting: str, environ: Mapping[str, str]) -> str:
+def detect_backend(setting: str, environ: Mapping[str, str], tei_has_ort: bool | None = None) -> str:
     """Which weights TEI will load: "onnx" (ORT, CPU images) or "candle".
 
     "auto": TEI's CUDA images are built without ORT and inherit ``CUDA_VERSION`` from their
-    ``nvidia/cuda`` base, so ``CUDA_VERSION`` set → "candle"; otherwise we assume a CPU image,
-    which tries ORT first → "onnx". ``NVIDIA_VISIBLE_DEVICES`` is deliberately ignored: the
-    NVIDIA runtime sets it on any container started with ``--gpus``, CPU images included.
-    A bare-metal TEI built without the ``ort`` feature needs ``EMBED_BACKEND=candle``.
+    ``nvidia/cuda`` base, so ``CUDA_VERSION`` set → "candle". Otherwise ``tei_has_ort`` decides
+    when the binary could be inspected (a bare-metal ``cargo install`` has no ORT unless built
+    with ``-F ort``); when it could not (a wrapper script), we assume a CPU image, which tries ORT
+    first → "onnx". ``NVIDIA_VISIBLE_DEVICES`` is deliberately ignored: the NVIDIA runtime sets
+    it on any container started with ``--gpus``, CPU images included.
     """
     if setting in BACKENDS:
         return setting
     if setting != "auto":
         raise ValueError(f"backend must be auto, onnx or candle, not {setting!r}")
-    return "candle" if environ.get("CUDA_VERSION", "").strip() else "onnx"
+    if environ.get("CUDA_VERSION", "").strip() or tei_has_ort is False:
+        return "candle"
+    return "onnx"
 
 
 def select_tei_files(

@@ -22,7 +22,6 @@ from .console import Console
 from .errors import EXIT_OK, LauncherError
 from .events import Mailbox
 from .modelcache import require_complete, verify_model
-from .models import detect_backend
 from .process import die_with_parent
 from .supervisor import Notifier, NullNotifier
 
@@ -69,29 +68,36 @@ def local_sources(settings: Settings, backend: str) -> dict[str, str]:
 
 def fetch_models(
     settings: Settings,
+    backend: str,
     environ: Mapping[str, str],
     console: Console,
     notifier: Notifier | None,
     mailbox: Mailbox,
 ) -> dict[str, str]:
-    """Service name -> snapshot directory to give TEI as --model-id (so TEI never downloads)."""
-    backend = detect_backend(settings.backend, environ)
+    """Service name -> snapshot directory to give TEI as --model-id (so TEI never downloads).
+
+    ``backend`` is the weight format the TEI binary loads (preflight.tei_backend).
+    """
     if settings.local_only:
         return local_sources(settings, backend)
     notes = missing_notes(settings, backend)
     if notes:
         console.lines(notes)
-    return run_worker(environ, notifier or NullNotifier(), mailbox)
+    return run_worker(environ, backend, notifier or NullNotifier(), mailbox)
 
 
 def run_worker(
-    environ: Mapping[str, str], notifier: Notifier, mailbox: Mailbox, clock: Callable[[], float] = time.monotonic
+    environ: Mapping[str, str],
+    backend: str,
+    notifier: Notifier,
+    mailbox: Mailbox,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, str]:
     """Run the download worker to its end, relaying stop signals; its output is already ours."""
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "embed_launcher.fetch_worker", "--result-fd", str(write_fd)],
+            [sys.executable, "-m", "embed_launcher.fetch_worker", "--result-fd", str(write_fd), "--backend", backend],
             env=dict(environ),
             stdin=subprocess.DEVNULL,
             pass_fds=(write_fd,),

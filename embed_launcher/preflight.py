@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import shutil
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EXIT_CONFIG, LauncherError
+from .models import detect_backend
 
 TEI_BINARY = "text-embeddings-router"
 TEI_INSTALL_HINT = (
@@ -40,6 +42,31 @@ def resolve_tei_bin(given: str | None, search_path: str) -> str:
         source = f"EMBED_TEI_BIN={name}" if given else f"TEI binary '{name}'"
         raise LauncherError(f"Error: {source} was not found on PATH. {TEI_INSTALL_HINT}", EXIT_CONFIG)
     return found
+
+
+ELF_MAGIC = b"\x7fELF"
+ORT_MARKER = b"onnxruntime"  # ONNX Runtime's own strings, present in any TEI built with -F ort
+
+
+def tei_has_ort(tei_bin: str) -> bool | None:
+    """Whether the TEI binary contains ONNX Runtime; None when it cannot tell (a wrapper script).
+
+    The binary is memory-mapped and searched, not read: it is 100+ MB with MKL linked in.
+    """
+    try:
+        with open(tei_bin, "rb") as f:
+            if f.read(4) != ELF_MAGIC:
+                return None
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as image:
+                return image.find(ORT_MARKER) != -1
+    except (OSError, ValueError):
+        return None
+
+
+def tei_backend(setting: str, tei_bin: str | None, environ: Mapping[str, str]) -> str:
+    """The weight format TEI will load (see models.detect_backend), inspecting the binary for "auto"."""
+    has_ort = tei_has_ort(tei_bin) if setting == "auto" and tei_bin else None
+    return detect_backend(setting, environ, has_ort)
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -101,19 +101,22 @@ def test_followups_and_their_parsers() -> None:
 
 
 @pytest.mark.parametrize(
-    ("setting", "environ", "expected"),
+    ("setting", "environ", "has_ort", "expected"),
     [
-        ("onnx", {"CUDA_VERSION": "12.9.1"}, "onnx"),
-        ("candle", {}, "candle"),
-        ("auto", {}, "onnx"),
-        ("auto", {"CUDA_VERSION": "12.9.1"}, "candle"),
-        ("auto", {"CUDA_VERSION": " "}, "onnx"),
-        ("auto", {"NVIDIA_VISIBLE_DEVICES": "all"}, "onnx"),
+        ("onnx", {"CUDA_VERSION": "12.9.1"}, False, "onnx"),
+        ("candle", {}, True, "candle"),
+        ("auto", {}, None, "onnx"),
+        ("auto", {"CUDA_VERSION": "12.9.1"}, None, "candle"),
+        ("auto", {"CUDA_VERSION": " "}, None, "onnx"),
+        ("auto", {"NVIDIA_VISIBLE_DEVICES": "all"}, None, "onnx"),
+        ("auto", {}, False, "candle"),
+        ("auto", {}, True, "onnx"),
+        ("auto", {"CUDA_VERSION": "12.9.1"}, True, "candle"),
     ],
 )
-def test_detect_backend(setting: str, environ: dict[str, str], expected: str) -> None:
-    """Explicit settings win; auto means candle only in CUDA images (CUDA_VERSION set)."""
-    assert detect_backend(setting, environ) == expected
+def test_detect_backend(setting: str, environ: dict[str, str], has_ort: bool | None, expected: str) -> None:
+    """Explicit settings win; auto: candle in CUDA images or for a TEI built without ORT, else onnx."""
+    assert detect_backend(setting, environ, has_ort) == expected
 
 
 def test_detect_backend_rejects_unknown() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from embed_launcher.errors import LauncherError
-from embed_launcher.preflight import PortOwner, check_ports, port_in_use, resolve_tei_bin
+from embed_launcher.preflight import PortOwner, check_ports, port_in_use, resolve_tei_bin, tei_backend, tei_has_ort
 
 
 def test_binary_on_path_is_found(tmp_path: Path) -> None:
@@ -72,3 +72,27 @@ def test_every_busy_port_is_reported_at_once_with_its_owner() -> None:
     assert "looks like a TEI left over from an earlier start: stop it (kill 42)" in message
     assert "..." in message
     assert "port 18001 (RERANK_PROMETHEUS_PORT)" in message and "18000" not in message
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\x7fELF" + b"\0" * 4096 + b"...onnxruntime::InferenceSession..." + b"\0" * 64, True),
+        (b"\x7fELF" + b"\0" * 4096 + b"candle only" + b"\0" * 64, False),
+        (b"#!/bin/sh\nexec /usr/local/bin/text-embeddings-router \"$@\"\n", None),
+    ],
+)
+def test_tei_has_ort_looks_inside_the_binary(tmp_path: Path, content: bytes, expected: bool | None) -> None:
+    """An ELF binary with ONNX Runtime's strings has ORT; without, not; a wrapper script cannot tell."""
+    tei = tmp_path / "text-embeddings-router"
+    tei.write_bytes(content)
+    assert tei_has_ort(str(tei)) is expected
+    assert tei_has_ort(str(tmp_path / "missing")) is None
+
+
+def test_auto_backend_is_candle_for_a_tei_built_without_ort(tmp_path: Path) -> None:
+    """Bare metal `cargo install` (candle + MKL, no ORT): download safetensors, not ONNX."""
+    tei = tmp_path / "text-embeddings-router"
+    tei.write_bytes(b"\x7fELF" + b"\0" * 128)
+    assert tei_backend("auto", str(tei), {}) == "candle"
+    assert tei_backend("onnx", str(tei), {}) == "onnx"  # an explicit setting is never second-guessed
