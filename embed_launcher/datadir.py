@@ -1,4 +1,4 @@
-"""The data directory: persistence detection, API-key resolution, state files, atomic writes."""
+"""The data directory: API keys by the original's rules, the state files embed_manage reads, the live status."""
 
 from __future__ import annotations
 
