@@ -251,8 +251,10 @@ def hub_error(exc: BaseException, repo_id: str, revision: str | None, hub: str, 
         return LauncherError(f"Error: revision '{revision or DEFAULT_REVISION}' of {kind} '{repo_id}' was not found "
                              f"on the Hub ({hub}). Check EMBED_REVISION / RERANK_REVISION.")
     if isinstance(exc, RepositoryNotFoundError):
+        # The Hub answers anonymous requests for private (and some gated) repos with "not found".
+        private = "" if token else " If it is private or gated, set EMBED_HF_TOKEN."
         return LauncherError(f"Error: {kind} '{repo_id}' was not found on the Hub ({hub}). "
-                             f"Check the id, e.g. embed_manage --listmodels.")
+                             f"Check the id, e.g. embed_manage --listmodels.{private}")
     if isinstance(exc, HfHubHTTPError) and exc.response.status_code == 401:
         return LauncherError(f"Error: the Hub at {hub} rejected the token in EMBED_HF_TOKEN (401 Unauthorized). "
                              f"Set EMBED_HF_TOKEN to a valid read token, or unset it for public models.")

@@ -169,7 +169,7 @@ def test_pull_models_reports_the_failure(hub: HubStandIn, tmp_path: Path) -> Non
     ("repo_id", "kw", "needles"),
     [
         ("example/nope", {}, ["Error: model 'example/nope' was not found on the Hub (http://127.0.0.1:",
-                              "embed_manage --listmodels"]),
+                              "embed_manage --listmodels", "If it is private or gated, set EMBED_HF_TOKEN."]),
         ("example/gated-embedder", {}, ["is gated and no token is set (EMBED_HF_TOKEN)", "accept its licence at",
                                         "/example/gated-embedder"]),
         ("example/gated-embedder", {"token": "hf_not_granted"}, ["the token in EMBED_HF_TOKEN has no access"]),
