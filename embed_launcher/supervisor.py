@@ -13,6 +13,7 @@ from . import policy
 from .console import Console
 from .errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from .events import Mailbox
+from .hints import hint_for
 from .plan import ChildSpec
 from .policy import ChildState, Phase, RestartPolicy
 from .probe import probe_health
@@ -323,11 +324,14 @@ class Supervisor:
             why = "rejected its arguments (exit 2): check the TEI tuning variables and the TEI version"
             code = EXIT_CONFIG
         self.console.error(f"Error: {label} server {why}; giving up.")
-        tail = list(handle.tail)[-10:] if handle is not None else []
+        tail = list(handle.tail) if handle is not None else []
         if tail:
             self.console.error(f"Last output of the {label.lower()} server:")
-            for line in tail:
+            for line in tail[-10:]:
                 self.console.error(f"  {line}")
+        advice = hint_for(tail)
+        if advice:
+            self.console.error(f"Hint: {advice}")
         self.begin_stop(self.clock(), code, f"{label.lower()} server gave up")
 
     # -- time-driven work -------------------------------------------------------------------

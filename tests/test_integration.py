@@ -206,6 +206,7 @@ def test_crash_loop_gives_up_with_exit_1_and_the_last_error(launch: Launch, tei_
     out = run.output()
     assert "failed to start 3 times in a row; giving up" in out
     assert "Error:" in out.split("Last output of the embeddings server:")[1]
+    assert "Hint: The model failed its warm-up" in out  # TEI's "Model backend is not healthy"
 
 
 def test_status_reports_healthy_services_as_json(launch: Launch) -> None:
