@@ -7,12 +7,38 @@ import queue
 import select
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import FrameType
 
 # Signals that stop the launcher; the first asks for a graceful stop, a second forces it.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
-Event = tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class SignalReceived:
+    """A signal arrived (stop signals and SIGCHLD)."""
+
+    signum: int
+
+
+@dataclass(frozen=True)
+class ProbeAnswered:
+    """A /health probe of one process (``generation``) of a child finished."""
+
+    name: str
+    generation: int
+    healthy: bool
+
+
+@dataclass(frozen=True)
+class ReadyLogged:
+    """A child logged TEI's "Ready" line: worth probing at once."""
+
+    name: str
+
+
+Event = SignalReceived | ProbeAnswered | ReadyLogged
 
 
 class Mailbox:
@@ -29,7 +55,7 @@ class Mailbox:
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
 
-    def post(self, *event: object) -> None:
+    def post(self, event: Event) -> None:
         """Queue an event and wake the loop; safe from signal handlers and any thread."""
         self._queue.put(event)
         try:
@@ -61,7 +87,7 @@ class Mailbox:
         def handler(signum: int, _frame: FrameType | None) -> None:
             if signum != signal.SIGCHLD:
                 self.stop_requests += 1
-            self.post("signal", signum)
+            self.post(SignalReceived(signum))
 
         for sig in (*STOP_SIGNALS, signal.SIGCHLD):
             signal.signal(sig, handler)

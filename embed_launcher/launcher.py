@@ -15,7 +15,7 @@ from .config import Settings
 from .console import Console
 from .datadir import DataDir, KeyResolution
 from .errors import EXIT_OK
-from .events import Mailbox
+from .events import Mailbox, ReadyLogged
 from .models_fetch import fetch_models
 from .persistence import in_container, is_persistent
 from .plan import LABELS, ChildSpec, build_plan
@@ -176,7 +176,7 @@ class Launcher:
 
         def on_line(name: str, text: str) -> None:
             if is_ready_line(text):
-                mailbox.post("ready_line", name)
+                mailbox.post(ReadyLogged(name))
 
         supervisor = Supervisor(
             specs,

@@ -12,7 +12,7 @@ from typing import Protocol
 from . import policy
 from .console import Console
 from .errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
-from .events import Mailbox
+from .events import Event, Mailbox, ProbeAnswered, ReadyLogged, SignalReceived
 from .hints import hint_for
 from .plan import ChildSpec
 from .policy import ChildState, Phase, RestartPolicy
@@ -132,15 +132,14 @@ class Supervisor:
             self.tick(self.clock())
         return self.exit_code
 
-    def dispatch(self, event: tuple[object, ...]) -> None:
+    def dispatch(self, event: Event) -> None:
         """Route one mailbox event to its handler."""
-        kind = event[0]
-        if kind == "signal":
-            self.handle_signal(int(event[1]))  # type: ignore[call-overload]
-        elif kind == "probe":
-            self.handle_probe(str(event[1]), int(event[2]), bool(event[3]))  # type: ignore[call-overload]
-        elif kind == "ready_line":
-            self.handle_ready_line(str(event[1]))
+        if isinstance(event, SignalReceived):
+            self.handle_signal(event.signum)
+        elif isinstance(event, ProbeAnswered):
+            self.handle_probe(event.name, event.generation, event.healthy)
+        elif isinstance(event, ReadyLogged):
+            self.handle_ready_line(event.name)
 
     def finished(self) -> bool:
         """Done once a stop was decided and no child process is left."""
@@ -382,7 +381,7 @@ class Supervisor:
                 ok = bool(self.probe(url, timeout))
             except Exception:
                 ok = False
-            self.mailbox.post("probe", name, generation, ok)
+            self.mailbox.post(ProbeAnswered(name, generation, ok))
 
         threading.Thread(target=ask, name=f"probe-{name}", daemon=True).start()
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from embed_launcher.console import Console
+from embed_launcher.events import Event, ProbeAnswered
 from embed_launcher.plan import ChildSpec
 from embed_launcher.policy import Phase, RestartPolicy
 from embed_launcher.process import Handle
@@ -306,9 +307,9 @@ def test_a_probe_that_raises_counts_as_unhealthy() -> None:
     h.sup.start_all(0.0)
     child = h.sup.child_named("embed")
     h.sup.start_probe(child)
-    events: list[tuple[object, ...]] = []
+    events: list[Event] = []
     deadline = time.monotonic() + 5
     while not events and time.monotonic() < deadline:
         h.sup.mailbox.wait(0.1)
-        events = [e for e in h.sup.mailbox.drain() if e[0] == "probe"]
-    assert events == [("probe", "embed", child.generation, False)]
+        events = [e for e in h.sup.mailbox.drain() if isinstance(e, ProbeAnswered)]
+    assert events == [ProbeAnswered("embed", child.generation, False)]
