@@ -9,15 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+# huggingface_hub 2.x (pinned >= 2.4) talks through httpx2: its session, timeouts and errors.
+import httpx2 as httpx
 from huggingface_hub import get_hf_file_metadata, hf_hub_url
 from huggingface_hub.utils import WeakFileLock, build_hf_headers, get_session, hf_raise_for_status
 
 from .progress import Progress
-
-try:  # huggingface_hub 2.x talks through httpx2; 1.x through httpx (same API)
-    import httpx2 as httpx
-except ImportError:  # pragma: no cover - only with huggingface_hub 1.x
-    import httpx  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 TransportError = httpx.TransportError  # connection refused, reset, cut mid-body, timed out
 
