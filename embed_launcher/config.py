@@ -73,6 +73,11 @@ class ServiceSettings:
     # (--cors-allow-origin). Unset tunables are absent, so TEI applies its own default.
     tei_args: tuple[tuple[str, str], ...] = ()
 
+    def tei_arg(self, flag: str) -> str | None:
+        """The last value given for one TEI flag (e.g. "--dtype"), or None when unset."""
+        values = [value for name, value in self.tei_args if name == flag]
+        return values[-1] if values else None
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -46,11 +46,15 @@ class PullResult:
 
 @dataclass(frozen=True)
 class PullRequest:
-    """One model for `pull_models`; ``kind`` words the messages ("model", "reranker model")."""
+    """One model for `pull_models`; ``kind`` words the messages ("model", "reranker model").
+
+    ``backend`` (onnx/candle), when given, overrides the one shared by the whole call.
+    """
 
     repo_id: str
     revision: str | None = None
     kind: str = "model"
+    backend: str | None = None
 
 
 class DownloadStopped(LauncherError):
@@ -184,8 +188,9 @@ def pull_models(requests: Sequence[PullRequest], *, should_stop: Callable[[], bo
 
     def work(i: int, req: PullRequest) -> None:
         try:
+            own = {"backend": req.backend} if req.backend else {}
             results[i] = pull_model(req.repo_id, revision=req.revision, kind=req.kind,
-                                    should_stop=lambda: failed.is_set() or should_stop(), **common)
+                                    should_stop=lambda: failed.is_set() or should_stop(), **{**common, **own})
         except BaseException as exc:
             errors[i] = exc
             if not isinstance(exc, DownloadStopped):

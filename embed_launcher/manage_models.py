@@ -14,7 +14,7 @@ from .datadir import DataDir, StateSnapshot
 from .errors import EXIT_CONFIG, EXIT_OK, LauncherError
 from .manage import data_dir
 from .modelcache import cached_size, repo_dir, verify_model
-from .models import EMBEDDING_MODELS, RERANKER_MODELS, CatalogEntry
+from .models import EMBEDDING_MODELS, RERANKER_MODELS, CatalogEntry, service_backend
 from .preflight import resolve_tei_bin, tei_backend
 from .progress import human_bytes
 from .settings_io import load
@@ -89,21 +89,30 @@ def format_row(entry: CatalogEntry, mark: CacheMark) -> str:
     return ROW.format(mark="*" if mark.complete else " ", repo=entry.repo_id, disk=entry.disk, cache=cache, note=note)
 
 
-def backend_for(settings: config.Settings, environ: Mapping[str, str]) -> str:
-    """The weight format the server's TEI loads (the binary is inspected when it can be found)."""
+def backend_for(settings: config.Settings, environ: Mapping[str, str], model: str) -> str:
+    """The weight format the server's TEI would load for ``model`` (the binary is inspected if found).
+
+    The model a service is configured with follows that service's flags (see models.service_backend).
+    """
     try:
         tei_bin: str | None = resolve_tei_bin(settings.tei_bin, environ.get("PATH", os.defpath))
     except LauncherError:
         tei_bin = None  # e.g. embed_manage on a machine without TEI: decide from the environment
-    return tei_backend(settings.backend, tei_bin, environ)
+    backend = tei_backend(settings.backend, tei_bin, environ)
+    for s in (settings.embed, settings.rerank):
+        if s.model == model:
+            return service_backend(
+                backend, setting=settings.backend, dtype=s.tei_arg("--dtype"), pooling=s.tei_arg("--pooling")
+            )
+    return backend
 
 
 def list_models(environ: Mapping[str, str], console: Console, *, rerankers: bool) -> int:
     """The original's recommended list, with each model's cache state and the active one marked."""
     settings = load(environ, console.warn)
     cache = data_dir(dict(environ))
-    backend = backend_for(settings, environ)
     active = active_model(DataDir(cache).read_state(), rerankers=rerankers)
+    backend = backend_for(settings, environ, active or "")
     catalog = list(RERANKER_MODELS if rerankers else EMBEDDING_MODELS)
     if active and active not in {e.repo_id for e in catalog}:
         catalog.append(CatalogEntry(active, "", "(not in the recommended list)"))
@@ -127,7 +136,7 @@ def pull(environ: Mapping[str, str], console: Console, model: str) -> int:
         raise LauncherError(f"Error: '{model}' is not a model ID: use {config.MODEL.rule}.", EXIT_CONFIG)
     settings = load(environ, console.warn)
     cache = data_dir(dict(environ))
-    backend = backend_for(settings, environ)
+    backend = backend_for(settings, environ, model)
     revision = revision_for(settings, model)
     if settings.local_only:
         return pull_local_only(console, cache, model, revision, backend)

@@ -22,6 +22,7 @@ from .console import Console
 from .errors import EXIT_OK, LauncherError
 from .events import Mailbox
 from .modelcache import require_complete, verify_model
+from .models import service_backend
 from .process import die_with_parent
 from .supervisor import Notifier, NullNotifier
 
@@ -37,11 +38,21 @@ class StopRequested(LauncherError):
         super().__init__("", EXIT_OK)
 
 
-def missing_notes(settings: Settings, backend: str) -> list[str]:
+def service_backends(settings: Settings, backend: str) -> dict[str, str]:
+    """Service name -> the weight format its TEI loads (the binary's, unless its flags rule ORT out)."""
+    return {
+        s.name: service_backend(
+            backend, setting=settings.backend, dtype=s.tei_arg("--dtype"), pooling=s.tei_arg("--pooling")
+        )
+        for s in settings.services
+    }
+
+
+def missing_notes(settings: Settings, backends: Mapping[str, str]) -> list[str]:
     """The original's note for each model that is not (completely) cached yet."""
     notes = []
     for s in settings.services:
-        if verify_model(settings.data_dir, s.model, s.revision, backend).complete:
+        if verify_model(settings.data_dir, s.model, s.revision, backends[s.name]).complete:
             continue
         if s.name == EMBED:
             notes += [
@@ -56,12 +67,12 @@ def missing_notes(settings: Settings, backend: str) -> list[str]:
     return notes
 
 
-def local_sources(settings: Settings, backend: str) -> dict[str, str]:
+def local_sources(settings: Settings, backends: Mapping[str, str]) -> dict[str, str]:
     """Local-only: every model must be complete in the cache; no network, no huggingface_hub."""
     sources = {}
     for s in settings.services:
         kind = "model" if s.name == EMBED else "reranker model"
-        check = require_complete(settings.data_dir, s.model, s.revision, backend, kind)
+        check = require_complete(settings.data_dir, s.model, s.revision, backends[s.name], kind)
         sources[s.name] = str(check.snapshot_dir)
     return sources
 
@@ -78,17 +89,18 @@ def fetch_models(
 
     ``backend`` is the weight format the TEI binary loads (preflight.tei_backend).
     """
+    backends = service_backends(settings, backend)
     if settings.local_only:
-        return local_sources(settings, backend)
-    notes = missing_notes(settings, backend)
+        return local_sources(settings, backends)
+    notes = missing_notes(settings, backends)
     if notes:
         console.lines(notes)
-    return run_worker(environ, backend, notifier or NullNotifier(), mailbox)
+    return run_worker(environ, backends, notifier or NullNotifier(), mailbox)
 
 
 def run_worker(
     environ: Mapping[str, str],
-    backend: str,
+    backends: Mapping[str, str],
     notifier: Notifier,
     mailbox: Mailbox,
     clock: Callable[[], float] = time.monotonic,
@@ -97,7 +109,13 @@ def run_worker(
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "embed_launcher.fetch_worker", "--result-fd", str(write_fd), "--backend", backend],
+            [
+                sys.executable,
+                "-m",
+                "embed_launcher.fetch_worker",
+                f"--result-fd={write_fd}",
+                *(f"--backend={name}={backend}" for name, backend in backends.items()),
+            ],
             env=dict(environ),
             stdin=subprocess.DEVNULL,
             pass_fds=(write_fd,),

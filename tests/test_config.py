@@ -638,3 +638,11 @@ def test_variable_table_has_a_row_per_variable() -> None:
     for v in VARIABLES:
         assert table.count(f"| `{v.name}` |") == 1, v.name
         assert "|" not in v.meaning + v.note
+
+
+def test_tei_arg_reads_one_flag_of_a_service() -> None:
+    """The value a service passes for a TEI flag, or None when the flag is not passed."""
+    settings = load({"EMBED_DTYPE": "float16"})
+    assert settings.embed.tei_arg("--dtype") == "float16"
+    assert settings.embed.tei_arg("--pooling") is None
+    assert settings.rerank.tei_arg("--dtype") is None

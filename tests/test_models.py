@@ -119,6 +119,24 @@ def test_detect_backend(setting: str, environ: dict[str, str], has_ort: bool | N
     assert detect_backend(setting, environ, has_ort) == expected
 
 
+@pytest.mark.parametrize(
+    ("backend", "setting", "dtype", "pooling", "expected"),
+    [
+        ("onnx", "auto", None, None, "onnx"),
+        ("onnx", "auto", "float32", "mean", "onnx"),
+        ("onnx", "auto", "float16", None, "candle"),  # ORT: "only float32"
+        ("onnx", "auto", None, "splade", "candle"),  # ORT: "use `candle` instead"
+        ("candle", "auto", "float16", None, "candle"),
+        ("onnx", "onnx", "float16", None, "onnx"),  # an explicit EMBED_BACKEND is never second-guessed
+    ],
+)
+def test_service_backend_follows_what_ort_refuses(
+    backend: str, setting: str, dtype: str | None, pooling: str | None, expected: str
+) -> None:
+    """A service whose flags TEI's ORT backend refuses gets candle's weights, since TEI falls back to candle."""
+    assert models.service_backend(backend, setting=setting, dtype=dtype, pooling=pooling) == expected
+
+
 def test_detect_backend_rejects_unknown() -> None:
     """A typo is an error, not a silent default."""
     with pytest.raises(ValueError, match="auto, onnx or candle"):

@@ -95,3 +95,13 @@ def test_status_during_a_first_download_says_preparing(launch: Launch) -> None:
     report = json.loads(result.stdout)
     assert report["launcher_pid"] == run.proc.pid
     assert [(s["name"], s["state"], s["healthy"]) for s in report["services"]] == [("embed", "preparing", False)]
+
+
+def test_a_float16_service_on_the_cpu_image_gets_safetensors(launch: Launch, tmp_path: Path) -> None:
+    """TEI's ORT backend refuses float16 and falls back to candle: the launcher downloads candle's set."""
+    with HubStandIn() as private_hub:
+        run = launch({"HF_ENDPOINT": private_hub.endpoint, "EMBED_DTYPE": "float16"})
+        run.wait_for("Text embeddings server is ready")
+        model = "BAAI/bge-small-en-v1.5"
+        assert private_hub.downloaded(model) == private_hub.repos[model].tei_files("candle")
+        assert "model.safetensors" in private_hub.downloaded(model)
