@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+ORT_REFUSED_SIGNS = ("Could not start ORT backend", "Weights not found")
+
 # (every substring that must appear in TEI's last lines, the advice). First match wins.
 # The texts are TEI's own (tei-contract §3): stable across the 1.9 releases we pin.
 HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
     (
-        ("Could not start ORT backend", "Weights not found"),
+        ORT_REFUSED_SIGNS,
         "TEI's ONNX backend could not run this model and no safetensors were downloaded: "
         "set EMBED_BACKEND=candle and restart.",
     ),
@@ -33,6 +35,12 @@ HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
         "The model failed its warm-up (often out of memory): lower EMBED_MAX_BATCH_TOKENS or give it more memory.",
     ),
 )
+
+
+def ort_refused(last_lines: Sequence[str]) -> bool:
+    """TEI's ONNX backend could not run the model and candle found no weights to fall back on."""
+    text = "\n".join(last_lines)
+    return all(sign in text for sign in ORT_REFUSED_SIGNS)
 
 
 def hint_for(last_lines: Sequence[str]) -> str | None:

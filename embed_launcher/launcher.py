@@ -16,7 +16,7 @@ from .console import Console
 from .datadir import DataDir, KeyResolution
 from .errors import EXIT_OK
 from .events import Mailbox, ReadyLogged
-from .models_fetch import fetch_models
+from .models_fetch import fetch_models, give_up_advice, service_backends
 from .persistence import in_container, is_persistent
 from .plan import LABELS, ChildSpec, build_plan
 from .policy import RestartPolicy
@@ -92,8 +92,8 @@ class Launcher:
         address = self.start_address_lookup(settings, data)
         self.write_state(settings, data, auth, address.address)
         self.publish_preparing(settings, data)
-        backend = tei_backend(settings.backend, tei_bin, self.environ)
-        sources = fetch_models(settings, backend, self.environ, self.console, self.notifier, mailbox)
+        backends = service_backends(settings, tei_backend(settings.backend, tei_bin, self.environ))
+        sources = fetch_models(settings, backends, self.environ, self.console, self.notifier, mailbox)
         specs = build_plan(
             settings,
             tei_bin=tei_bin,
@@ -101,7 +101,8 @@ class Launcher:
             model_sources=sources,
             parent_env=self.environ,
         )
-        return self.supervise(settings, specs, data, mailbox, lambda: ready_banner(shown, address.address))
+        advise = give_up_advice(settings, backends)
+        return self.supervise(settings, specs, data, mailbox, lambda: ready_banner(shown, address.address), advise)
 
     def prepare_keys(self, settings: Settings, data: DataDir) -> tuple[KeyResolution, tuple[str, ...]]:
         """Resolve the API keys by the original's rules; return them and the notes to print."""
@@ -167,6 +168,7 @@ class Launcher:
         data: DataDir,
         mailbox: Mailbox,
         banner: Callable[[], Sequence[str]],
+        advise: Callable[[ChildSpec, Sequence[str]], str | None],
     ) -> int:
         """Hand the children to the supervisor loop."""
         pid = os.getpid()
@@ -187,5 +189,6 @@ class Launcher:
             notifier=self.notifier,
             banner=banner,
             status_sink=status_sink,
+            advise=advise,
         )
         return supervisor.run()

@@ -13,7 +13,7 @@ from .console import Console
 from .datadir import DataDir, StateSnapshot
 from .errors import EXIT_CONFIG, EXIT_OK, LauncherError
 from .manage import data_dir
-from .modelcache import cached_size, repo_dir, verify_model
+from .modelcache import cached_size, ort_refused, repo_dir, verify_model
 from .models import EMBEDDING_MODELS, RERANKER_MODELS, CatalogEntry, service_backend
 from .preflight import resolve_tei_bin, tei_backend
 from .progress import human_bytes
@@ -99,12 +99,12 @@ def backend_for(settings: config.Settings, environ: Mapping[str, str], model: st
     except LauncherError:
         tei_bin = None  # e.g. embed_manage on a machine without TEI: decide from the environment
     backend = tei_backend(settings.backend, tei_bin, environ)
+    refused = ort_refused(data_dir(dict(environ)), model)
     for s in (settings.embed, settings.rerank):
         if s.model == model:
-            return service_backend(
-                backend, setting=settings.backend, dtype=s.tei_arg("--dtype"), pooling=s.tei_arg("--pooling")
-            )
-    return backend
+            dtype, pooling = s.tei_arg("--dtype"), s.tei_arg("--pooling")
+            return service_backend(backend, setting=settings.backend, dtype=dtype, pooling=pooling, ort_refused=refused)
+    return service_backend(backend, setting=settings.backend, dtype=None, pooling=None, ort_refused=refused)
 
 
 def list_models(environ: Mapping[str, str], console: Console, *, rerankers: bool) -> int:

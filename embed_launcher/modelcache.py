@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import models
+from .atomic import atomic_write
 from .errors import LauncherError
 
 DEFAULT_REVISION = "main"
 MANIFEST_DIR = ".embed-launcher"  # inside models--org--name/, beside blobs/ refs/ snapshots/
+ORT_REFUSED = "ort-refused"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _WEIGHTS_RULE = "weights (model.safetensors, model.safetensors.index.json + shards, pytorch_model.bin or model.onnx)"
 
@@ -96,10 +98,26 @@ def write_manifest(cache_dir: Path, repo_id: str, commit: str, backend: str, fil
     path = manifest_path(cache_dir, repo_id, commit, backend)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"repo_id": repo_id, "commit": commit, "backend": backend, "files": files}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(body, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def ort_refused_path(cache_dir: Path, repo_id: str) -> Path:
+    """The marker saying TEI's ONNX backend could not run this model (so candle's weights are needed)."""
+    return repo_dir(cache_dir, repo_id) / MANIFEST_DIR / ORT_REFUSED
+
+
+def mark_ort_refused(cache_dir: Path, repo_id: str) -> Path:
+    """Remember that TEI's ONNX backend refused this model: later starts fetch candle's weights."""
+    path = ort_refused_path(cache_dir, repo_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, "TEI's ONNX Runtime backend could not start this model; candle's weights are used.\n")
+    return path
+
+
+def ort_refused(cache_dir: Path, repo_id: str) -> bool:
+    """Whether TEI's ONNX backend has refused this model before (mark_ort_refused)."""
+    return ort_refused_path(cache_dir, repo_id).is_file()
 
 
 def read_manifest(cache_dir: Path, repo_id: str, commit: str, backend: str) -> list[str] | None:

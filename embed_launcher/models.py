@@ -74,13 +74,17 @@ def detect_backend(setting: str, environ: Mapping[str, str], tei_has_ort: bool |
     return "onnx"
 
 
-def service_backend(backend: str, *, setting: str, dtype: str | None, pooling: str | None) -> str:
+def service_backend(
+    backend: str, *, setting: str, dtype: str | None, pooling: str | None, ort_refused: bool = False
+) -> str:
     """The weights one service's TEI loads, given the binary's backend and that service's flags.
 
     TEI's ORT backend refuses anything but float32 and SPLADE pooling, then falls back to candle
-    (backends/ort/src/lib.rs): with ``EMBED_BACKEND=auto`` such a service gets candle's weights.
+    (backends/ort/src/lib.rs); ``ort_refused`` records that it refused this model before. With
+    ``EMBED_BACKEND=auto`` such a service gets candle's weights.
     """
-    if setting == "auto" and backend == "onnx" and ((dtype and dtype != "float32") or pooling == "splade"):
+    refused = ort_refused or (dtype is not None and dtype != "float32") or pooling == "splade"
+    if setting == "auto" and backend == "onnx" and refused:
         return "candle"
     return backend
 

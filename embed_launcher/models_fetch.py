@@ -15,14 +15,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from .config import EMBED, Settings
 from .console import Console
 from .errors import EXIT_OK, LauncherError
 from .events import Mailbox
-from .modelcache import require_complete, verify_model
+from .hints import hint_for
+from .hints import ort_refused as ort_refused_in
+from .modelcache import mark_ort_refused, ort_refused, require_complete, verify_model
 from .models import service_backend
+from .plan import ChildSpec
 from .process import die_with_parent
 from .supervisor import Notifier, NullNotifier
 
@@ -39,13 +42,41 @@ class StopRequested(LauncherError):
 
 
 def service_backends(settings: Settings, backend: str) -> dict[str, str]:
-    """Service name -> the weight format its TEI loads (the binary's, unless its flags rule ORT out)."""
+    """Service name -> the weight format its TEI loads: the binary's, unless ORT is ruled out for it
+    (its --dtype or --pooling, or an earlier refusal recorded in the cache)."""
     return {
         s.name: service_backend(
-            backend, setting=settings.backend, dtype=s.tei_arg("--dtype"), pooling=s.tei_arg("--pooling")
+            backend,
+            setting=settings.backend,
+            dtype=s.tei_arg("--dtype"),
+            pooling=s.tei_arg("--pooling"),
+            ort_refused=ort_refused(settings.data_dir, s.model),
         )
         for s in settings.services
     }
+
+
+def give_up_advice(settings: Settings, backends: Mapping[str, str]) -> Callable[[ChildSpec, Sequence[str]], str | None]:
+    """The supervisor's advice when it gives up on a child; learns when ONNX Runtime refused a model.
+
+    When TEI's ONNX backend could not run the model and candle found no weights to fall back on,
+    the refusal is recorded in the cache, so the next start downloads candle's weights instead.
+    """
+
+    def advise(spec: ChildSpec, last_lines: Sequence[str]) -> str | None:
+        if settings.backend == "auto" and backends.get(spec.name) == "onnx" and ort_refused_in(last_lines):
+            try:
+                path = mark_ort_refused(settings.data_dir, spec.model)
+            except OSError:
+                return hint_for(last_lines)
+            return (
+                f"TEI's ONNX backend could not run {spec.model} and had no other weights to fall back on. "
+                f"Recorded in {path}: the next start downloads its safetensors (or PyTorch) weights instead. "
+                "Start again (Docker and systemd restart policies do), or set EMBED_BACKEND=candle."
+            )
+        return hint_for(last_lines)
+
+    return advise
 
 
 def missing_notes(settings: Settings, backends: Mapping[str, str]) -> list[str]:
@@ -79,7 +110,7 @@ def local_sources(settings: Settings, backends: Mapping[str, str]) -> dict[str, 
 
 def fetch_models(
     settings: Settings,
-    backend: str,
+    backends: Mapping[str, str],
     environ: Mapping[str, str],
     console: Console,
     notifier: Notifier | None,
@@ -87,9 +118,8 @@ def fetch_models(
 ) -> dict[str, str]:
     """Service name -> snapshot directory to give TEI as --model-id (so TEI never downloads).
 
-    ``backend`` is the weight format the TEI binary loads (preflight.tei_backend).
+    ``backends`` maps each service to the weight format its TEI loads (service_backends).
     """
-    backends = service_backends(settings, backend)
     if settings.local_only:
         return local_sources(settings, backends)
     notes = missing_notes(settings, backends)

@@ -100,6 +100,7 @@ class Supervisor:
         banner: Callable[[], Sequence[str]] = lambda: (),
         status_sink: Callable[[Mapping[str, object]], None] = lambda status: None,
         reaper: Callable[[], list[tuple[int, int]]] = reap,
+        advise: Callable[[ChildSpec, Sequence[str]], str | None] = lambda spec, tail: hint_for(tail),
     ) -> None:
         self.children = [Child(spec) for spec in specs]
         self.console = console
@@ -112,6 +113,7 @@ class Supervisor:
         self.banner = banner
         self.status_sink = status_sink
         self.reaper = reaper
+        self.advise = advise  # what to tell the user when giving up on a child, from its last lines
         self.stopping = False
         self.stop_deadline: float | None = None
         self.killed_all = False
@@ -328,7 +330,7 @@ class Supervisor:
             self.console.error(f"Last output of the {label.lower()} server:")
             for line in tail[-10:]:
                 self.console.error(f"  {line}")
-        advice = hint_for(tail)
+        advice = self.advise(child.spec, tail)
         if advice:
             self.console.error(f"Hint: {advice}")
         self.begin_stop(self.clock(), code, f"{label.lower()} server gave up")

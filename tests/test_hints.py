@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from embed_launcher.hints import hint_for
+from embed_launcher.hints import hint_for, ort_refused
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,9 @@ def test_unknown_failures_get_no_hint() -> None:
     """No guessing: an unrecognised failure is shown as TEI's lines only."""
     assert hint_for(["Error: something new"]) is None
     assert hint_for([]) is None
+
+
+def test_ort_refusal_needs_both_signs() -> None:
+    """The ORT error alone (candle then loads fine) is not a refusal; with "Weights not found" it is."""
+    assert not ort_refused(["ERROR ...: Could not start ORT backend: x"])
+    assert ort_refused(["ERROR ...: Could not start ORT backend: x", "    Weights not found: y"])

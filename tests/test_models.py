@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from embed_launcher import models
-from embed_launcher.modelcache import cached_size, inspect_cache, verify_model, write_manifest
+from embed_launcher.modelcache import (
+    cached_size,
+    inspect_cache,
+    mark_ort_refused,
+    ort_refused,
+    verify_model,
+    write_manifest,
+)
 from embed_launcher.models import (
     UnusableRepoError,
     dense_paths_from_modules,
@@ -135,6 +142,16 @@ def test_service_backend_follows_what_ort_refuses(
 ) -> None:
     """A service whose flags TEI's ORT backend refuses gets candle's weights, since TEI falls back to candle."""
     assert models.service_backend(backend, setting=setting, dtype=dtype, pooling=pooling) == expected
+
+
+def test_a_recorded_ort_refusal_means_candle_weights(tmp_path: Path) -> None:
+    """Once TEI's ONNX backend refused a model, auto picks candle for it; other models are unaffected."""
+    assert not ort_refused(tmp_path, "BAAI/bge-m3")
+    mark_ort_refused(tmp_path, "BAAI/bge-m3")
+    assert ort_refused(tmp_path, "BAAI/bge-m3") and not ort_refused(tmp_path, "BAAI/bge-small-en-v1.5")
+    pick = models.service_backend
+    assert pick("onnx", setting="auto", dtype=None, pooling=None, ort_refused=True) == "candle"
+    assert pick("onnx", setting="onnx", dtype=None, pooling=None, ort_refused=True) == "onnx"
 
 
 def test_detect_backend_rejects_unknown() -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import LauncherRun, manage
+from conftest import FAKE_TEI, LauncherRun, manage
 from hub_server import HubStandIn
 
 pytestmark = pytest.mark.integration
@@ -105,3 +106,43 @@ def test_a_float16_service_on_the_cpu_image_gets_safetensors(launch: Launch, tmp
         model = "BAAI/bge-small-en-v1.5"
         assert private_hub.downloaded(model) == private_hub.repos[model].tei_files("candle")
         assert "model.safetensors" in private_hub.downloaded(model)
+
+
+def onnx_refusing_tei(directory: Path) -> Path:
+    """A TEI whose ONNX backend cannot run the model: without candle weights in the snapshot it fails
+    exactly as TEI does (ERROR line, then "Could not create backend / Weights not found", exit 1)."""
+    script = directory / "tei-onnx-refusing"
+    script.write_text(
+        "#!/bin/sh\n"
+        'model=""; prev=""\n'
+        'for a in "$@"; do [ "$prev" = "--model-id" ] && model="$a"; prev="$a"; done\n'
+        'if [ ! -e "$model/model.safetensors" ] && [ ! -e "$model/pytorch_model.bin" ]; then\n'
+        "  echo '2026-01-01T00:00:00.000000Z ERROR text_embeddings_backend: backends/src/lib.rs:489:"
+        " Could not start ORT backend: Failed to load model'\n"
+        "  printf 'Error: Could not create backend\\n\\nCaused by:\\n    Weights not found: model.safetensors\\n' >&2\n"
+        "  exit 1\n"
+        "fi\n"
+        f'exec {sys.executable} {FAKE_TEI} "$@"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_an_onnx_refusal_is_learned_and_the_next_start_uses_candle_weights(
+    launch: Launch, hub: HubStandIn, tei_dir: Path, tmp_path: Path
+) -> None:
+    """First start: TEI's ORT refuses the model, the launcher gives up with a hint and records it.
+    Second start (a restart policy): candle's weights are downloaded and the server is ready."""
+    data = tmp_path / "data"
+    tei = onnx_refusing_tei(tei_dir)
+    first = launch({"EMBED_START_RETRIES": "1"}, tei=tei, data_dir=data)
+    assert first.wait_exit() == 1
+    assert "the next start downloads its safetensors" in first.output()
+    model = "BAAI/bge-small-en-v1.5"
+    assert (data / "models--BAAI--bge-small-en-v1.5" / ".embed-launcher" / "ort-refused").is_file()
+    second = launch(tei=tei, data_dir=data)
+    second.wait_for("Text embeddings server is ready")
+    argv = second.child_argv("embed")
+    snapshot = Path(argv[argv.index("--model-id") + 1])
+    in_snapshot = {str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()}
+    assert hub.repos[model].tei_files("candle").keys() <= in_snapshot  # candle's weights are there now
