@@ -18,23 +18,18 @@ import threading
 from collections.abc import Mapping
 
 from .cli import line_buffered, run_guarded
-from .config import EMBED
 from .console import Console
 from .download import PullRequest, pull_models
+from .models import model_kind
 from .progress import default_progress
 from .settings_io import load
-
-KINDS = {EMBED: "model"}  # for messages: "model 'X' was not found", "reranker model 'Y' ..."
 
 
 def pull_all(result_fd: int, backends: Mapping[str, str], stop: threading.Event, console: Console) -> int:
     """Pull what the settings name, each in its service's weight format; report snapshot dirs on ``result_fd``."""
     settings = load(os.environ, lambda warning: None)  # the launcher has shown the warnings
     requests = [
-        PullRequest(
-            s.model, s.revision, kind="model" if s.name == EMBED else "reranker model", backend=backends[s.name]
-        )
-        for s in settings.services
+        PullRequest(s.model, s.revision, kind=model_kind(s.name), backend=backends[s.name]) for s in settings.services
     ]
     results = pull_models(
         requests,

@@ -74,6 +74,11 @@ def detect_backend(setting: str, environ: Mapping[str, str], tei_has_ort: bool |
     return "onnx"
 
 
+def model_kind(service_name: str) -> str:
+    """How messages name a service's model: "model" (embeddings) or "reranker model"."""
+    return "model" if service_name == "embed" else "reranker model"
+
+
 def service_backend(
     backend: str, *, setting: str, dtype: str | None, pooling: str | None, ort_refused: bool = False
 ) -> str:

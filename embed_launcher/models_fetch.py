@@ -24,7 +24,7 @@ from .events import Mailbox
 from .hints import hint_for
 from .hints import ort_refused as ort_refused_in
 from .modelcache import mark_ort_refused, ort_refused, require_complete, verify_model
-from .models import service_backend
+from .models import model_kind, service_backend
 from .plan import ChildSpec
 from .process import die_with_parent
 from .supervisor import Notifier, NullNotifier
@@ -102,8 +102,7 @@ def local_sources(settings: Settings, backends: Mapping[str, str]) -> dict[str, 
     """Local-only: every model must be complete in the cache; no network, no huggingface_hub."""
     sources = {}
     for s in settings.services:
-        kind = "model" if s.name == EMBED else "reranker model"
-        check = require_complete(settings.data_dir, s.model, s.revision, backends[s.name], kind)
+        check = require_complete(settings.data_dir, s.model, s.revision, backends[s.name], model_kind(s.name))
         sources[s.name] = str(check.snapshot_dir)
     return sources
 
