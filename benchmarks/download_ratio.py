@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/download_ratio.py
 
-Starts the local Hub stand-in (tests/hub_server.py) on 127.0.0.1 with real file lists of three
+Starts the local Hub stand-in (tests/fake_hub/) on 127.0.0.1 with real file lists of three
 popular repositories (sizes scaled down 1000×), pulls each model per backend with
-`embed_launcher.download.pull_model`, then with the original's pattern (`snapshot_download`
+`embed_launcher.models.download.pull_model`, then with the original's pattern (`snapshot_download`
 skipping only *.h5, flax_model*, tf_model*, rust_model*.bin, *.ot), and counts the body bytes the
 stand-in served. Target for ours: 1.00. No internet access.
 """
@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from hub_repos import BENCHMARK_REPOS, SCALE
-from hub_server import HubStandIn
+from fake_hub.repos import BENCHMARK_REPOS, SCALE
+from fake_hub.server import HubStandIn
 
-from embed_launcher.download import pull_model
-from embed_launcher.progress import human_bytes
+from embed_launcher.models.download import pull_model
+from embed_launcher.models.progress import human_bytes
 
 ORIGINAL_IGNORE = ["*.h5", "flax_model*", "tf_model*", "rust_model*.bin", "*.ot"]
 

@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import download_ratio  # noqa: E402 - also puts tests/ on sys.path
 from conftest import free_port, make_tei  # noqa: E402
-from hub_server import HubStandIn  # noqa: E402
+from fake_hub.server import HubStandIn  # noqa: E402
 
 BANNER = "Text embeddings & reranking server is ready"
 READY_AGAIN = "Embeddings server is ready again"

@@ -1,5 +1,5 @@
 """`python -m embed_launcher` runs the launcher, like the `embed-launcher` console script."""
 
-from .cli import main
+from embed_launcher.cli import main
 
 main()

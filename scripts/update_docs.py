@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from embed_launcher.config import render_env_example, render_variable_table  # noqa: E402
+from embed_launcher.config.settings import render_env_example, render_variable_table  # noqa: E402
 
 BEGIN = "<!-- BEGIN VARIABLES"
 END = "<!-- END VARIABLES -->"

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-FAKE_TEI = TESTS / "fake_tei.py"
+FAKE_TEI = TESTS / "fake_tei" / "text-embeddings-router"
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02) -> object:
@@ -125,7 +125,7 @@ def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
 @pytest.fixture(scope="session")
 def hub() -> Iterator[object]:
     """The local Hub stand-in every launcher run downloads from (never the internet)."""
-    from hub_server import HubStandIn
+    from fake_hub.server import HubStandIn
 
     with HubStandIn().start() as stand_in:
         yield stand_in
@@ -213,6 +213,6 @@ def manage(
         **(env or {}),
     }
     return subprocess.run(
-        [sys.executable, "-c", "from embed_launcher.manage import main; main()", *args],
+        [sys.executable, "-c", "from embed_launcher.manage.command import main; main()", *args],
         env=full, capture_output=True, text=True, timeout=30,
     )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from embed_launcher.address import UNKNOWN, AddressLookup, parse_ipv4
+from embed_launcher.startup.address import UNKNOWN, AddressLookup, parse_ipv4
 
 
 def recorder(calls: list[str]) -> Callable[[str, float], str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from embed_launcher.banner import RULE, Endpoint, not_persistent_note, ready_banner, start_banner
+from embed_launcher.startup.banner import RULE, Endpoint, not_persistent_note, ready_banner, start_banner
 
 EMBED = Endpoint("embed", "Embeddings", "BAAI/bge-small-en-v1.5", 8000, auth=True)
 RERANK = Endpoint("rerank", "Reranker", "BAAI/bge-reranker-v2-m3", 8001, auth=False)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from embed_launcher.cli import launcher_command, run_guarded
-from embed_launcher.console import Console
-from embed_launcher.errors import ConfigError, LauncherError
+from embed_launcher.cli import launcher_command
+from embed_launcher.reporting.console import Console
+from embed_launcher.reporting.errors import ConfigError, LauncherError
+from embed_launcher.reporting.funnel import run_guarded
 
 
 def funnel(action: Callable[[], int], environ: dict[str, str] | None = None) -> tuple[int, str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from embed_launcher.config import (
+from embed_launcher.config.settings import (
     BOTH_DISABLED,
     DATA_DIR_DEFAULT,
     EMBED,
@@ -23,7 +23,7 @@ from embed_launcher.config import (
     render_env_example,
     render_variable_table,
 )
-from embed_launcher.errors import ConfigError
+from embed_launcher.reporting.errors import ConfigError
 
 ENV_FILE = Path("/embed.env")
 CWD = Path("/srv/app")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from embed_launcher.console import Console, mask_secrets, strip_ansi
+from embed_launcher.reporting.console import Console, mask_secrets, strip_ansi
 
 
 def test_every_secret_is_masked_longest_first() -> None:

@@ -11,18 +11,17 @@ from typing import Any
 
 import pytest
 
-from embed_launcher.atomic import atomic_write
-from embed_launcher.datadir import (
+from embed_launcher.datadir.atomic import atomic_write
+from embed_launcher.datadir.directory import STATE_FILES, DataDir, StateSnapshot
+from embed_launcher.datadir.keys import (
     EXISTING_NO_KEY_NOTICES,
     NOT_PERSISTENT_NOTICES,
-    STATE_FILES,
-    DataDir,
+    ApiKeys,
     KeyResolution,
-    StateSnapshot,
     generate_key,
 )
-from embed_launcher.errors import LauncherError
-from embed_launcher.persistence import in_container, is_persistent
+from embed_launcher.datadir.persistence import in_container, is_persistent
+from embed_launcher.reporting.errors import LauncherError
 
 NEW_KEY = "embed-" + "ab" * 24
 
@@ -65,7 +64,7 @@ def test_key_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str], given: st
     if old is not None:
         (tmp_path / ".api_key").write_text(old)
         os.chmod(tmp_path / ".api_key", 0o600)
-    got = DataDir(tmp_path).resolve_keys(given, None, persistent=persistent, existing=existing,
+    got = ApiKeys(DataDir(tmp_path)).resolve(given, None, persistent=persistent, existing=existing,
                                          token_factory=fixed_key)
     assert (got.embed_key, got.rerank_key, got.source, got.notices) == (key, key, source, notices)
     assert capsys.readouterr() == ("", "")
@@ -86,7 +85,7 @@ def test_key_file_is_0600_from_creation(tmp_path: Path, source: str) -> None:
     given = "my-key" if source == "given" else None
     old_umask = os.umask(0)
     try:
-        DataDir(tmp_path).resolve_keys(given, None, persistent=True, existing=False)
+        ApiKeys(DataDir(tmp_path)).resolve(given, None, persistent=True, existing=False)
     finally:
         os.umask(old_umask)
     assert mode_of(tmp_path / ".api_key") == 0o600
@@ -104,7 +103,7 @@ def test_explicit_empty_moves_old_key_aside(tmp_path: Path) -> None:
     (tmp_path / ".api_key").write_text("old-key")
     os.chmod(tmp_path / ".api_key", 0o600)
     data = DataDir(tmp_path)
-    got = data.resolve_keys("", None, persistent=True, existing=True)
+    got = ApiKeys(data).resolve("", None, persistent=True, existing=True)
     disabled = tmp_path / ".api_key.disabled"
     assert (got.embed_key, got.rerank_key, got.source) == (None, None, "none")
     assert got.notices == ("Note: EMBED_API_KEY is explicitly empty, so authentication is off. "
@@ -112,7 +111,7 @@ def test_explicit_empty_moves_old_key_aside(tmp_path: Path) -> None:
     assert not (tmp_path / ".api_key").exists()
     assert disabled.read_text() == "old-key" and mode_of(disabled) == 0o600
     # The stale key must not come back once the empty line is removed.
-    later = data.resolve_keys(None, None, persistent=True, existing=True)
+    later = ApiKeys(data).resolve(None, None, persistent=True, existing=True)
     assert later.embed_key is None and later.notices == EXISTING_NO_KEY_NOTICES
 
 
@@ -121,7 +120,7 @@ def test_loose_key_file_is_tightened(tmp_path: Path) -> None:
     key_file = tmp_path / ".api_key"
     key_file.write_text("secret-value")
     os.chmod(key_file, 0o644)
-    got = DataDir(tmp_path).resolve_keys(None, None, persistent=True, existing=True)
+    got = ApiKeys(DataDir(tmp_path)).resolve(None, None, persistent=True, existing=True)
     assert got.embed_key == "secret-value"
     assert mode_of(key_file) == 0o600
     assert got.notices == (f"Warning: {key_file} was accessible by other users (mode 0644); "
@@ -134,7 +133,7 @@ def test_foreign_owned_key_file_warns(tmp_path: Path) -> None:
     key_file.write_text("secret-value")
     os.chmod(key_file, 0o600)
     owner = key_file.stat().st_uid
-    got = DataDir(tmp_path, geteuid=lambda: owner + 4242).resolve_keys(
+    got = ApiKeys(DataDir(tmp_path, geteuid=lambda: owner + 4242)).resolve(
         None, None, persistent=True, existing=True)
     assert got.embed_key == "secret-value"
     assert len(got.notices) == 1
@@ -163,7 +162,7 @@ def test_rerank_key_rules(tmp_path: Path, embed: str | None, rerank: str | None,
                           stored: str | None) -> None:
     """RERANK_API_KEY follows the embed key when unset; its own key is persisted and readable."""
     data = DataDir(tmp_path)
-    got = data.resolve_keys(embed, rerank, persistent=True, existing=False,
+    got = ApiKeys(data).resolve(embed, rerank, persistent=True, existing=False,
                             token_factory=fixed_key)
     assert (got.embed_key, got.rerank_key) == (want_embed, want_rerank)
     rerank_file = tmp_path / ".rerank_api_key"
@@ -171,17 +170,17 @@ def test_rerank_key_rules(tmp_path: Path, embed: str | None, rerank: str | None,
         assert not rerank_file.exists()
     else:
         assert rerank_file.read_text() == stored and mode_of(rerank_file) == 0o600
-        assert data.read_rerank_key() == stored
+        assert ApiKeys(data).read_rerank_key() == stored
 
 
 def test_rerank_key_removed_when_it_equals_embed_key(tmp_path: Path) -> None:
     """A persisted reranker key disappears once it matches the embed key; reads fall back."""
     data = DataDir(tmp_path)
-    data.resolve_keys("e-key", "r-key", persistent=True, existing=False)
-    assert data.read_rerank_key() == "r-key"
-    data.resolve_keys("e-key", "e-key", persistent=True, existing=True)
+    ApiKeys(data).resolve("e-key", "r-key", persistent=True, existing=False)
+    assert ApiKeys(data).read_rerank_key() == "r-key"
+    ApiKeys(data).resolve("e-key", "e-key", persistent=True, existing=True)
     assert not (tmp_path / ".rerank_api_key").exists()
-    assert data.read_rerank_key() == "e-key" and data.read_embed_key() == "e-key"
+    assert ApiKeys(data).read_rerank_key() == "e-key" and ApiKeys(data).read_embed_key() == "e-key"
 
 
 @pytest.mark.parametrize("embed, rerank, expected", [
@@ -199,7 +198,7 @@ def test_key_write_failure_hides_key(tmp_path: Path, code: int, exit_code: int) 
         raise OSError(code, os.strerror(code), str(path))
 
     with pytest.raises(LauncherError) as caught:
-        DataDir(tmp_path, writer=failing).resolve_keys(
+        ApiKeys(DataDir(tmp_path, writer=failing)).resolve(
             "super-secret-key", None, persistent=True, existing=False)
     assert caught.value.exit_code == exit_code
     assert ".api_key" in caught.value.message
@@ -351,7 +350,7 @@ def test_read_state_on_empty_dir(tmp_path: Path) -> None:
     """With no state files every field is None, and keys read as None."""
     data = DataDir(tmp_path)
     assert data.read_state() == StateSnapshot()
-    assert data.read_embed_key() is None and data.read_rerank_key() is None
+    assert ApiKeys(data).read_embed_key() is None and ApiKeys(data).read_rerank_key() is None
 
 
 def test_read_state_ignores_garbage(tmp_path: Path) -> None:

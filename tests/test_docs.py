@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from embed_launcher.config import VARIABLES, render_env_example
+from embed_launcher.config.settings import VARIABLES, render_env_example
 
 ROOT = Path(__file__).resolve().parent.parent
 

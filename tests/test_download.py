@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hub_server import HubStandIn
+from fake_hub.server import HubStandIn
 
-from embed_launcher.download import DownloadStopped, PullRequest, pull_model, pull_models
-from embed_launcher.errors import LauncherError
-from embed_launcher.modelcache import repo_dir, verify_model
-from embed_launcher.progress import PlainProgress
+from embed_launcher.models.cache import repo_dir, verify_model
+from embed_launcher.models.download import DownloadStopped, PullRequest, pull_model, pull_models
+from embed_launcher.models.progress import PlainProgress
+from embed_launcher.reporting.errors import LauncherError
 
 pytestmark = pytest.mark.integration
 

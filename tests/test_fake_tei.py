@@ -17,12 +17,12 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import fake_tei_args as tei_args
-import fake_tei_cli as cli
-import fake_tei_model as fm
 import pytest
 from conftest import FAKE_TEI as FAKE
 from conftest import free_port, wait_until
+from fake_tei import args as tei_args
+from fake_tei import cli as cli
+from fake_tei import model as fm
 
 USAGE = "Usage: text-embeddings-router [OPTIONS] --model-id <MODEL_ID>"
 TRY_HELP = "\n\nFor more information, try '--help'.\n"

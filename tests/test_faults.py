@@ -20,6 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import FAKE_TEI, LauncherRun, free_port, make_tei, wait_until
+from fake_hub.repos import GRANTED_TOKEN
+from fake_hub.server import SEND_CHUNK, HubStandIn
 from faultkit import (
     error_lines,
     exited_within,
@@ -32,8 +34,6 @@ from faultkit import (
     wait_gone,
     wrapped_runs,
 )
-from hub_repos import GRANTED_TOKEN
-from hub_server import SEND_CHUNK, HubStandIn
 
 pytestmark = pytest.mark.integration
 

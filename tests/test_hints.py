@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from embed_launcher.hints import hint_for, ort_refused
+from embed_launcher.supervision.hints import hint_for, ort_refused
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import LauncherRun, alive, make_tei, manage, wait_until
-from hub_repos import GRANTED_TOKEN
+from fake_hub.repos import GRANTED_TOKEN
 
 pytestmark = pytest.mark.integration
 

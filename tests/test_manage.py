@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from conftest import free_port
-from hub_repos import GRANTED_TOKEN
-from hub_server import HubStandIn
+from fake_hub.repos import GRANTED_TOKEN
+from fake_hub.server import HubStandIn
 
-from embed_launcher.manage import manage_command
-from embed_launcher.manage_models import LOCAL_ONLY_BLOCKED
-from embed_launcher.modelcache import cached_size, repo_dir
-from embed_launcher.progress import human_bytes
+from embed_launcher.manage.command import manage_command
+from embed_launcher.manage.models import LOCAL_ONLY_BLOCKED
+from embed_launcher.models.cache import cached_size, repo_dir
+from embed_launcher.models.progress import human_bytes
 
 Manage = Callable[..., Result]
 KEY = "embed-" + "ab" * 24

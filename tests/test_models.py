@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from embed_launcher import models
-from embed_launcher.modelcache import (
+from embed_launcher.models import fileset as models
+from embed_launcher.models.cache import (
     cached_size,
     inspect_cache,
     mark_ort_refused,
@@ -18,7 +18,7 @@ from embed_launcher.modelcache import (
     verify_model,
     write_manifest,
 )
-from embed_launcher.models import (
+from embed_launcher.models.fileset import (
     UnusableRepoError,
     dense_paths_from_modules,
     detect_backend,
@@ -26,7 +26,7 @@ from embed_launcher.models import (
     select_tei_files,
     shards_from_index,
 )
-from embed_launcher.progress import PlainProgress, RichProgress, default_progress, human_bytes
+from embed_launcher.models.progress import PlainProgress, RichProgress, default_progress, human_bytes
 
 CONFIGS = ["1_Pooling/config.json", "sentence_bert_config.json", "config_sentence_transformers.json",
            "config.json", "tokenizer.json"]

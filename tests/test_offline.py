@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAKE_TEI, LauncherRun, manage
-from hub_server import HubStandIn
+from fake_hub.server import HubStandIn
 
 pytestmark = pytest.mark.integration
 

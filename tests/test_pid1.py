@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import LauncherRun, alive, wait_until
+from fake_hub.server import HubStandIn
 from faultkit import ServiceTei, exited_within, launcher_env, service_tei, wrapped_runs
-from hub_server import HubStandIn
 
 pytestmark = pytest.mark.pid1
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from embed_launcher.config import Settings, load_settings
-from embed_launcher.plan import ChildSpec, build_plan, probe_host
+from embed_launcher.config.settings import Settings, load_settings
+from embed_launcher.supervision.plan import ChildSpec, build_plan, probe_host
 
 KEY, RERANK_KEY, TOKEN = "embed-" + "a" * 48, "rerank-secret-key", "hf_secret_token_value"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from embed_launcher import policy
-from embed_launcher.policy import ChildState, Phase, RestartPolicy
+from embed_launcher.supervision import policy
+from embed_launcher.supervision.policy import ChildState, Phase, RestartPolicy
 
 POLICY = RestartPolicy(initial_delay_s=1.0, max_delay_s=60.0, reset_after_s=600.0, max_start_failures=5)
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from embed_launcher.errors import LauncherError
-from embed_launcher.preflight import PortOwner, check_ports, port_in_use, resolve_tei_bin, tei_backend, tei_has_ort
+from embed_launcher.models.backend import resolve_tei_bin, tei_backend, tei_has_ort
+from embed_launcher.reporting.errors import LauncherError
+from embed_launcher.startup.preflight import PortOwner, check_ports, port_in_use
 
 
 def test_binary_on_path_is_found(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from embed_launcher.probe import probe_health
+from embed_launcher.supervision.probe import probe_health
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for embed_launcher.sdnotify against real AF_UNIX datagram sockets."""
+"""Tests for embed_launcher.supervision.sdnotify against real AF_UNIX datagram sockets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from embed_launcher.sdnotify import Notifier, one_line, socket_address, watchdog_interval_s
+from embed_launcher.supervision.sdnotify import Notifier, one_line, socket_address, watchdog_interval_s
 
 PID = 4242
 
@@ -188,7 +188,7 @@ def test_send_failure_is_swallowed_and_logged_once(tmp_path: Path, caplog: pytes
     """A dead socket never raises; the reason is kept and logged at debug level only once."""
     missing = str(tmp_path / "gone.sock")
     notifier = Notifier({"NOTIFY_SOCKET": missing, "WATCHDOG_USEC": "2000000"}, pid=PID)
-    with caplog.at_level(logging.DEBUG, logger="embed_launcher.sdnotify"):
+    with caplog.at_level(logging.DEBUG, logger="embed_launcher.supervision.sdnotify"):
         notifier.ready()
         notifier.watchdog()
         assert notifier.send("STOPPING=1") is False

@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import LauncherRun, manage
+from fake_hub.repos import GRANTED_TOKEN
 from faultkit import error_lines, service_tei, stop
-from hub_repos import GRANTED_TOKEN
 
 pytestmark = pytest.mark.integration
 

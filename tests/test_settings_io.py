@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from embed_launcher.errors import LauncherError
-from embed_launcher.settings_io import load, read_env_file
+from embed_launcher.config.load import load, read_env_file
+from embed_launcher.reporting.errors import LauncherError
 
 
 def test_missing_env_file_is_fine(tmp_path: Path) -> None:

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from embed_launcher.console import Console
-from embed_launcher.events import Event, ProbeAnswered
-from embed_launcher.plan import ChildSpec
-from embed_launcher.policy import Phase, RestartPolicy
-from embed_launcher.process import Handle
-from embed_launcher.supervisor import Supervisor, Timing
+from embed_launcher.reporting.console import Console
+from embed_launcher.supervision.events import Event, ProbeAnswered
+from embed_launcher.supervision.plan import ChildSpec
+from embed_launcher.supervision.policy import Phase, RestartPolicy
+from embed_launcher.supervision.process import Handle
+from embed_launcher.supervision.supervisor import Supervisor, Timing
 
 
 @dataclass

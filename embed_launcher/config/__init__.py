@@ -1,0 +1,1 @@
+"""Configuration (pure): every variable declared once, parsed and validated into Settings."""

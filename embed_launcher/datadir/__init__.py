@@ -1,0 +1,1 @@
+"""The data directory: atomic writes, keys, state files and the live status."""

@@ -1,0 +1,5 @@
+"""`python -m embed_launcher.manage` is `embed_manage`."""
+
+from embed_launcher.manage.command import main
+
+main()

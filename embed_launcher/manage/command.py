@@ -1,0 +1,131 @@
+"""`embed_manage`: inspect and manage a running (or stopped) server from its data directory."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from embed_launcher.reporting.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+
+ACTIONS = ("showinfo", "showkey", "getkey", "status", "listmodels", "listrerankers", "pullmodel")
+USAGE = """Usage: embed_manage <action> [--json]
+
+Actions (exactly one):
+  --showinfo           Show endpoints, models and usage examples of the running server
+  --showkey            Show the API key(s) in a box
+  --getkey             Print the raw API key, no newline (for scripts)
+  --status [--json]    Each service's model, port, pid, state, uptime, restarts and live
+                       health; exit 0 only when every enabled service is healthy
+  --listmodels         Recommended embedding models (cached ones marked, with size)
+  --listrerankers      Recommended reranker models (cached ones marked, with size)
+  --pullmodel <model>  Download a model's TEI file set into the data directory
+  -h, --help           Show this help
+
+Reads EMBED_DATA_DIR (default /var/lib/embeddings) and the state files the launcher writes
+there, plus EMBED_ENV_FILE (default /embed.env) for EMBED_HF_TOKEN and EMBED_LOCAL_ONLY.
+
+Examples:
+  docker exec embeddings embed_manage --getkey
+  docker exec embeddings embed_manage --pullmodel BAAI/bge-m3
+  embed_manage --status --json
+"""
+MISSING_MODEL = "Missing model ID. Usage: --pullmodel <model>"
+
+
+class ManageCommand(click.Command):
+    """Keeps the original's messages for usage mistakes: unknown parameter, one action at a time."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            raise click.UsageError(f"Unknown parameter: {exc.option_name}") from None
+        except click.BadOptionUsage as exc:
+            if exc.option_name in ("pullmodel", "--pullmodel"):
+                raise click.UsageError(MISSING_MODEL) from None
+            raise
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write(USAGE)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Usage mistakes print one ``Error:`` line and exit 2, never click's usage dump."""
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            click.echo(f"Error: {exc.message}", err=True)
+            sys.exit(EXIT_CONFIG)
+        except click.Abort:
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+@click.command(cls=ManageCommand, context_settings={"help_option_names": ["-h", "--help"]}, add_help_option=True)
+@click.option("--showinfo", is_flag=True)
+@click.option("--showkey", is_flag=True)
+@click.option("--getkey", is_flag=True)
+@click.option("--status", is_flag=True)
+@click.option("--listmodels", is_flag=True)
+@click.option("--listrerankers", is_flag=True)
+@click.option("--pullmodel", metavar="MODEL")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (with --status).")
+def manage_command(as_json: bool, pullmodel: str | None, **flags: bool) -> int:
+    """Inspect and manage the embeddings server."""
+    chosen = [name for name in ACTIONS if flags.get(name)] + (["pullmodel"] if pullmodel is not None else [])
+    if pullmodel is not None and (not pullmodel.strip() or pullmodel.startswith("-")):
+        raise click.UsageError(MISSING_MODEL)  # `--pullmodel --getkey`: an option, not a model id
+    if not chosen:
+        click.echo(USAGE, err=True, nl=False)
+        return EXIT_FAILURE
+    if len(chosen) > 1:
+        raise click.UsageError("Specify only one action at a time.")
+    if as_json and chosen[0] != "status":
+        raise click.UsageError("--json goes with --status.")
+    return run_action(chosen[0], dict(os.environ), as_json=as_json, model=pullmodel)
+
+
+def run_action(action: str, environ: dict[str, str], *, as_json: bool = False, model: str | None = None) -> int:
+    """Run one action through the error funnel; returns the exit code."""
+    from embed_launcher.reporting.console import Console
+    from embed_launcher.reporting.funnel import run_guarded
+
+    console = Console()
+    handlers: dict[str, Callable[[], int]] = {
+        "getkey": lambda: _keys().get_key(environ),
+        "showkey": lambda: _keys().show_key(environ, console),
+        "showinfo": lambda: _info().show_info(environ, console),
+        "status": lambda: _info().show_status(environ, console, as_json=as_json),
+        "listmodels": lambda: _models().list_models(environ, console, rerankers=False),
+        "listrerankers": lambda: _models().list_models(environ, console, rerankers=True),
+        "pullmodel": lambda: _models().pull(environ, console, model or ""),
+    }
+    return run_guarded(handlers[action], console, environ)
+
+
+# Each action lives in its own module, imported only when used: --getkey must stay fast.
+def _keys() -> Any:
+    from embed_launcher.manage import keys as manage_keys
+
+    return manage_keys
+
+
+def _info() -> Any:
+    from embed_launcher.manage import info as manage_info
+
+    return manage_info
+
+
+def _models() -> Any:
+    from embed_launcher.manage import models as manage_models
+
+    return manage_models
+
+
+def main() -> None:
+    """Console-script entry point."""
+    manage_command.main()

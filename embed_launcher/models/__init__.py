@@ -1,0 +1,1 @@
+"""Models: TEI's file set, the cache, and the download that fills it."""

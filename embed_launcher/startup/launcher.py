@@ -1,0 +1,196 @@
+"""The start sequence: config -> data dir and keys -> preflight -> banner -> plan -> supervisor."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from embed_launcher.config.load import load
+from embed_launcher.config.settings import Settings
+from embed_launcher.datadir.directory import DataDir
+from embed_launcher.datadir.keys import ApiKeys, KeyResolution
+from embed_launcher.datadir.persistence import in_container, is_persistent
+from embed_launcher.models.backend import resolve_tei_bin, tei_backend
+from embed_launcher.reporting.console import Console
+from embed_launcher.reporting.errors import EXIT_OK
+from embed_launcher.startup.address import UNKNOWN, AddressLookup
+from embed_launcher.startup.banner import Endpoint, not_persistent_note, ready_banner, start_banner
+from embed_launcher.startup.download_phase import fetch_models, give_up_advice, service_backends
+from embed_launcher.startup.preflight import check_ports
+from embed_launcher.supervision.events import Mailbox, ReadyLogged
+from embed_launcher.supervision.plan import LABELS, ChildSpec, build_plan
+from embed_launcher.supervision.policy import RestartPolicy
+from embed_launcher.supervision.process import Spawner
+from embed_launcher.supervision.supervisor import Notifier, Supervisor, Timing
+
+PORT_VARIABLES = {"embed": ("EMBED_PORT", "EMBED_PROMETHEUS_PORT"), "rerank": ("RERANK_PORT", "RERANK_PROMETHEUS_PORT")}
+
+
+def read_mounts() -> str:
+    """The mount table ("" if unreadable: then no volume is detected)."""
+    try:
+        return Path("/proc/mounts").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def timing(settings: Settings) -> Timing:
+    """The supervisor's numbers from the settings."""
+    return Timing(
+        ready_timeout_s=settings.ready_timeout_s,
+        stop_timeout_s=settings.stop_timeout_s,
+        health_interval_s=settings.health_interval_s,
+        health_timeout_s=min(5.0, settings.health_interval_s),
+        health_failures=settings.health_failures,
+        policy=RestartPolicy(
+            initial_delay_s=settings.restart_delay_s,
+            max_delay_s=settings.restart_max_delay_s,
+            max_start_failures=settings.start_retries,
+        ),
+    )
+
+
+def fallback_address(host: str, inside_container: bool) -> str:
+    """What the banner shows when no address was given or found."""
+    if not ipaddress.ip_address(host).is_unspecified:
+        return host
+    return UNKNOWN if inside_container else socket.gethostname()
+
+
+def is_ready_line(text: str) -> bool:
+    """TEI's last start-up line, in text or JSON log format (tei-contract §2)."""
+    return text.endswith(": Ready") or '"message":"Ready"' in text
+
+
+class Launcher:
+    """One start of the server: prepares everything, then hands over to the supervisor."""
+
+    def __init__(self, environ: Mapping[str, str], console: Console, notifier: Notifier | None = None) -> None:
+        self.environ = environ
+        self.console = console
+        self.notifier = notifier
+        self.started = time.time()
+
+    def run(self, *, check_only: bool = False) -> int:
+        """Start and supervise; returns the process exit code."""
+        settings = load(self.environ, self.console.warn)
+        tei_bin = resolve_tei_bin(settings.tei_bin, self.environ.get("PATH", os.defpath))
+        if check_only:
+            self.console.info("Configuration is valid.")
+            return EXIT_OK
+        data = DataDir(settings.data_dir)
+        data.ensure()
+        keys, notices = self.prepare_keys(settings, data)
+        check_ports(settings.host, self.ports_to_check(settings))
+        mailbox = Mailbox()
+        mailbox.install_signal_handlers()
+        auth = {"embed": bool(keys.embed_key), "rerank": bool(keys.rerank_key)}
+        shown = tuple(Endpoint(s.name, LABELS[s.name], s.model, s.port, auth[s.name]) for s in settings.services)
+        self.console.lines(start_banner(shown, notices=notices, local_only=settings.local_only))
+        address = self.start_address_lookup(settings, data)
+        self.write_state(settings, data, auth, address.address)
+        self.publish_preparing(settings, data)
+        backends = service_backends(settings, tei_backend(settings.backend, tei_bin, self.environ))
+        sources = fetch_models(settings, backends, self.environ, self.console, self.notifier, mailbox)
+        specs = build_plan(
+            settings,
+            tei_bin=tei_bin,
+            keys={"embed": keys.embed_key, "rerank": keys.rerank_key},
+            model_sources=sources,
+            parent_env=self.environ,
+        )
+        advise = give_up_advice(settings, backends)
+        return self.supervise(settings, specs, data, mailbox, lambda: ready_banner(shown, address.address), advise)
+
+    def prepare_keys(self, settings: Settings, data: DataDir) -> tuple[KeyResolution, tuple[str, ...]]:
+        """Resolve the API keys by the original's rules; return them and the notes to print."""
+        existing = data.is_existing_install()
+        inside = in_container(self.environ)
+        persistent = settings.data_persistent
+        if persistent is None:
+            persistent = is_persistent(settings.data_dir.resolve(), in_container=inside, mounts_text=read_mounts())
+        keys = ApiKeys(data).resolve(
+            settings.embed.api_key, settings.rerank.api_key, persistent=persistent, existing=existing
+        )
+        notices = tuple(not_persistent_note(str(settings.data_dir))) if inside and not persistent else ()
+        return keys, notices + keys.notices
+
+    @staticmethod
+    def ports_to_check(settings: Settings) -> list[tuple[str, int]]:
+        ports = []
+        for service in settings.services:
+            port_var, prometheus_var = PORT_VARIABLES[service.name]
+            ports += [(port_var, service.port), (prometheus_var, service.prometheus_port)]
+        return ports
+
+    def start_address_lookup(self, settings: Settings, data: DataDir) -> AddressLookup:
+        """The advertised address: given, or looked up in the background (never in local-only mode)."""
+        lookup = AddressLookup(
+            settings.server_addr,
+            enabled=not settings.local_only,
+            fallback=fallback_address(settings.host, in_container(self.environ)),
+            on_found=data.write_server_addr,
+        )
+        lookup.start()
+        return lookup
+
+    @staticmethod
+    def write_state(settings: Settings, data: DataDir, auth: Mapping[str, bool], addr: str) -> None:
+        data.write_state(
+            embed_port=settings.embed.port,
+            embed_model=settings.embed.model,
+            embed_active=settings.embed.enabled,
+            rerank_port=settings.rerank.port,
+            rerank_model=settings.rerank.model,
+            rerank_active=settings.rerank.enabled,
+            embed_auth=auth["embed"],
+            rerank_auth=auth["rerank"],
+            server_addr=addr,
+        )
+
+    def publish_preparing(self, settings: Settings, data: DataDir) -> None:
+        """Before any TEI runs: say so to `embed_manage --status` and to systemd (models may take a while)."""
+        services = {
+            s.name: {"model": s.model, "port": s.port, "pid": None, "state": "preparing"} for s in settings.services
+        }
+        data.write_status(
+            {"launcher_pid": os.getpid(), "started": round(self.started, 3), "stopping": False, "services": services}
+        )
+        if self.notifier is not None:
+            self.notifier.status("checking and downloading models")
+
+    def supervise(
+        self,
+        settings: Settings,
+        specs: tuple[ChildSpec, ...],
+        data: DataDir,
+        mailbox: Mailbox,
+        banner: Callable[[], Sequence[str]],
+        advise: Callable[[ChildSpec, Sequence[str]], str | None],
+    ) -> int:
+        """Hand the children to the supervisor loop."""
+        pid = os.getpid()
+
+        def status_sink(status: Mapping[str, object]) -> None:
+            data.write_status({**status, "launcher_pid": pid, "started": round(self.started, 3)})
+
+        def on_line(name: str, text: str) -> None:
+            if is_ready_line(text):
+                mailbox.post(ReadyLogged(name))
+
+        supervisor = Supervisor(
+            specs,
+            console=self.console,
+            spawner=Spawner(self.console, on_line=on_line),
+            mailbox=mailbox,
+            timing=timing(settings),
+            notifier=self.notifier,
+            banner=banner,
+            status_sink=status_sink,
+            advise=advise,
+        )
+        return supervisor.run()

@@ -1,0 +1,414 @@
+"""The loop: spawn TEI children, probe them, restart them with backoff, stop them cleanly."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from embed_launcher.reporting.console import Console
+from embed_launcher.reporting.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+from embed_launcher.supervision import policy
+from embed_launcher.supervision.events import Event, Mailbox, ProbeAnswered, ReadyLogged, SignalReceived
+from embed_launcher.supervision.hints import hint_for
+from embed_launcher.supervision.plan import ChildSpec
+from embed_launcher.supervision.policy import ChildState, Phase, RestartPolicy
+from embed_launcher.supervision.probe import probe_health
+from embed_launcher.supervision.process import Handle, describe_exit, reap, signal_group
+
+STARTUP_POLL_S = 0.1  # /health while starting; the "Ready" log line triggers an earlier probe
+MAX_WAIT_S = 1.0  # the loop wakes at least this often (watchdog, clock-based deadlines)
+TEI_USAGE_ERROR = 2  # clap rejected the arguments: retrying cannot help
+
+
+class Spawner(Protocol):
+    def spawn(self, spec: ChildSpec) -> Handle: ...
+    def signal(self, child: Handle, sig: int) -> None: ...
+
+
+class Notifier(Protocol):
+    watchdog_interval_s: float | None
+
+    def ready(self, status: str) -> None: ...
+    def status(self, text: str) -> None: ...
+    def extend_timeout(self, seconds: float) -> None: ...
+    def stopping(self) -> None: ...
+    def watchdog(self) -> None: ...
+
+
+class NullNotifier:
+    """Tells nobody anything (no service manager listening)."""
+
+    watchdog_interval_s: float | None = None
+
+    def ready(self, status: str) -> None: ...
+    def status(self, text: str) -> None: ...
+    def extend_timeout(self, seconds: float) -> None: ...
+    def stopping(self) -> None: ...
+    def watchdog(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The supervisor's clock-driven numbers, all in seconds."""
+
+    ready_timeout_s: float = 600.0
+    stop_timeout_s: float = 8.0
+    health_interval_s: float = 10.0
+    health_timeout_s: float = 5.0
+    health_failures: int = 3
+    startup_poll_s: float = STARTUP_POLL_S
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+
+
+@dataclass
+class Child:
+    """The supervisor's record of one service: its spec, its policy state and its live process."""
+
+    spec: ChildSpec
+    state: ChildState = field(default_factory=ChildState)
+    handle: Handle | None = None
+    generation: int = 0  # bumped per process, so a late probe result of a dead one is ignored
+    probing: bool = False
+    next_probe_at: float = 0.0
+    health_failures: int = 0
+    killing: bool = False  # we sent SIGKILL (ready timeout, liveness) and await the exit
+    last_exit: str | None = None
+
+
+class Supervisor:
+    """Runs the children until a stop signal or a fatal failure; returns the exit code.
+
+    Seams (spawner, probe, clock, notifier, status sink) are constructor arguments with
+    real defaults; tests pass fakes and drive ``handle_*`` and ``tick`` directly.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[ChildSpec],
+        *,
+        console: Console,
+        spawner: Spawner,
+        mailbox: Mailbox | None = None,
+        timing: Timing = Timing(),
+        probe: Callable[[str, float], bool] = probe_health,
+        clock: Callable[[], float] = time.monotonic,
+        notifier: Notifier | None = None,
+        banner: Callable[[], Sequence[str]] = lambda: (),
+        status_sink: Callable[[Mapping[str, object]], None] = lambda status: None,
+        reaper: Callable[[], list[tuple[int, int]]] = reap,
+        advise: Callable[[ChildSpec, Sequence[str]], str | None] = lambda spec, tail: hint_for(tail),
+    ) -> None:
+        self.children = [Child(spec) for spec in specs]
+        self.console = console
+        self.spawner = spawner
+        self.mailbox = mailbox or Mailbox()
+        self.timing = timing
+        self.probe = probe
+        self.clock = clock
+        self.notifier = notifier or NullNotifier()
+        self.banner = banner
+        self.status_sink = status_sink
+        self.reaper = reaper
+        self.advise = advise  # what to tell the user when giving up on a child, from its last lines
+        self.stopping = False
+        self.stop_deadline: float | None = None
+        self.killed_all = False
+        self.exit_code = EXIT_OK
+        self.banner_shown = False
+        self.last_watchdog = 0.0
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start every child and supervise until everything has stopped."""
+        self.start_all(self.clock())
+        while not self.finished():
+            self.mailbox.wait(self.wait_timeout(self.clock()))
+            for event in self.mailbox.drain():
+                self.dispatch(event)
+            self.reap_children()
+            self.tick(self.clock())
+        return self.exit_code
+
+    def dispatch(self, event: Event) -> None:
+        """Route one mailbox event to its handler."""
+        if isinstance(event, SignalReceived):
+            self.handle_signal(event.signum)
+        elif isinstance(event, ProbeAnswered):
+            self.handle_probe(event.name, event.generation, event.healthy)
+        elif isinstance(event, ReadyLogged):
+            self.handle_ready_line(event.name)
+
+    def finished(self) -> bool:
+        """Done once a stop was decided and no child process is left."""
+        return self.stopping and all(c.handle is None for c in self.children)
+
+    def wait_timeout(self, now: float) -> float:
+        """Sleep until the next deadline any child or the stop has, at most MAX_WAIT_S."""
+        deadlines = [now + MAX_WAIT_S]
+        for c in self.children:
+            if c.state.phase in (Phase.STARTING, Phase.RUNNING) and not c.probing:
+                deadlines.append(c.next_probe_at)
+            if c.state.phase is Phase.STARTING:
+                deadlines.append(c.state.since + self.timing.ready_timeout_s)
+            if c.state.restart_at is not None:
+                deadlines.append(c.state.restart_at)
+        if self.stop_deadline is not None and not self.killed_all:
+            deadlines.append(self.stop_deadline)
+        return max(0.0, min(deadlines) - now)
+
+    # -- lifecycle verbs --------------------------------------------------------------------
+
+    def start_all(self, now: float) -> None:
+        """Spawn every child at once: each has its own port and model, nothing to serialise."""
+        for child in self.children:
+            self.spawn_child(child, now)
+        self.publish()
+
+    def spawn_child(self, child: Child, now: float) -> None:
+        """Start a process for ``child``; a spawn that fails (e.g. ENOEXEC) counts as a failed start."""
+        child.generation += 1
+        child.probing = False
+        child.health_failures = 0
+        child.killing = False
+        child.next_probe_at = now + self.timing.startup_poll_s
+        try:
+            child.handle = self.spawner.spawn(child.spec)
+        except OSError as exc:
+            child.state = policy.spawned(child.state, now)
+            self.console.error(f"Error: could not start {child.spec.argv[0]}: {exc.strerror or exc}.")
+            self.child_exited(child, 127, now)
+            return
+        child.state = policy.spawned(child.state, now)
+
+    def begin_stop(self, now: float, exit_code: int, reason: str) -> None:
+        """TERM every child's process group; KILL whatever is left at the stop deadline."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.exit_code = exit_code
+        self.stop_deadline = now + self.timing.stop_timeout_s
+        self.console.info("")
+        self.console.info(f"Stopping services... ({reason})")
+        self.notifier.stopping()
+        for child in self.children:
+            if child.handle is not None:
+                self.spawner.signal(child.handle, signal.SIGTERM)
+            child.state = policy.stopping(child.state, now)
+        self.publish()
+
+    def kill_all(self, why: str) -> None:
+        """SIGKILL every remaining process group now."""
+        self.killed_all = True
+        alive = [c for c in self.children if c.handle is not None]
+        if alive:
+            self.console.warn(f"Warning: {why}; killing {', '.join(c.spec.label.lower() for c in alive)} now.")
+        for child in alive:
+            assert child.handle is not None
+            self.spawner.signal(child.handle, signal.SIGKILL)
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def handle_signal(self, signum: int) -> None:
+        """First stop signal: graceful stop. Any later one: kill at once."""
+        if signum == signal.SIGCHLD:
+            return  # reaping happens on every loop turn
+        name = signal.Signals(signum).name
+        if not self.stopping:
+            self.begin_stop(self.clock(), EXIT_OK, f"{name} received")
+        elif not self.killed_all:
+            if self.exit_code == EXIT_OK:
+                self.exit_code = EXIT_FAILURE
+            self.kill_all(f"second signal ({name}) during shutdown")
+
+    def handle_ready_line(self, name: str) -> None:
+        """The child logged "Ready": probe now instead of at the next poll."""
+        for child in self.children:
+            if child.spec.name == name and child.state.phase is Phase.STARTING:
+                child.next_probe_at = min(child.next_probe_at, self.clock())
+
+    def handle_probe(self, name: str, generation: int, ok: bool) -> None:
+        """A /health answer arrived for the process of ``generation``."""
+        child = self.child_named(name)
+        child.probing = False
+        if generation != child.generation or self.stopping or child.handle is None:
+            return
+        now = self.clock()
+        if child.state.phase is Phase.STARTING:
+            if ok:
+                self.child_ready(child, now)
+            else:
+                child.next_probe_at = now + self.timing.startup_poll_s
+        elif child.state.phase is Phase.RUNNING:
+            self.liveness_result(child, ok, now)
+
+    def liveness_result(self, child: Child, ok: bool, now: float) -> None:
+        """Count consecutive failed health checks of a ready child; too many and it is restarted."""
+        child.next_probe_at = now + self.timing.health_interval_s
+        child.health_failures = 0 if ok else child.health_failures + 1
+        if child.health_failures >= self.timing.health_failures and child.handle is not None and not child.killing:
+            child.killing = True
+            self.console.error(
+                f"Error: {child.spec.label} server failed {child.health_failures} health checks in a row;"
+                " restarting it."
+            )
+            self.spawner.signal(child.handle, signal.SIGKILL)
+
+    def child_ready(self, child: Child, now: float) -> None:
+        """A child answered /health: announce it (the banner once all are up)."""
+        restarted = child.state.restarts > 0
+        child.state = policy.became_ready(child.state, now)
+        child.next_probe_at = now + self.timing.health_interval_s
+        if not self.banner_shown and all(c.state.phase is Phase.RUNNING for c in self.children):
+            self.banner_shown = True
+            self.console.lines(list(self.banner()))
+            self.notifier.ready(self.status_line())
+        elif self.banner_shown and restarted:
+            self.console.info(f"{child.spec.label} server is ready again (restart {child.state.restarts}).")
+            self.notifier.status(self.status_line())
+        self.publish()
+
+    def reap_children(self) -> None:
+        """Collect exits; orphans (we may be PID 1) are reaped and otherwise ignored."""
+        for pid, returncode in self.reaper():
+            for child in self.children:
+                if child.handle is not None and child.handle.pid == pid:
+                    self.child_exited(child, returncode, self.clock())
+                    break
+
+    def child_exited(self, child: Child, returncode: int, now: float) -> None:
+        """Record a child's end and decide what happens next (policy.exited)."""
+        handle = child.handle
+        if handle is not None:
+            popen = getattr(handle, "popen", None)
+            if popen is not None:
+                popen.returncode = returncode  # we reaped it; keep Popen from guessing later
+            signal_group(handle.pid, signal.SIGKILL)  # grandchildren must not outlive their TEI
+        child.handle = None
+        child.generation += 1
+        child.last_exit = describe_exit(returncode)
+        if child.killing and returncode == -signal.SIGKILL:
+            # We killed it (ready timeout, failed health checks): no OOM hint to send people astray.
+            child.last_exit = "killed by the launcher with SIGKILL"
+        previous = child.state.phase
+        fatal = previous is Phase.STARTING and returncode == TEI_USAGE_ERROR
+        child.state = policy.exited(child.state, now, self.timing.policy, fatal=fatal)
+        if not self.stopping:
+            self.report_exit(child, previous, handle)
+        self.publish()
+
+    def report_exit(self, child: Child, previous: Phase, handle: Handle | None) -> None:
+        """Say what happened to the child, and give up if the policy says so."""
+        label = child.spec.label
+        if previous is Phase.STARTING:
+            self.console.error(f"Error: {label} server failed to start ({child.last_exit}).")
+        else:
+            self.console.error(f"Error: {label} server exited unexpectedly ({child.last_exit}).")
+        if child.state.phase is Phase.FATAL:
+            self.give_up(child, handle)
+        else:
+            delay = (child.state.restart_at or child.state.since) - child.state.since
+            self.console.warn(f"Restarting {label.lower()} server in {delay:g} s (restart {child.state.restarts + 1}).")
+            self.notifier.status(self.status_line())
+
+    def give_up(self, child: Child, handle: Handle | None) -> None:
+        """Stop everything and exit non-zero, showing the child's last words."""
+        label = child.spec.label
+        if child.state.start_failures >= self.timing.policy.max_start_failures:
+            why = f"failed to start {child.state.start_failures} times in a row"
+            code = EXIT_FAILURE
+        else:
+            why = "rejected its arguments (exit 2): check the TEI tuning variables and the TEI version"
+            code = EXIT_CONFIG
+        self.console.error(f"Error: {label} server {why}; giving up.")
+        tail = list(handle.tail) if handle is not None else []
+        if tail:
+            self.console.error(f"Last output of the {label.lower()} server:")
+            for line in tail[-10:]:
+                self.console.error(f"  {line}")
+        advice = self.advise(child.spec, tail)
+        if advice:
+            self.console.error(f"Hint: {advice}")
+        self.begin_stop(self.clock(), code, f"{label.lower()} server gave up")
+
+    # -- time-driven work -------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Do whatever is due: probes, ready timeouts, restarts, the stop deadline, the watchdog."""
+        if self.stopping:
+            if self.stop_deadline is not None and now >= self.stop_deadline and not self.killed_all:
+                self.kill_all(f"stop timeout ({self.timing.stop_timeout_s:g} s) reached")
+            return
+        for child in self.children:
+            self.tick_child(child, now)
+        interval = self.notifier.watchdog_interval_s
+        if interval is not None and now - self.last_watchdog >= interval:
+            self.last_watchdog = now
+            self.notifier.watchdog()
+
+    def tick_child(self, child: Child, now: float) -> None:
+        """Time-driven work for one child."""
+        phase = child.state.phase
+        if phase is Phase.STARTING and now - child.state.since >= self.timing.ready_timeout_s:
+            if child.handle is not None and not child.killing:
+                self.console.error(
+                    f"Error: {child.spec.label} server did not become ready within"
+                    f" {self.timing.ready_timeout_s:g} seconds."
+                )
+                child.killing = True  # its exit is then counted as a failed start
+                self.spawner.signal(child.handle, signal.SIGKILL)
+        elif phase in (Phase.STARTING, Phase.RUNNING):
+            if not child.probing and now >= child.next_probe_at and child.handle is not None:
+                self.start_probe(child)
+        elif policy.restart_due(child.state, now):
+            self.spawn_child(child, now)
+            self.publish()
+
+    def start_probe(self, child: Child) -> None:
+        """Ask /health in a daemon thread; the answer comes back through the mailbox.
+
+        Daemon threads, not an executor: the interpreter joins executor threads at exit, so a
+        probe stuck on a draining TEI would hold up the launcher's own exit by its timeout.
+        """
+        child.probing = True
+        timeout = self.timing.health_timeout_s if child.state.phase is Phase.RUNNING else 1.0
+        name, generation, url = child.spec.name, child.generation, child.spec.health_url
+
+        def ask() -> None:
+            try:
+                ok = bool(self.probe(url, timeout))
+            except Exception:
+                ok = False
+            self.mailbox.post(ProbeAnswered(name, generation, ok))
+
+        threading.Thread(target=ask, name=f"probe-{name}", daemon=True).start()
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def child_named(self, name: str) -> Child:
+        return next(c for c in self.children if c.spec.name == name)
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: each service's state."""
+        return "; ".join(f"{c.spec.label.lower()}: {c.state.phase.value}" for c in self.children)
+
+    def publish(self) -> None:
+        """Hand the live status to the sink (the data dir's status file, read by embed_manage --status)."""
+        wall_offset = time.time() - self.clock()
+        services: dict[str, object] = {}
+        for c in self.children:
+            services[c.spec.name] = {
+                "model": c.spec.model,
+                "port": c.spec.port,
+                "pid": c.handle.pid if c.handle is not None else None,
+                "state": c.state.phase.value,
+                "since": round(c.state.since + wall_offset, 3),
+                "restarts": c.state.restarts,
+                "last_exit": c.last_exit,
+                "health_url": c.spec.health_url,
+            }
+        self.status_sink({"stopping": self.stopping, "updated": round(time.time(), 3), "services": services})

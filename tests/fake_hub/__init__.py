@@ -1,0 +1,1 @@
+"""A local Hugging Face Hub stand-in that the real huggingface_hub client talks to; see README.md."""

@@ -1,0 +1,178 @@
+"""Endpoint logic of the TEI stand-in: TEI 1.9.3's validation order, error texts and response shapes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from fake_tei import model as fm
+from fake_tei.log import ERROR, INFO, Logger, Span, rust_duration
+from fake_tei.schema import Body
+
+SERVER_FILE, SERVER_TARGET = "router/src/http/server.rs", "text_embeddings_router::http::server"
+DIRECTIONS = {"Right": "right", "right": "right", "Left": "left", "left": "left"}
+STATUS = {"Empty": 400, "Validation": 422, "Tokenizer": 422, "Overloaded": 429, "Backend": 424, "Unhealthy": 503}
+
+
+@dataclass(frozen=True)
+class Info:
+    """`GET /info`, field for field and in TEI's order."""
+
+    model_id: str
+    model_sha: str | None
+    model_dtype: str
+    served_model_name: str
+    model_type: dict
+    max_concurrent_requests: int
+    max_input_length: int
+    max_batch_tokens: int
+    max_batch_requests: int | None
+    max_client_batch_size: int
+    auto_truncate: bool
+    tokenization_workers: int
+    version: str = "1.9.3"
+    sha: str | None = None
+    docker_label: str | None = None
+
+    @property
+    def is_reranker(self) -> bool:
+        return "reranker" in self.model_type
+
+    @property
+    def pooling(self) -> str | None:
+        return self.model_type.get("embedding", {}).get("pooling")
+
+
+class ApiError(Exception):
+    """A TEI `ErrorResponse`; `line` is where TEI logs it (None when TEI does not log it)."""
+
+    def __init__(self, error_type: str, message: str, line: int | None = None, core: bool = False) -> None:
+        super().__init__(message)
+        self.error_type, self.message, self.line, self.core = error_type, message, line, core
+        self.status = STATUS[error_type]
+
+    def body(self, openai: bool) -> dict:
+        if openai:
+            return {"message": self.message, "code": self.status, "type": self.error_type}
+        return {"error": self.message, "error_type": self.error_type}
+
+
+@dataclass
+class Timing:
+    """What TEI reports per request: response headers and the handler span's fields."""
+
+    chars: int = 0
+    tokens: int = 0
+    started: float = 0.0
+    tokenization_s: float = 0.0
+
+    def span(self, name: str) -> Span:
+        total = time.monotonic() - self.started
+        fields = [("total_time", total), ("tokenization_time", self.tokenization_s),
+                  ("queue_time", 0.0), ("inference_time", max(total - self.tokenization_s, 0.0))]
+        return Span(name, [(k, f'"{rust_duration(v)}"') for k, v in fields])
+
+    def headers(self) -> dict[str, str]:
+        ms = int((time.monotonic() - self.started) * 1000)
+        return {"x-compute-type": "gpu+optimized", "x-compute-time": str(ms), "x-compute-characters":
+                str(self.chars), "x-compute-tokens": str(self.tokens), "x-total-time": str(ms),
+                "x-tokenization-time": str(int(self.tokenization_s * 1000)), "x-queue-time": "0",
+                "x-inference-time": str(max(ms - int(self.tokenization_s * 1000), 0))}
+
+
+class Engine:
+    """The fake model server behind the routes; thread-safe, one permit per input like TEI's semaphore."""
+
+    def __init__(self, info: Info, logger: Logger, delay_s: float = 0.0, default_prompt: str | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.info, self.logger, self.delay_s, self.sleep = info, logger, delay_s, sleep
+        self.default_prompt = default_prompt
+        self.free_permits = info.max_concurrent_requests
+        self.lock = threading.Lock()
+        self.counters: dict[str, int] = {}
+
+    def info_body(self) -> dict:
+        return asdict(self.info)
+
+    def count(self, name: str) -> None:
+        with self.lock:
+            self.counters[name] = self.counters.get(name, 0) + 1
+
+    def log_error(self, span: str, err: ApiError) -> None:
+        if err.line is not None:
+            target, file = (("text_embeddings_core::infer", "core/src/infer.rs") if err.core
+                            else (SERVER_TARGET, SERVER_FILE))
+            self.logger.log(ERROR, target, file, err.line, err.message.removeprefix("Backend error: ")
+                            if err.core else err.message, Span(span))
+
+    def log_success(self, span: str, line: int, timing: Timing) -> None:
+        self.logger.log(INFO, SERVER_TARGET, SERVER_FILE, line, "Success", timing.span(span))
+
+    # permits -----------------------------------------------------------------------------
+    def acquire(self, n: int) -> None:
+        with self.lock:
+            if self.free_permits < n:
+                raise ApiError("Overloaded", "Model is overloaded")
+            self.free_permits -= n
+
+    def release(self, n: int) -> None:
+        with self.lock:
+            self.free_permits += n
+
+    # shared pieces -----------------------------------------------------------------------
+    def check_batch(self, size: int, line: int) -> None:
+        if size > self.info.max_client_batch_size:
+            raise ApiError("Validation", f"batch size {size} > maximum allowed batch size "
+                           f"{self.info.max_client_batch_size}", line)
+
+    def encode(self, item: str | list[int], truncate: bool, direction: str, prompt_name: str | None,
+               timing: Timing) -> list[int]:
+        """TEI's tokenization step: emptiness, prompt, character and token limits, truncation."""
+        began = time.monotonic()
+        if not item:
+            raise ApiError("Empty", "Input validation error: `inputs` cannot be empty", 355, core=True)
+        if prompt_name is not None:
+            raise ApiError("Validation", f"Input validation error: `default-prompt-name` is set to `{prompt_name}`"
+                           " but no prompts were found in the Sentence Transformers configuration", 355, core=True)
+        if isinstance(item, str) and self.default_prompt:
+            item = self.default_prompt + item
+        limit = self.info.max_input_length
+        if isinstance(item, str) and len(item) > limit * 250:
+            raise ApiError("Validation", f"Input validation error: `inputs` must have less than {limit * 250} "
+                           f"characters. Given: {len(item)}", 355, core=True)
+        ids = fm.token_ids(item)
+        if len(ids) > limit:
+            if not truncate:
+                raise ApiError("Validation", f"Input validation error: `inputs` must have less than {limit} "
+                               f"tokens. Given: {len(ids)}", 355, core=True)
+            ids = ids[-limit:] if direction == "left" else ids[:limit]
+        timing.chars += len(item) if isinstance(item, str) else 0
+        timing.tokens += len(ids)
+        timing.tokenization_s += time.monotonic() - began
+        return ids
+
+    def pooled(self, items: list, truncate: bool, direction: str, prompt_name: str | None,
+               normalize: bool, dims: int | None, timing: Timing) -> list[list[fm.F32]]:
+        """Embed each input like `Infer::embed_pooled`, holding one permit per input for the request."""
+        self.acquire(len(items))
+        try:
+            if self.info.is_reranker:
+                raise ApiError("Backend", "Backend error: Model is not an embedding model", 338, core=True)
+            if dims == 0:
+                raise ApiError("Validation", "Input validation error: `dimensions` should be positive", 252,
+                               core=True)
+            encoded = [self.encode(item, truncate, direction, prompt_name, timing) for item in items]
+            if dims is not None and dims > fm.DIMS:
+                raise ApiError("Validation", "Input validation error: `dimensions` should be smaller than the "
+                               "maximum embedding dimension.", 280, core=True)
+            self.sleep(self.delay_s)
+            return [fm.vector(ids, normalize, dims) for ids in encoded]
+        finally:
+            self.release(len(items))
+
+    def request_options(self, body: Body) -> tuple[bool, str, str | None]:
+        truncate = body.boolean("truncate", None)
+        direction = body.choice("truncation_direction", DIRECTIONS, "Right")
+        return (self.info.auto_truncate if truncate is None else truncate), direction, body.string("prompt_name")

@@ -1,0 +1,246 @@
+"""HTTP layer of the TEI stand-in: axum-like routing, Bearer auth, CORS, body limit, rejections, drain."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from fake_tei import model as fm
+from fake_tei import routes as fr
+from fake_tei.api import ApiError, Engine, Timing
+from fake_tei.schema import Body, Rejection, is_json_content_type, parse_json, where_clause
+
+PUBLIC_GET = {"/health", "/", "/ping", "/metrics", "/docs", "/docs/", "/api-doc/openapi.json"}
+PROTECTED = set(fr.POST_ROUTES) | {"/info", "/", "/invocations"}
+UNHEALTHY = {"error": "unhealthy", "error_type": "Unhealthy"}
+DOCS_HTML = b"<!doctype html><html><head><title>Swagger UI</title></head><body>fake TEI docs</body></html>"
+OPENAPI = {"openapi": "3.0.3", "info": {"title": "Text Embeddings Inference", "version": "1.9.3"}, "paths": {}}
+
+
+class Settings:
+    """What the HTTP layer needs besides the engine: auth, limits, CORS, health file."""
+
+    def __init__(self, api_key: str | None, payload_limit: int, cors: list[str] | None,
+                 health_file: str | None) -> None:
+        self.auth = None if api_key is None else ("Bearer " + api_key).encode("utf-8", "surrogateescape")
+        self.payload_limit, self.cors, self.health_file = payload_limit, cors, health_file
+
+
+class FakeTeiServer(ThreadingHTTPServer):
+    """A threading server that can drain: stop accepting, close idle keep-alive connections, await the rest."""
+
+
+    def __init__(self, address: tuple[str, int], engine: Engine, settings: Settings, ipv6: bool) -> None:
+        self.address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        self.engine, self.settings = engine, settings
+        self.draining = False
+        self.idle: set[socket.socket] = set()
+        self.idle_lock = threading.Lock()
+        self.workers: list[threading.Thread] = []
+        super().__init__(address, Handler)
+
+    def process_request(self, request, client_address) -> None:
+        # Daemon threads, so an exit is never held up, but tracked so a drain can await them
+        # (socketserver only tracks non-daemon threads).
+        worker = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
+        with self.idle_lock:
+            self.workers = [t for t in self.workers if t.is_alive()] + [worker]
+        worker.start()
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self.idle_lock:
+            workers = list(self.workers)
+        for worker in workers:
+            worker.join()
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as tokio's TcpListener does
+        socket.socket.bind(self.socket, self.server_address)
+        self.server_address = self.socket.getsockname()
+
+    def mark_idle(self, sock: socket.socket, idle: bool) -> None:
+        with self.idle_lock:
+            (self.idle.add if idle else self.idle.discard)(sock)
+
+    def drain(self) -> None:
+        """hyper's graceful shutdown: refuse new connections, close idle ones, wait for in-flight requests."""
+        self.draining = True
+        self.shutdown()
+        self.socket.close()
+        with self.idle_lock:
+            for sock in list(self.idle):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self.server_close()
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One connection; HTTP/1.1 keep-alive like hyper."""
+
+    protocol_version = "HTTP/1.1"
+    server: FakeTeiServer
+
+    def handle(self) -> None:
+        # Idle (between requests) connections are registered so a drain can close them, as hyper does.
+        self.close_connection = False
+        while not self.close_connection:
+            self.server.mark_idle(self.connection, True)
+            if self.server.draining:
+                break
+            self.handle_one_request()
+        self.server.mark_idle(self.connection, False)
+
+    def parse_request(self) -> bool:
+        self.server.mark_idle(self.connection, False)
+        return super().parse_request()
+
+    def log_message(self, format: str, *args: object) -> None:  # TEI logs no access lines
+        pass
+
+    def __getattr__(self, name: str):  # every method goes through one dispatcher, as in axum
+        if name.startswith("do_"):
+            return lambda: self.dispatch(name[3:])
+        raise AttributeError(name)
+
+    # responses -----------------------------------------------------------------------------
+    def reply(self, status: int, body: bytes = b"", content_type: str | None = None,
+              headers: Mapping[str, str] | None = None) -> None:
+        self.send_response_only(status)
+        if content_type:
+            self.send_header("content-type", content_type)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("content-length", str(len(body)))
+        self.send_header("date", formatdate(usegmt=True))
+        if self.server.draining:
+            self.close_connection = True
+            self.send_header("connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def reply_json(self, status: int, payload: object, headers: Mapping[str, str] | None = None) -> None:
+        self.reply(status, fm.dumps(payload).encode("utf-8"), "application/json", headers)
+
+    def reply_text(self, status: int, text: str) -> None:
+        self.reply(status, text.encode("utf-8"), "text/plain; charset=utf-8")
+
+    def cors_headers(self) -> dict[str, str]:
+        origin, allowed = self.headers.get("origin"), self.server.settings.cors
+        if origin is None:
+            return {}
+        if allowed is None or "*" in allowed:
+            return {"access-control-allow-origin": "*", "vary": "origin, access-control-request-method, "
+                    "access-control-request-headers"}
+        return {"access-control-allow-origin": origin, "vary": "origin"} if origin in allowed else {"vary": "origin"}
+
+    def end_headers(self) -> None:
+        for key, value in self.cors_headers().items():
+            self.send_header(key, value)
+        super().end_headers()
+
+    # dispatch ------------------------------------------------------------------------------
+    def dispatch(self, method: str) -> None:
+        self.body_read = False
+        path = urlsplit(self.path).path
+        get_like = method in ("GET", "HEAD")
+        if method == "OPTIONS" and "access-control-request-method" in self.headers:
+            return self.reply(200, headers={"access-control-allow-methods": "GET,POST",
+                                            "access-control-allow-headers": "content-type"})
+        if path not in PUBLIC_GET and path not in PROTECTED:
+            return self.discard_and(lambda: self.reply(404))
+        if path in PUBLIC_GET and get_like:
+            return self.public(path)
+        if path in PROTECTED and path not in PUBLIC_GET and not self.authorised():
+            return self.discard_and(lambda: self.reply(401))
+        if path == "/info" and get_like:
+            return self.reply_json(200, self.server.engine.info_body())
+        if method != "POST" or path == "/info" or path not in PROTECTED:
+            allow = "GET,HEAD" if path in PUBLIC_GET or path == "/info" else "POST"
+            return self.discard_and(lambda: self.reply(405, headers={"allow": allow}))
+        if not self.authorised():
+            return self.discard_and(lambda: self.reply(401))
+        endpoint = fr.POST_ROUTES.get(path) or fr.default_route(self.server.engine)
+        self.inference(endpoint)
+
+    def authorised(self) -> bool:
+        expected = self.server.settings.auth
+        if expected is None:
+            return True
+        values = [v.encode("latin-1", "surrogateescape") for v in self.headers.get_all("authorization", [])]
+        return bool(values) and values[0] == expected  # exact bytes: no trimming, case-sensitive
+
+    def discard_and(self, respond) -> None:
+        length = 0 if self.body_read else int(self.headers.get("content-length") or 0)
+        if 0 < length <= 1 << 20:
+            self.rfile.read(length)
+        elif length:
+            self.close_connection = True
+        respond()
+
+    def public(self, path: str) -> None:
+        if path in ("/health", "/", "/ping"):
+            return self.health()
+        if path == "/metrics":
+            lines = [f"# TYPE {name} counter\n{name} {value}\n"
+                     for name, value in sorted(self.server.engine.counters.items())]
+            return self.reply(200, "".join(lines).encode(), "text/plain; charset=utf-8")
+        if path == "/docs":
+            return self.reply(303, headers={"location": "/docs/"})
+        if path == "/docs/":
+            return self.reply(200, DOCS_HTML, "text/html; charset=utf-8")
+        self.reply_json(200, OPENAPI)
+
+    def health(self) -> None:
+        health_file = self.server.settings.health_file
+        if health_file and os.path.exists(health_file):
+            with open(health_file, encoding="utf-8", errors="replace") as handle:
+                if "503" in handle.read():
+                    return self.reply_json(503, UNHEALTHY)
+        self.reply(200)
+
+    # inference -----------------------------------------------------------------------------
+    def read_body(self) -> bytes:
+        """axum's `Json` extractor: content type (415), then the body limit (413), then JSON (400)."""
+        if not is_json_content_type(self.headers.get("content-type")):
+            raise Rejection(415, "Expected request with `Content-Type: application/json`")
+        length = int(self.headers.get("content-length") or 0)
+        if length > self.server.settings.payload_limit:
+            self.close_connection = True
+            self.body_read = True
+            while 0 < length <= 64 << 20:  # swallow it so the client sees the 413 rather than a reset
+                chunk = self.rfile.read(min(1 << 16, length))
+                length = length - len(chunk) if chunk else 0
+            raise Rejection(413, "Failed to buffer the request body: length limit exceeded")
+        self.body_read = True
+        return self.rfile.read(length) if length else b""
+
+    def inference(self, endpoint: fr.Endpoint) -> None:
+        engine, timing = self.server.engine, Timing(started=time.monotonic())
+        try:
+            raw = self.read_body()
+            text = raw.decode("utf-8", errors="replace")
+            body = Body(parse_json(raw), endpoint.struct, where_clause(text))
+            engine.count("te_request_count")  # counted on entry, as TEI does: visible while in flight
+            payload = endpoint.handler(engine, body, timing)
+        except Rejection as rejection:
+            status, text = rejection.status, rejection.text
+            return self.discard_and(lambda: self.reply_text(status, text))
+        except ApiError as err:
+            engine.count("te_request_failure")
+            engine.log_error(endpoint.span, err)
+            return self.reply_json(err.status, err.body(endpoint.openai))
+        engine.count("te_request_success")
+        if endpoint.success_line is None:
+            return self.reply_json(200, payload)
+        engine.log_success(endpoint.span, endpoint.success_line, timing)
+        self.reply_json(200, payload, timing.headers())
