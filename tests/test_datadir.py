@@ -194,7 +194,7 @@ def test_secrets_lists_nonempty_keys(embed: str | None, rerank: str | None,
 @pytest.mark.parametrize("code, exit_code", [(errno.ENOSPC, 1), (errno.EACCES, 2)])
 def test_key_write_failure_hides_key(tmp_path: Path, code: int, exit_code: int) -> None:
     """A failed key write raises a LauncherError naming the file but never the key."""
-    def failing(path: Path, data: str | bytes, mode: int) -> None:
+    def failing(path: Path, data: str | bytes, mode: int, durable: bool = True) -> None:
         raise OSError(code, os.strerror(code), str(path))
 
     with pytest.raises(LauncherError) as caught:

@@ -246,67 +246,98 @@ def test_showinfo_fails_when_a_service_does_not_answer(
 # ---- status --------------------------------------------------------------------------------
 
 
-def write_status(data: Path, launcher_pid: int | None, **services: dict[str, object]) -> None:
-    (data / ".status.json").write_text(json.dumps({"launcher_pid": launcher_pid, "services": services}))
+def write_status(data: Path, launcher_pid: int | None, age_s: float = 1.0, **services: dict[str, object]) -> None:
+    """A live status as the launcher publishes it, written ``age_s`` seconds ago (heartbeat 5 s)."""
+    status = {"launcher_pid": launcher_pid, "updated": time.time() - age_s, "heartbeat_s": 5.0, "services": services}
+    (data / ".status.json").write_text(json.dumps(status))
 
 
-def test_status_json_all_healthy_exits_0(manage: Manage, data: Path, healthy: Callable[[], int]) -> None:
-    """--status --json: model, port, pid, state, uptime and restarts per service; all healthy → 0."""
-    embed_port, rerank_port = healthy(), healthy()
-    write_state(data, port=embed_port, model="BAAI/bge-m3", rerank_port=rerank_port, embed_active=1,
+def test_status_json_all_healthy_exits_0(manage: Manage, data: Path) -> None:
+    """--status --json: model, port, pid, state, health, uptime and restarts per service; ready or busy → 0."""
+    write_state(data, port=8000, model="BAAI/bge-m3", rerank_port=8001, embed_active=1,
                 rerank_active=1, rerank_model="BAAI/bge-reranker-v2-m3")
     since = time.time() - 125
     write_status(data, os.getpid(),
-                 embed={"pid": 4242, "state": "running", "since": since, "restarts": 2},
-                 rerank={"pid": 4343, "state": "running", "since": since, "restarts": 0})
+                 embed={"pid": 4242, "state": "running", "health": "ready", "since": since, "restarts": 2},
+                 rerank={"pid": 4343, "state": "running", "health": "busy", "queue_size": 12, "idle_s": 3.5,
+                         "since": since, "restarts": 0})
     result = manage("--status", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["healthy"] is True and report["launcher_pid"] == os.getpid()
+    assert report["healthy"] is True and report["launcher_pid"] == os.getpid() and report["status_age_s"] >= 1
     embed, rerank = report["services"]
     assert (embed["name"], embed["model"], embed["port"], embed["pid"], embed["state"], embed["restarts"]) == (
-        "embed", "BAAI/bge-m3", embed_port, 4242, "running", 2)
-    assert 125 <= embed["uptime_s"] < 185 and embed["healthy"] is True
-    assert (rerank["name"], rerank["port"], rerank["healthy"]) == ("rerank", rerank_port, True)
+        "embed", "BAAI/bge-m3", 8000, 4242, "running", 2)
+    assert 125 <= embed["uptime_s"] < 185 and embed["healthy"] is True and embed["health"] == "ready"
+    assert (rerank["name"], rerank["port"], rerank["healthy"], rerank["health"]) == ("rerank", 8001, True, "busy")
+    assert (rerank["queue_size"], rerank["idle_s"]) == (12, 3.5)
 
 
-def test_status_json_a_service_down_exits_1(manage: Manage, data: Path, healthy: Callable[[], int]) -> None:
-    """One enabled service not answering /health: that service unhealthy, overall unhealthy, exit 1."""
-    dead = free_port()
-    write_state(data, port=healthy(), rerank_port=dead, embed_active=1, rerank_active=1)
-    write_status(data, os.getpid(), embed={"pid": 1, "state": "running", "since": time.time()},
-                 rerank={"pid": 2, "state": "backoff", "restarts": 3})
+@pytest.mark.parametrize(
+    "rerank",
+    [
+        {"pid": 2, "state": "backoff", "restarts": 3},
+        {"pid": 2, "state": "running", "health": "unhealthy", "restarts": 3},
+        {"pid": 2, "state": "starting", "restarts": 3},
+    ],
+)
+def test_status_json_a_service_not_serving_exits_1(manage: Manage, data: Path, rerank: dict[str, object]) -> None:
+    """One enabled service restarting, unhealthy or still starting: it is unhealthy, overall unhealthy, exit 1."""
+    write_state(data, port=8000, rerank_port=8001, embed_active=1, rerank_active=1)
+    write_status(data, os.getpid(), embed={"pid": 1, "state": "running", "health": "ready", "since": time.time()},
+                 rerank=rerank)
     result = manage("--status", "--json")
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["healthy"] is False
     assert [(s["name"], s["healthy"], s["state"], s["restarts"]) for s in report["services"]] == [
-        ("embed", True, "running", 0), ("rerank", False, "backoff", 3)]
+        ("embed", True, "running", 0), ("rerank", False, rerank["state"], 3)]
 
 
-def test_status_probes_where_the_launcher_bound(manage: Manage, data: Path, healthy: Callable[..., int]) -> None:
-    """EMBED_HOST set to one address: --status probes the health URL the launcher recorded, not 127.0.0.1."""
-    port = healthy("127.0.0.2")
-    write_state(data, port=port, embed_active=1, rerank_active=0)
-    write_status(data, os.getpid(), embed={"pid": 1, "state": "running", "health_url": f"http://127.0.0.2:{port}/health"})
+def test_a_stale_status_is_not_believed(manage: Manage, data: Path) -> None:
+    """A launcher that lives but has not rewritten its status for six heartbeats is stuck: nothing is healthy."""
+    write_state(data, port=8000, embed_active=1, rerank_active=0)
+    write_status(data, os.getpid(), age_s=31.0, embed={"pid": 1, "state": "running", "health": "ready"})
+    result = manage("--status")
+    assert result.exit_code == 1
+    assert result.stdout.startswith(f"Launcher: STUCK (pid {os.getpid()}; status not updated for 31 s)")
+    assert "UNHEALTHY" in result.stdout
+    write_status(data, os.getpid(), age_s=29.0, embed={"pid": 1, "state": "running", "health": "ready"})
     assert manage("--status").exit_code == 0
-    write_status(data, os.getpid(), embed={"pid": 1, "state": "running"})
-    assert manage("--status").exit_code == 1  # 127.0.0.1 has no server on that port
 
 
-def test_status_table_shows_each_service(manage: Manage, data: Path, healthy: Callable[[], int]) -> None:
+def test_status_table_shows_each_service(manage: Manage, data: Path) -> None:
     """--status (text): the launcher line, then one row per service with uptime and health."""
-    port = healthy()
-    write_state(data, port=port, model="BAAI/bge-small-en-v1.5", embed_active=1, rerank_active=0)
-    write_status(data, os.getpid(), embed={"pid": 4242, "state": "running", "since": time.time() - 125,
-                                           "restarts": 1})
+    write_state(data, port=8000, model="BAAI/bge-small-en-v1.5", rerank_port=8001, embed_active=1, rerank_active=1)
+    write_status(data, os.getpid(),
+                 embed={"pid": 4242, "state": "running", "health": "ready", "since": time.time() - 125, "restarts": 1},
+                 rerank={"pid": 4343, "state": "running", "health": "busy", "queue_size": 7, "idle_s": 12.2,
+                         "since": time.time() - 125, "restarts": 0})
     result = manage("--status")
     assert result.exit_code == 0, result.output
-    first, header, row = result.stdout.splitlines()
+    first, header, embed, rerank = result.stdout.splitlines()
     assert first == f"Launcher: running (pid {os.getpid()})" and header.startswith("SERVICE")
-    cells = row.split()
-    assert cells[:5] + cells[6:] == ["embed", "BAAI/bge-small-en-v1.5", str(port), "4242", "running", "1", "healthy"]
+    cells = embed.split()
+    assert cells[:5] + cells[6:] == ["embed", "BAAI/bge-small-en-v1.5", "8000", "4242", "running", "1", "ready"]
     assert cells[5] in {"2m05s", "2m06s"}
+    assert rerank.endswith("busy (queue 7, 12 s since work completed)")
+
+
+def test_alive_needs_a_launcher_whose_status_is_fresh(manage: Manage, data: Path) -> None:
+    """--alive: 0 while the launcher lives and its status is fresh, whatever its children do; else 1, one line."""
+    write_state(data, port=8000, embed_active=1, rerank_active=0)
+    assert manage("--alive").exit_code == 1
+    write_status(data, os.getpid(), embed={"pid": None, "state": "backoff", "restarts": 4})
+    result = manage("--alive")
+    assert result.exit_code == 0 and result.stdout.startswith(f"alive: launcher pid {os.getpid()}")
+    write_status(data, os.getpid(), age_s=120.0, embed={"pid": 1, "state": "running", "health": "busy"})
+    result = manage("--alive")
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: the launcher (pid {os.getpid()}) last updated its status 120 s ago"
+                             " (limit 30 s): its loop is stuck.\n")
+    write_status(data, 2**22 + 12345, embed={"pid": 1, "state": "running", "health": "ready"})
+    result = manage("--alive")
+    assert result.exit_code == 1 and "the launcher is not running" in result.stderr
 
 
 def test_status_without_a_running_launcher_exits_1(manage: Manage, data: Path) -> None:

@@ -1,4 +1,4 @@
-"""The health probe against real sockets: 200 is healthy; 503, refused, garbage and silence are not."""
+"""The health probes against real sockets: /health has three answers (ok, failing, silent); /metrics gives progress."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from embed_launcher.supervision.probe import probe_health
+from embed_launcher.supervision.liveness import Answer, Progress
+from embed_launcher.supervision.probe import check_health, probe_health, read_progress
 
 
 @pytest.fixture
@@ -73,3 +74,58 @@ def test_a_silent_server_times_out_within_the_budget(server: Callable[[bytes | N
     started = time.monotonic()
     assert probe_health(f"http://127.0.0.1:{port}/health", 0.3) is False
     assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", Answer.OK),
+        (b"HTTP/1.1 503 Service Unavailable\r\n\r\n", Answer.FAILING),
+        (b"HTTP/1.1 500 Internal Server Error\r\n\r\n", Answer.FAILING),
+        (b"garbage\r\n", Answer.FAILING),
+        (b"", Answer.FAILING),  # closed without a word: TEI's handler panics that way when its backend is gone
+        (None, Answer.SILENT),  # accepted, never answered: busy or hung, /metrics decides
+    ],
+)
+def test_health_has_three_answers(server: Callable[[bytes | None], int], reply: bytes | None, answer: Answer) -> None:
+    """Only silence is ambiguous; everything that answers wrongly (or hangs up) is failing."""
+    port = server(reply)
+    assert check_health(f"http://127.0.0.1:{port}/health", 0.3) is answer
+
+
+def test_refused_is_failing_not_silent() -> None:
+    """Nothing listening on a ready child's port: the HTTP layer is gone."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert check_health(f"http://127.0.0.1:{port}/health", 1.0) is Answer.FAILING
+
+
+METRICS = b"""HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n# TYPE te_queue_size gauge
+te_queue_size 7
+# TYPE te_request_success counter
+te_request_success{method="embed"} 3
+te_request_success{method="rerank"} 2
+te_request_failure{err="inference"} 1
+te_request_inference_duration_count{method="embed"} 5
+te_request_inference_duration_sum{method="embed"} 12.5
+te_request_inference_duration_bucket{method="embed",le="0.5"} 2
+te_batch_next_size_count 4
+te_batch_next_size_sum 40
+te_request_count{method="embed"} 11
+"""
+
+
+def test_progress_reads_the_queue_and_sums_counters_over_labels(server: Callable[[bytes | None], int]) -> None:
+    """Only the named lines count: _sum and _bucket lines and other metrics are ignored."""
+    port = server(METRICS)
+    assert read_progress(f"http://127.0.0.1:{port}/metrics", 1.0) == Progress(7.0, (5.0, 1.0, 5.0, 4.0))
+
+
+@pytest.mark.parametrize("reply", [None, b"HTTP/1.1 503 Service Unavailable\r\n\r\n", b""])
+def test_metrics_that_do_not_answer_200_give_no_progress(
+    server: Callable[[bytes | None], int], reply: bytes | None
+) -> None:
+    """Silence, an error status or a hang-up: None, which the liveness judge counts as failing."""
+    port = server(reply)
+    assert read_progress(f"http://127.0.0.1:{port}/metrics", 0.3) is None

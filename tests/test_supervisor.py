@@ -6,6 +6,7 @@ import collections
 import io
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,10 +14,14 @@ import pytest
 
 from embed_launcher.reporting.console import Console
 from embed_launcher.supervision.events import Event, ProbeAnswered
+from embed_launcher.supervision.liveness import Answer, Check, Progress
 from embed_launcher.supervision.plan import ChildSpec
 from embed_launcher.supervision.policy import Phase, RestartPolicy
 from embed_launcher.supervision.process import Handle
-from embed_launcher.supervision.supervisor import Supervisor, Timing
+from embed_launcher.supervision.supervisor import HEARTBEAT_S, Supervisor, Timing
+
+OK = Check(Answer.OK)
+FAILING = Check(Answer.FAILING)
 
 
 @dataclass
@@ -85,7 +90,7 @@ class Harness:
             console=Console(self.out, self.err, colour=False),
             spawner=self.spawner,
             timing=Timing(**base),
-            probe=lambda url, timeout: False,
+            probe=lambda url, timeout: Answer.FAILING,
             clock=lambda: self.now,
             notifier=self.notifier,
             banner=lambda: ["BANNER"],
@@ -103,7 +108,7 @@ class Harness:
 
     def ready(self, name: str) -> None:
         child = self.sup.child_named(name)
-        self.sup.handle_probe(name, child.generation, True)
+        self.sup.handle_probe(name, child.generation, OK)
 
     def exit(self, name: str, code: int) -> None:
         self.exits.append((self.pid(name), code))
@@ -242,9 +247,9 @@ def test_three_failed_liveness_probes_restart_only_that_child(h: Harness) -> Non
     h.ready("rerank")
     child = h.sup.child_named("embed")
     for _ in range(2):
-        h.sup.handle_probe("embed", child.generation, False)
+        h.sup.handle_probe("embed", child.generation, FAILING)
     assert not h.spawner.signals
-    h.sup.handle_probe("embed", child.generation, False)
+    h.sup.handle_probe("embed", child.generation, FAILING)
     assert h.spawner.signals == [(h.pid("embed"), signal.SIGKILL)]
     h.exit("embed", -signal.SIGKILL)
     assert h.phase("embed") is Phase.BACKOFF and h.phase("rerank") is Phase.RUNNING
@@ -255,7 +260,7 @@ def test_a_late_probe_answer_from_a_dead_process_is_ignored(h: Harness) -> None:
     old = h.sup.child_named("embed").generation
     h.exit("embed", 1)
     h.at(1.0)
-    h.sup.handle_probe("embed", old, True)
+    h.sup.handle_probe("embed", old, OK)
     assert h.phase("embed") is Phase.STARTING
 
 
@@ -300,7 +305,7 @@ def test_a_probe_that_raises_counts_as_unhealthy() -> None:
     """A broken probe (any exception) is a failed health check, delivered through the mailbox."""
     h = Harness(names=("embed",))
 
-    def broken(url: str, timeout: float) -> bool:
+    def broken(url: str, timeout: float) -> Answer:
         raise RuntimeError("boom")
 
     h.sup.probe = broken
@@ -312,4 +317,53 @@ def test_a_probe_that_raises_counts_as_unhealthy() -> None:
     while not events and time.monotonic() < deadline:
         h.sup.mailbox.wait(0.1)
         events = [e for e in h.sup.mailbox.drain() if isinstance(e, ProbeAnswered)]
-    assert events == [ProbeAnswered("embed", child.generation, False)]
+    assert events == [ProbeAnswered("embed", child.generation, FAILING)]
+
+
+def test_a_busy_child_is_never_restarted_while_work_completes() -> None:
+    """Matrix: /health silent for ten intervals, counters moving -> no signal, status says busy."""
+    published: list[Mapping[str, object]] = []
+    h = Harness(names=("embed",), hang_timeout_s=15.0)
+    h.sup.status_sink = published.append
+    h.sup.start_all(0.0)
+    h.ready("embed")
+    child = h.sup.child_named("embed")
+    for i in range(1, 11):
+        h.now = 10.0 * i
+        h.sup.handle_probe("embed", child.generation, Check(Answer.SILENT, Progress(3, (float(i),))))
+    assert h.spawner.signals == []
+    service = published[-1]["services"]["embed"]  # type: ignore[index]
+    assert service["state"] == "running" and service["health"] == "busy" and service["queue_size"] == 3
+    assert "embeddings: busy" in h.notifier.sent[-1]
+
+
+def test_a_hung_child_is_replaced_after_the_hang_timeout() -> None:
+    """Silent /health, frozen counters: SIGKILL once the hang timeout has passed since the last progress."""
+    h = Harness(names=("embed",), hang_timeout_s=15.0)
+    h.sup.start_all(0.0)
+    h.now = 1.0
+    h.ready("embed")
+    child = h.sup.child_named("embed")
+    frozen = Check(Answer.SILENT, Progress(2, (5.0,)))
+    for t in (11.0, 15.0):
+        h.now = t
+        h.sup.handle_probe("embed", child.generation, frozen)
+    assert h.spawner.signals == []
+    h.now = 16.0
+    h.sup.handle_probe("embed", child.generation, frozen)
+    assert h.spawner.signals == [(h.pid("embed"), signal.SIGKILL)]
+    assert "server is hung" in h.err.getvalue()
+
+
+def test_the_live_status_is_republished_as_a_heartbeat() -> None:
+    """Even with nothing changing, the status is rewritten every HEARTBEAT_S (embed_manage --alive reads it)."""
+    published: list[Mapping[str, object]] = []
+    h = Harness(names=("embed",))
+    h.sup.status_sink = published.append
+    h.sup.start_all(0.0)
+    h.ready("embed")
+    before = len(published)
+    for t in (1.0, 2.0, HEARTBEAT_S + 0.5, HEARTBEAT_S + 1.0, 2 * HEARTBEAT_S + 1.0):
+        h.at(t)
+    assert len(published) - before == 2
+    assert published[-1]["heartbeat_s"] == HEARTBEAT_S

@@ -98,6 +98,8 @@ class Settings:
     start_retries: int  # consecutive start failures before giving up (exit 1)
     health_interval_s: float  # liveness probe period once ready
     health_failures: int  # consecutive liveness failures before a restart
+    hang_timeout_s: float  # /health silent and no work completing this long: hung, replaced
+    backoff_reset_after_s: float  # ready this long before dying: restarted at the base delay
     embed: ServiceSettings
     rerank: ServiceSettings
     warnings: tuple[str, ...] = ()  # non-fatal notes found while loading (unknown keys...)
@@ -213,6 +215,8 @@ def _settings(r: _Reader, env_file: Path, cwd: Path) -> Settings:
         start_retries=r.required("EMBED_START_RETRIES", COUNT),
         health_interval_s=r.required("EMBED_HEALTH_INTERVAL", SECONDS),
         health_failures=r.required("EMBED_HEALTH_FAILURES", COUNT),
+        hang_timeout_s=r.required("EMBED_HANG_TIMEOUT", SECONDS),
+        backoff_reset_after_s=r.required("EMBED_BACKOFF_RESET_AFTER", SECONDS),
         embed=embed,
         rerank=rerank,
     )

@@ -122,6 +122,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("EMBED_START_RETRIES", "5", "Failed starts in a row before giving up (exit 1)", _SUP),
     Variable("EMBED_HEALTH_INTERVAL", "10", "Seconds between liveness probes once ready", _SUP),
     Variable("EMBED_HEALTH_FAILURES", "3", "Failed liveness probes in a row, then restart", _SUP),
+    Variable("EMBED_HANG_TIMEOUT", "600",
+             "Seconds /health may stay unanswered with no work completing before a TEI counts as hung"
+             " and is replaced (a busy TEI is never replaced)", _SUP),
+    Variable("EMBED_BACKOFF_RESET_AFTER", "60",
+             "Seconds a TEI must have been ready for its crash to be restarted at EMBED_RESTART_DELAY"
+             " again, not after a longer backoff", _SUP),
     *_service_variables(EMBED, "Embeddings"),
     *_service_variables(RERANK, "Reranking"),
 )

@@ -33,12 +33,13 @@ def fsync_dir(directory: Path) -> None:
 
 
 def atomic_write(path: Path, data: str | bytes, mode: int = PUBLIC_MODE, *,
-                 write: Writer = _write_all) -> None:
+                 write: Writer = _write_all, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically; on failure the old file stays and no temp remains.
 
     The temp file is born with ``mode`` (O_EXCL, then fchmod to defeat the umask in the other
     direction), so a 0600 key never exists with a looser mode, not even for a moment.
-    ``write`` is a fault-injection seam for tests.
+    ``durable=False`` skips the fsyncs (readers still never see half a file): for the live status,
+    rewritten every few seconds and worthless after a crash. ``write`` is a fault-injection seam.
     """
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
@@ -48,11 +49,13 @@ def atomic_write(path: Path, data: str | bytes, mode: int = PUBLIC_MODE, *,
         try:
             os.fchmod(fd, mode)
             write(fd, payload)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)

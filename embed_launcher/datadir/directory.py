@@ -141,7 +141,7 @@ class DataDir:
     def write_status(self, status: Mapping[str, object]) -> None:
         """Publish the live status for ``embed_manage --status``."""
         text = json.dumps(dict(status), indent=2, sort_keys=True, default=str)
-        self.write_file(STATUS_FILE, text + "\n", PUBLIC_MODE)
+        self.write_file(STATUS_FILE, text + "\n", PUBLIC_MODE, durable=False)
 
     def read_status(self) -> dict | None:
         """The last published status, or None when missing or unparseable."""
@@ -162,11 +162,11 @@ class DataDir:
             return None
         return text or None
 
-    def write_file(self, name: str, data: str, mode: int) -> None:
+    def write_file(self, name: str, data: str, mode: int, *, durable: bool = True) -> None:
         """Write atomically with ``mode`` (never looser, even briefly), or raise one clear error."""
         path = self.path / name
         try:
-            self._writer(path, data, mode)
+            self._writer(path, data, mode, durable=durable)
         except OSError as exc:
             raise self.io_error("write", path, exc) from None
 

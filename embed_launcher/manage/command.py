@@ -11,15 +11,18 @@ import click
 
 from embed_launcher.reporting.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
-ACTIONS = ("showinfo", "showkey", "getkey", "status", "listmodels", "listrerankers", "pullmodel")
+ACTIONS = ("showinfo", "showkey", "getkey", "status", "alive", "listmodels", "listrerankers", "pullmodel")
 USAGE = """Usage: embed_manage <action> [--json]
 
 Actions (exactly one):
   --showinfo           Show endpoints, models and usage examples of the running server
   --showkey            Show the API key(s) in a box
   --getkey             Print the raw API key, no newline (for scripts)
-  --status [--json]    Each service's model, port, pid, state, uptime, restarts and live
-                       health; exit 0 only when every enabled service is healthy
+  --status [--json]    Each service's model, port, pid, state, uptime, restarts and health
+                       (ready, busy or unhealthy); exit 0 only when every enabled service is
+                       ready or busy (a readiness check)
+  --alive              Exit 0 while the launcher runs and is not stuck, whatever its TEI
+                       children are doing (a liveness check)
   --listmodels         Recommended embedding models (cached ones marked, with size)
   --listrerankers      Recommended reranker models (cached ones marked, with size)
   --pullmodel <model>  Download a model's TEI file set into the data directory
@@ -70,6 +73,7 @@ class ManageCommand(click.Command):
 @click.option("--showkey", is_flag=True)
 @click.option("--getkey", is_flag=True)
 @click.option("--status", is_flag=True)
+@click.option("--alive", is_flag=True)
 @click.option("--listmodels", is_flag=True)
 @click.option("--listrerankers", is_flag=True)
 @click.option("--pullmodel", metavar="MODEL")
@@ -100,6 +104,7 @@ def run_action(action: str, environ: dict[str, str], *, as_json: bool = False, m
         "showkey": lambda: _keys().show_key(environ, console),
         "showinfo": lambda: _info().show_info(environ, console),
         "status": lambda: _info().show_status(environ, console, as_json=as_json),
+        "alive": lambda: _info().show_alive(environ, console),
         "listmodels": lambda: _models().list_models(environ, console, rerankers=False),
         "listrerankers": lambda: _models().list_models(environ, console, rerankers=True),
         "pullmodel": lambda: _models().pull(environ, console, model or ""),

@@ -1,4 +1,11 @@
-"""embed_manage --showinfo / --status: what runs, where, and whether it answers right now."""
+"""embed_manage --showinfo / --status / --alive: what runs, where, and how it is doing.
+
+--status and --alive read the live status the launcher publishes (`.status.json`, rewritten at
+least every heartbeat) instead of probing TEI themselves: the launcher already knows a busy TEI
+(its /health queued behind inference, work still completing on /metrics) from a dead one, and a
+probe of our own would call a busy server dead and put one more request in its backend's queue.
+A status older than a few heartbeats means the launcher's loop is stuck: then nothing is healthy.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +28,9 @@ TITLES = {
     (False, True): " EmbedCrate: Reranking Server",
 }
 PROBE_TIMEOUT_S = 3.0
+STALE_AFTER_HEARTBEATS = 6  # a live status this many heartbeats old: the launcher's loop is stuck
+DEFAULT_HEARTBEAT_S = 5.0
+SERVING = ("ready", "busy")  # a ready child's health that counts as healthy
 
 
 @dataclass(frozen=True)
@@ -73,8 +83,10 @@ def show_info(environ: Mapping[str, str], console: Console) -> int:
     data = DataDir(data_dir(dict(environ)))
     state, recorded = data.read_state(), recorded_services(data)
     services = enabled_services(state, environ)
+    live = read_live(data, time.time())
     for s in services:
-        if not probe_health(health_url(s.port, recorded.get(s.name)), PROBE_TIMEOUT_S):
+        busy = live.fresh and (recorded.get(s.name) or {}).get("health") == "busy"
+        if not busy and not probe_health(health_url(s.port, recorded.get(s.name)), PROBE_TIMEOUT_S):
             raise LauncherError(
                 f"Error: {s.label} server is not responding on port {s.port}. Is the container fully started?"
             )
@@ -134,46 +146,108 @@ def pid_alive(pid: object) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class LiveStatus:
+    """The launcher's last published status, and whether it can be believed."""
+
+    launcher_pid: object
+    alive: bool  # the launcher process exists
+    age_s: float | None  # seconds since it was written (None: never, or no timestamp)
+    stale_after_s: float
+    stopping: bool
+    services: Mapping[str, Mapping[str, object]]
+
+    @property
+    def fresh(self) -> bool:
+        """Alive and recently rewritten: its loop is turning."""
+        return self.alive and self.age_s is not None and self.age_s <= self.stale_after_s
+
+
+def read_live(data: DataDir, now: float) -> LiveStatus:
+    """Read `.status.json` and judge it."""
+    status = data.read_status() or {}
+    pid = status.get("launcher_pid")
+    updated, heartbeat = status.get("updated"), status.get("heartbeat_s")
+    age = now - updated if isinstance(updated, (int, float)) else None
+    heartbeat_s = heartbeat if isinstance(heartbeat, (int, float)) and heartbeat > 0 else DEFAULT_HEARTBEAT_S
+    services = status.get("services")
+    return LiveStatus(
+        launcher_pid=pid,
+        alive=pid_alive(pid) or os.getpid() == pid,
+        age_s=None if age is None else max(0.0, age),
+        stale_after_s=STALE_AFTER_HEARTBEATS * heartbeat_s,
+        stopping=bool(status.get("stopping")),
+        services=services if isinstance(services, dict) else {},
+    )
+
+
 def service_status(
-    view: ServiceView, recorded: Mapping[str, object], launcher_alive: bool, now: float
+    view: ServiceView, recorded: Mapping[str, object], live: LiveStatus, now: float
 ) -> dict[str, object]:
-    """One service's status: recorded by the launcher, plus a live /health probe."""
-    healthy = probe_health(health_url(view.port, recorded), PROBE_TIMEOUT_S)
+    """One service's status as the launcher published it; healthy = ready or busy, per a fresh status."""
+    state = str(recorded.get("state", "unknown")) if live.alive else "stopped"
+    running = state == "running" and live.fresh and not live.stopping
+    health = recorded.get("health", "ready") if running else None
     since = recorded.get("since")
-    state = str(recorded.get("state", "unknown")) if launcher_alive else "stopped"
     uptime = round(now - since, 1) if isinstance(since, (int, float)) and state == "running" else None
     return {
         "name": view.name, "model": view.model, "port": view.port,
-        "pid": recorded.get("pid") if launcher_alive else None, "state": state,
+        "pid": recorded.get("pid") if live.alive else None, "state": state, "health": health,
+        "queue_size": recorded.get("queue_size") if health == "busy" else None,
+        "idle_s": recorded.get("idle_s") if health == "busy" else None,
         "uptime_s": uptime, "restarts": recorded.get("restarts", 0),
-        "last_exit": recorded.get("last_exit"), "healthy": healthy, "auth": view.auth,
+        "last_exit": recorded.get("last_exit"), "healthy": health in SERVING, "auth": view.auth,
     }  # fmt: skip
 
 
 def show_status(environ: Mapping[str, str], console: Console, *, as_json: bool) -> int:
-    """Each enabled service's state and live health; exit 0 only when all are healthy."""
+    """Each enabled service's state and health; exit 0 only when all are ready or busy."""
     data = DataDir(data_dir(dict(environ)))
-    status = data.read_status() or {}
-    launcher_pid = status.get("launcher_pid")
-    alive = pid_alive(launcher_pid) or os.getpid() == launcher_pid
-    recorded = status.get("services") or {}
     now = time.time()
+    live = read_live(data, now)
     services = [
-        service_status(v, recorded.get(v.name) or {}, alive, now) for v in enabled_services(data.read_state(), environ)
+        service_status(v, live.services.get(v.name) or {}, live, now)
+        for v in enabled_services(data.read_state(), environ)
     ]
     healthy = bool(services) and all(s["healthy"] for s in services)
     if as_json:
-        console.info(
-            json.dumps({"healthy": healthy, "launcher_pid": launcher_pid if alive else None, "services": services})
-        )
+        console.info(json.dumps({
+            "healthy": healthy, "launcher_pid": live.launcher_pid if live.alive else None,
+            "status_age_s": None if live.age_s is None else round(live.age_s, 1), "services": services,
+        }))  # fmt: skip
     else:
-        console.lines(status_table(services, alive, launcher_pid))
+        console.lines(status_table(services, live))
     return EXIT_OK if healthy else EXIT_FAILURE
 
 
-def status_table(services: list[dict[str, object]], alive: bool, launcher_pid: object) -> list[str]:
+def show_alive(environ: Mapping[str, str], console: Console) -> int:
+    """Exit 0 while the launcher runs and its loop keeps the live status fresh (a liveness probe).
+
+    TEI children that are busy, restarting or still downloading do not matter: the launcher
+    heals its children itself; only a launcher that is gone or stuck needs a restart from outside.
+    """
+    live = read_live(DataDir(data_dir(dict(environ))), time.time())
+    if not live.alive:
+        raise LauncherError("Error: the launcher is not running (no live process for this data directory).")
+    if not live.fresh:
+        age = "at an unknown time" if live.age_s is None else f"{live.age_s:.0f} s ago"
+        raise LauncherError(
+            f"Error: the launcher (pid {live.launcher_pid}) last updated its status {age}"
+            f" (limit {live.stale_after_s:g} s): its loop is stuck."
+        )
+    console.info(f"alive: launcher pid {live.launcher_pid}, status updated {live.age_s:.0f} s ago")
+    return EXIT_OK
+
+
+def status_table(services: list[dict[str, object]], live: LiveStatus) -> list[str]:
     """Human-readable status, one line per service."""
-    head = f"Launcher: {'running (pid ' + str(launcher_pid) + ')' if alive else 'not running'}"
+    if not live.alive:
+        head = "Launcher: not running"
+    elif not live.fresh:
+        since = "ever" if live.age_s is None else f"for {live.age_s:.0f} s"
+        head = f"Launcher: STUCK (pid {live.launcher_pid}; status not updated {since})"
+    else:
+        head = f"Launcher: running (pid {live.launcher_pid})"
     lines = [
         head,
         f"{'SERVICE':<8} {'MODEL':<34} {'PORT':>5} {'PID':>7} {'STATE':<9} {'UPTIME':>9} {'RESTARTS':>8}  HEALTH",
@@ -183,9 +257,18 @@ def status_table(services: list[dict[str, object]], alive: bool, launcher_pid: o
         lines.append(
             f"{s['name']:<8} {s['model']!s:<34} {s['port']!s:>5} {s['pid'] or '-'!s:>7} {s['state']!s:<9} "
             f"{(format_duration(float(uptime)) if isinstance(uptime, (int, float)) else '-'):>9} {s['restarts']!s:>8}  "
-            f"{'healthy' if s['healthy'] else 'UNHEALTHY'}"
+            f"{health_text(s)}"
         )
     return lines
+
+
+def health_text(s: Mapping[str, object]) -> str:
+    """ready, busy (queue 12, 35 s since work completed), or UNHEALTHY."""
+    if s["health"] == "busy":
+        idle = s["idle_s"]
+        idle_text = f", {float(idle):.0f} s since work completed" if isinstance(idle, (int, float)) else ""
+        return f"busy (queue {s['queue_size']}{idle_text})"
+    return str(s["health"]) if s["healthy"] else "UNHEALTHY"
 
 
 def format_duration(seconds: float) -> str:

@@ -27,7 +27,7 @@ from embed_launcher.supervision.hints import hint_for
 from embed_launcher.supervision.hints import ort_refused as ort_refused_in
 from embed_launcher.supervision.plan import ChildSpec
 from embed_launcher.supervision.process import die_with_parent
-from embed_launcher.supervision.supervisor import Notifier, NullNotifier
+from embed_launcher.supervision.supervisor import HEARTBEAT_S, Notifier, NullNotifier
 
 EXTEND_EVERY_S = 10.0  # how often systemd hears "still downloading"
 EXTEND_BY_S = 60.0
@@ -114,17 +114,19 @@ def fetch_models(
     console: Console,
     notifier: Notifier | None,
     mailbox: Mailbox,
+    heartbeat: Callable[[], None] = lambda: None,
 ) -> dict[str, str]:
     """Service name -> snapshot directory to give TEI as --model-id (so TEI never downloads).
 
-    ``backends`` maps each service to the weight format its TEI loads (service_backends).
+    ``backends`` maps each service to the weight format its TEI loads (service_backends);
+    ``heartbeat`` is called every HEARTBEAT_S while the download runs (the live status stays fresh).
     """
     if settings.local_only:
         return local_sources(settings, backends)
     notes = missing_notes(settings, backends)
     if notes:
         console.lines(notes)
-    return run_worker(environ, backends, notifier or NullNotifier(), mailbox)
+    return run_worker(environ, backends, notifier or NullNotifier(), mailbox, heartbeat=heartbeat)
 
 
 def run_worker(
@@ -133,6 +135,7 @@ def run_worker(
     notifier: Notifier,
     mailbox: Mailbox,
     clock: Callable[[], float] = time.monotonic,
+    heartbeat: Callable[[], None] = lambda: None,
 ) -> dict[str, str]:
     """Run the download worker to its end, relaying stop signals; its output is already ours."""
     read_fd, write_fd = os.pipe()
@@ -155,7 +158,7 @@ def run_worker(
     finally:
         os.close(write_fd)
     with os.fdopen(read_fd, "rb") as results:
-        supervise_worker(proc, notifier, mailbox, clock)
+        supervise_worker(proc, notifier, mailbox, clock, heartbeat)
         payload = results.read()
     if mailbox.stop_requests:
         raise StopRequested()
@@ -166,10 +169,14 @@ def run_worker(
 
 
 def supervise_worker(
-    proc: subprocess.Popen[bytes], notifier: Notifier, mailbox: Mailbox, clock: Callable[[], float]
+    proc: subprocess.Popen[bytes],
+    notifier: Notifier,
+    mailbox: Mailbox,
+    clock: Callable[[], float],
+    heartbeat: Callable[[], None] = lambda: None,
 ) -> None:
     """Wait for the worker: forward each stop signal (a second one kills), keep systemd patient."""
-    forwarded, last_extend = 0, float("-inf")
+    forwarded, last_extend, last_beat = 0, float("-inf"), clock()
     while proc.poll() is None:
         if mailbox.stop_requests > forwarded:
             forwarded = mailbox.stop_requests
@@ -178,4 +185,7 @@ def supervise_worker(
         if now - last_extend >= EXTEND_EVERY_S:
             last_extend = now
             notifier.extend_timeout(EXTEND_BY_S)
+        if now - last_beat >= HEARTBEAT_S:
+            last_beat = now
+            heartbeat()
         mailbox.wait(WAIT_TICK_S)

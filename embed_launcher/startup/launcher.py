@@ -25,7 +25,7 @@ from embed_launcher.supervision.events import Mailbox, ReadyLogged
 from embed_launcher.supervision.plan import LABELS, ChildSpec, build_plan
 from embed_launcher.supervision.policy import RestartPolicy
 from embed_launcher.supervision.process import Spawner
-from embed_launcher.supervision.supervisor import Notifier, Supervisor, Timing
+from embed_launcher.supervision.supervisor import HEARTBEAT_S, Notifier, Supervisor, Timing
 
 PORT_VARIABLES = {"embed": ("EMBED_PORT", "EMBED_PROMETHEUS_PORT"), "rerank": ("RERANK_PORT", "RERANK_PROMETHEUS_PORT")}
 
@@ -46,10 +46,12 @@ def timing(settings: Settings) -> Timing:
         health_interval_s=settings.health_interval_s,
         health_timeout_s=min(5.0, settings.health_interval_s),
         health_failures=settings.health_failures,
+        hang_timeout_s=settings.hang_timeout_s,
         policy=RestartPolicy(
             initial_delay_s=settings.restart_delay_s,
             max_delay_s=settings.restart_max_delay_s,
             max_start_failures=settings.start_retries,
+            reset_after_s=settings.backoff_reset_after_s,
         ),
     )
 
@@ -95,7 +97,10 @@ class Launcher:
         self.write_state(settings, data, auth, address.address)
         self.publish_preparing(settings, data)
         backends = service_backends(settings, tei_backend(settings.backend, tei_bin, self.environ))
-        sources = fetch_models(settings, backends, self.environ, self.console, self.notifier, mailbox)
+        sources = fetch_models(
+            settings, backends, self.environ, self.console, self.notifier, mailbox,
+            heartbeat=lambda: self.write_preparing(settings, data),
+        )  # fmt: skip
         specs = build_plan(
             settings,
             tei_bin=tei_bin,
@@ -154,14 +159,19 @@ class Launcher:
 
     def publish_preparing(self, settings: Settings, data: DataDir) -> None:
         """Before any TEI runs: say so to `embed_manage --status` and to systemd (models may take a while)."""
+        self.write_preparing(settings, data)
+        if self.notifier is not None:
+            self.notifier.status("checking and downloading models")
+
+    def write_preparing(self, settings: Settings, data: DataDir) -> None:
+        """The live status while models download (rewritten every heartbeat, for embed_manage --alive)."""
         services = {
             s.name: {"model": s.model, "port": s.port, "pid": None, "state": "preparing"} for s in settings.services
         }
-        data.write_status(
-            {"launcher_pid": os.getpid(), "started": round(self.started, 3), "stopping": False, "services": services}
-        )
-        if self.notifier is not None:
-            self.notifier.status("checking and downloading models")
+        data.write_status({
+            "launcher_pid": os.getpid(), "started": round(self.started, 3), "stopping": False,
+            "updated": round(time.time(), 3), "heartbeat_s": HEARTBEAT_S, "services": services,
+        })  # fmt: skip
 
     def supervise(
         self,

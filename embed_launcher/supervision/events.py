@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 
+from embed_launcher.supervision.liveness import Check
+
 # Signals that stop the launcher; the first asks for a graceful stop, a second forces it.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
@@ -24,11 +26,11 @@ class SignalReceived:
 
 @dataclass(frozen=True)
 class ProbeAnswered:
-    """A /health probe of one process (``generation``) of a child finished."""
+    """A health check of one process (``generation``) of a child finished."""
 
     name: str
     generation: int
-    healthy: bool
+    check: Check
 
 
 @dataclass(frozen=True)

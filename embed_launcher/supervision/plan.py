@@ -38,6 +38,7 @@ class ChildSpec:
     env: Mapping[str, str] = field(repr=False)
     port: int = 0
     health_url: str = ""
+    metrics_url: str = ""
     secrets: tuple[str, ...] = field(default=(), repr=False)  # values to mask in relayed output
 
 
@@ -113,6 +114,7 @@ def build_plan(
                 env=env,
                 port=service.port,
                 health_url=f"http://{probe_host(settings.host)}:{service.port}/health",
+                metrics_url=f"http://{probe_host(settings.host)}:{service.port}/metrics",
                 secrets=secrets,
             )
         )

@@ -24,7 +24,9 @@ class RestartPolicy:
 
     initial_delay_s: float = 1.0
     max_delay_s: float = 60.0
-    reset_after_s: float = 600.0  # this long ready, and the backoff starts again at initial_delay_s
+    # A child that served this long before dying was unlucky (an OOM kill by one huge batch), not
+    # in a crash loop: it is restarted at initial_delay_s, and its backoff starts over.
+    reset_after_s: float = 60.0
     max_start_failures: int = 5  # consecutive starts that never became ready, then FATAL
 
     def delay_s(self, attempt: int) -> float:

@@ -1,4 +1,4 @@
-"""Health probe: is a TEI server answering GET /health with 200? (a raw socket, short timeouts)."""
+"""Health probes over a bare socket: GET /health (three answers), and a few lines of GET /metrics."""
 
 from __future__ import annotations
 
@@ -6,41 +6,98 @@ import socket
 import time
 import urllib.parse
 
+from embed_launcher.supervision.liveness import Answer, Progress
+
 MAX_STATUS_LINE = 1024
+MAX_METRICS_BYTES = 4 << 20  # TEI's /metrics is tens of kB; anything far larger is not TEI's
+QUEUE_SIZE = "te_queue_size"
+# Counters that move when work completes; a batch taken for the backend counts too.
+PROGRESS_COUNTERS = (
+    "te_request_success",
+    "te_request_failure",
+    "te_request_inference_duration_count",
+    "te_batch_next_size_count",
+)
 
 
 def probe_health(url: str, timeout_s: float) -> bool:
-    """True iff ``url`` answers 200 within ``timeout_s``; refused, 503 or a timeout all mean no.
+    """True iff ``url`` answers 200 within ``timeout_s``; refused, 503 or a timeout all mean no."""
+    return check_health(url, timeout_s) is Answer.OK
+
+
+def check_health(url: str, timeout_s: float) -> Answer:
+    """GET ``url``: OK (200), FAILING (refused, reset, non-200, malformed) or SILENT (no answer in time).
 
     TEI binds its port only once the model is loaded, so "connection refused" is the normal
     answer while a child starts (tei-contract §5.2). Only the status line is read. A bare socket
     rather than http.client: that module pulls in ssl and email (~7 MB resident in the
     supervisor for the life of the server) to read one line.
     """
+    try:
+        status_line = _request(url, timeout_s, until_first_line=True)
+    except TimeoutError:
+        return Answer.SILENT
+    except (OSError, ValueError):
+        return Answer.FAILING
+    return Answer.OK if _status(status_line) == b"200" else Answer.FAILING
+
+
+def read_progress(url: str, timeout_s: float) -> Progress | None:
+    """The queue size and progress counters from TEI's ``/metrics``; None when it does not answer 200."""
+    try:
+        response = _request(url, timeout_s, until_first_line=False)
+    except (OSError, ValueError):
+        return None
+    head, _, body = response.partition(b"\r\n\r\n")
+    if _status(head.split(b"\r\n", 1)[0]) != b"200":
+        return None
+    values = dict.fromkeys((QUEUE_SIZE, *PROGRESS_COUNTERS), 0.0)
+    for line in body.split(b"\n"):
+        if not line.startswith(b"te_"):
+            continue
+        name = line.split(b"{", 1)[0].split(b" ", 1)[0].decode("ascii", "replace")
+        if name in values:
+            try:
+                values[name] += float(line.rsplit(b" ", 1)[1])  # summed over labels
+            except (IndexError, ValueError):
+                continue
+    return Progress(values[QUEUE_SIZE], tuple(values[name] for name in PROGRESS_COUNTERS))
+
+
+def _status(status_line: bytes) -> bytes | None:
+    fields = status_line.split()
+    return fields[1] if len(fields) >= 2 and fields[0].startswith(b"HTTP/") else None
+
+
+def _request(url: str, timeout_s: float, *, until_first_line: bool) -> bytes:
+    """GET ``url``; return its status line, or the whole response (to EOF, bounded), within the deadline."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     deadline = time.monotonic() + timeout_s
     request = f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n"
-    try:
-        with socket.create_connection((host, parts.port or 80), timeout=timeout_s) as sock:
-            sock.sendall(request.encode("ascii"))
-            status_line = _read_line(sock, deadline)
-    except (OSError, ValueError):
-        return False
-    fields = status_line.split()
-    return len(fields) >= 2 and fields[0].startswith(b"HTTP/") and fields[1] == b"200"
+    with socket.create_connection((host, parts.port or 80), timeout=timeout_s) as sock:
+        sock.sendall(request.encode("ascii"))
+        if until_first_line:
+            return _read(sock, deadline, MAX_STATUS_LINE, stop_at=b"\r\n").split(b"\r\n", 1)[0]
+        return _read(sock, deadline, MAX_METRICS_BYTES, stop_at=None)
 
 
-def _read_line(sock: socket.socket, deadline: float) -> bytes:
-    """Bytes up to the first CRLF, within the deadline (whole probe, not per read)."""
-    data = b""
-    while b"\r\n" not in data and len(data) < MAX_STATUS_LINE:
+def _read(sock: socket.socket, deadline: float, limit: int, stop_at: bytes | None) -> bytes:
+    """Bytes until ``stop_at`` is seen, EOF or ``limit``, within the deadline (the whole read, not per recv).
+
+    A connection closed before any byte is a failure (TEI's /health handler panics that way
+    when its backend thread is gone); a deadline passed is a TimeoutError (silent).
+    """
+    data = bytearray()
+    while len(data) < limit and (stop_at is None or stop_at not in data):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError("no status line in time")
+            raise TimeoutError("no answer in time")
         sock.settimeout(remaining)
-        chunk = sock.recv(MAX_STATUS_LINE)
+        chunk = sock.recv(65536)
         if not chunk:
+            if not data:
+                raise ConnectionResetError("closed without an answer")
             break
         data += chunk
-    return data.split(b"\r\n", 1)[0]
+    return bytes(data)

@@ -11,16 +11,18 @@ from typing import Protocol
 
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
-from embed_launcher.supervision import policy
+from embed_launcher.supervision import liveness, policy
 from embed_launcher.supervision.events import Event, Mailbox, ProbeAnswered, ReadyLogged, SignalReceived
 from embed_launcher.supervision.hints import hint_for
+from embed_launcher.supervision.liveness import Answer, Check, Health, Liveness, Progress
 from embed_launcher.supervision.plan import ChildSpec
 from embed_launcher.supervision.policy import ChildState, Phase, RestartPolicy
-from embed_launcher.supervision.probe import probe_health
+from embed_launcher.supervision.probe import check_health, read_progress
 from embed_launcher.supervision.process import Handle, describe_exit, reap, signal_group
 
 STARTUP_POLL_S = 0.1  # /health while starting; the "Ready" log line triggers an earlier probe
 MAX_WAIT_S = 1.0  # the loop wakes at least this often (watchdog, clock-based deadlines)
+HEARTBEAT_S = 5.0  # the live status is rewritten at least this often: embed_manage --alive reads its age
 TEI_USAGE_ERROR = 2  # clap rejected the arguments: retrying cannot help
 
 
@@ -60,6 +62,7 @@ class Timing:
     health_interval_s: float = 10.0
     health_timeout_s: float = 5.0
     health_failures: int = 3
+    hang_timeout_s: float = 600.0
     startup_poll_s: float = STARTUP_POLL_S
     policy: RestartPolicy = field(default_factory=RestartPolicy)
 
@@ -74,7 +77,7 @@ class Child:
     generation: int = 0  # bumped per process, so a late probe result of a dead one is ignored
     probing: bool = False
     next_probe_at: float = 0.0
-    health_failures: int = 0
+    liveness: Liveness = field(default_factory=Liveness)
     killing: bool = False  # we sent SIGKILL (ready timeout, liveness) and await the exit
     last_exit: str | None = None
 
@@ -94,7 +97,8 @@ class Supervisor:
         spawner: Spawner,
         mailbox: Mailbox | None = None,
         timing: Timing = Timing(),
-        probe: Callable[[str, float], bool] = probe_health,
+        probe: Callable[[str, float], Answer] = check_health,
+        read_progress: Callable[[str, float], Progress | None] = read_progress,
         clock: Callable[[], float] = time.monotonic,
         notifier: Notifier | None = None,
         banner: Callable[[], Sequence[str]] = lambda: (),
@@ -108,6 +112,7 @@ class Supervisor:
         self.mailbox = mailbox or Mailbox()
         self.timing = timing
         self.probe = probe
+        self.read_progress = read_progress
         self.clock = clock
         self.notifier = notifier or NullNotifier()
         self.banner = banner
@@ -120,6 +125,7 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self.banner_shown = False
         self.last_watchdog = 0.0
+        self.last_publish = float("-inf")
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -139,7 +145,7 @@ class Supervisor:
         if isinstance(event, SignalReceived):
             self.handle_signal(event.signum)
         elif isinstance(event, ProbeAnswered):
-            self.handle_probe(event.name, event.generation, event.healthy)
+            self.handle_probe(event.name, event.generation, event.check)
         elif isinstance(event, ReadyLogged):
             self.handle_ready_line(event.name)
 
@@ -173,7 +179,7 @@ class Supervisor:
         """Start a process for ``child``; a spawn that fails (e.g. ENOEXEC) counts as a failed start."""
         child.generation += 1
         child.probing = False
-        child.health_failures = 0
+        child.liveness = Liveness()
         child.killing = False
         child.next_probe_at = now + self.timing.startup_poll_s
         try:
@@ -231,37 +237,42 @@ class Supervisor:
             if child.spec.name == name and child.state.phase is Phase.STARTING:
                 child.next_probe_at = min(child.next_probe_at, self.clock())
 
-    def handle_probe(self, name: str, generation: int, ok: bool) -> None:
-        """A /health answer arrived for the process of ``generation``."""
+    def handle_probe(self, name: str, generation: int, check: Check) -> None:
+        """A health check finished for the process of ``generation``."""
         child = self.child_named(name)
         child.probing = False
         if generation != child.generation or self.stopping or child.handle is None:
             return
         now = self.clock()
         if child.state.phase is Phase.STARTING:
-            if ok:
+            if check.answer is Answer.OK:
                 self.child_ready(child, now)
             else:
                 child.next_probe_at = now + self.timing.startup_poll_s
         elif child.state.phase is Phase.RUNNING:
-            self.liveness_result(child, ok, now)
+            self.liveness_result(child, check, now)
 
-    def liveness_result(self, child: Child, ok: bool, now: float) -> None:
-        """Count consecutive failed health checks of a ready child; too many and it is restarted."""
+    def liveness_result(self, child: Child, check: Check, now: float) -> None:
+        """Judge a ready child: healthy or busy keeps serving; failing too often, or hung, is replaced."""
         child.next_probe_at = now + self.timing.health_interval_s
-        child.health_failures = 0 if ok else child.health_failures + 1
-        if child.health_failures >= self.timing.health_failures and child.handle is not None and not child.killing:
+        before = child.liveness.health
+        child.liveness = liveness.judge(child.liveness, check, now)
+        reason = liveness.restart_reason(
+            child.liveness, now, max_failures=self.timing.health_failures, hang_timeout_s=self.timing.hang_timeout_s
+        )
+        if reason is not None and child.handle is not None and not child.killing:
             child.killing = True
-            self.console.error(
-                f"Error: {child.spec.label} server failed {child.health_failures} health checks in a row;"
-                " restarting it."
-            )
+            self.console.error(f"Error: {child.spec.label} server {reason}; restarting it.")
             self.spawner.signal(child.handle, signal.SIGKILL)
+        if child.liveness.health is not before:
+            self.notifier.status(self.status_line())
+            self.publish()
 
     def child_ready(self, child: Child, now: float) -> None:
         """A child answered /health: announce it (the banner once all are up)."""
         restarted = child.state.restarts > 0
         child.state = policy.became_ready(child.state, now)
+        child.liveness = liveness.became_ready(now)
         child.next_probe_at = now + self.timing.health_interval_s
         if not self.banner_shown and all(c.state.phase is Phase.RUNNING for c in self.children):
             self.banner_shown = True
@@ -345,6 +356,8 @@ class Supervisor:
             return
         for child in self.children:
             self.tick_child(child, now)
+        if now - self.last_publish >= HEARTBEAT_S:
+            self.publish()
         interval = self.notifier.watchdog_interval_s
         if interval is not None and now - self.last_watchdog >= interval:
             self.last_watchdog = now
@@ -369,21 +382,25 @@ class Supervisor:
             self.publish()
 
     def start_probe(self, child: Child) -> None:
-        """Ask /health in a daemon thread; the answer comes back through the mailbox.
+        """Check the child in a daemon thread; the answer comes back through the mailbox.
 
+        A ready child gets a liveness check: /health, then /metrics if /health was silent.
         Daemon threads, not an executor: the interpreter joins executor threads at exit, so a
         probe stuck on a draining TEI would hold up the launcher's own exit by its timeout.
         """
         child.probing = True
-        timeout = self.timing.health_timeout_s if child.state.phase is Phase.RUNNING else 1.0
-        name, generation, url = child.spec.name, child.generation, child.spec.health_url
+        running = child.state.phase is Phase.RUNNING
+        timeout = self.timing.health_timeout_s if running else 1.0
+        name, generation, spec = child.spec.name, child.generation, child.spec
 
         def ask() -> None:
             try:
-                ok = bool(self.probe(url, timeout))
+                answer = self.probe(spec.health_url, timeout)
+                busy = running and answer is Answer.SILENT
+                check = Check(answer, self.read_progress(spec.metrics_url, timeout) if busy else None)
             except Exception:
-                ok = False
-            self.mailbox.post(ProbeAnswered(name, generation, ok))
+                check = Check(Answer.FAILING)
+            self.mailbox.post(ProbeAnswered(name, generation, check))
 
         threading.Thread(target=ask, name=f"probe-{name}", daemon=True).start()
 
@@ -394,21 +411,38 @@ class Supervisor:
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: each service's state."""
-        return "; ".join(f"{c.spec.label.lower()}: {c.state.phase.value}" for c in self.children)
+        return "; ".join(f"{c.spec.label.lower()}: {self.state_word(c)}" for c in self.children)
+
+    @staticmethod
+    def state_word(child: Child) -> str:
+        """The phase, or for a ready child how it is doing (ready, busy, unhealthy)."""
+        if child.state.phase is Phase.RUNNING:
+            return child.liveness.health.value
+        return child.state.phase.value
 
     def publish(self) -> None:
         """Hand the live status to the sink (the data dir's status file, read by embed_manage --status)."""
-        wall_offset = time.time() - self.clock()
+        now = self.clock()
+        self.last_publish = now
+        wall_offset = time.time() - now
         services: dict[str, object] = {}
         for c in self.children:
+            running = c.state.phase is Phase.RUNNING
+            busy = running and c.liveness.health is Health.BUSY
             services[c.spec.name] = {
                 "model": c.spec.model,
                 "port": c.spec.port,
                 "pid": c.handle.pid if c.handle is not None else None,
                 "state": c.state.phase.value,
+                "health": c.liveness.health.value if running else None,
+                "queue_size": c.liveness.progress.queue_size if busy and c.liveness.progress else None,
+                "idle_s": round(c.liveness.idle_s(now), 1) if busy else None,
                 "since": round(c.state.since + wall_offset, 3),
                 "restarts": c.state.restarts,
                 "last_exit": c.last_exit,
                 "health_url": c.spec.health_url,
             }
-        self.status_sink({"stopping": self.stopping, "updated": round(time.time(), 3), "services": services})
+        self.status_sink({
+            "stopping": self.stopping, "updated": round(time.time(), 3), "heartbeat_s": HEARTBEAT_S,
+            "services": services,
+        })  # fmt: skip
