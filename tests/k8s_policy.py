@@ -21,7 +21,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 KUSTOMIZE_DIR = ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("download", "offline", "gpu")
-COMPONENTS = ("rerank", "queue-autoscaling")
+COMPONENTS = ("gpu", "offline", "offline-rerank", "queue-autoscaling", "rerank")
 
 Doc = dict[str, Any]
 Check = Callable[[list[Doc]], list[str]]
@@ -123,16 +123,21 @@ def server(docs: list[Doc]) -> tuple[Doc, Doc, Doc]:
     return deployment, spec, spec["containers"][0]
 
 
-def config(docs: list[Doc]) -> dict[str, str]:
-    """The server's settings: its ConfigMaps (envFrom), then literal env values, over defaults."""
+def settings(docs: list[Doc]) -> dict[str, str]:
+    """What the server's container is given: its ConfigMaps (envFrom), then literal env values."""
     _, _, container = server(docs)
     maps = {d["metadata"]["name"]: d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
-    values = dict(DEFAULTS)
+    values: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
             values.update(maps.get(source["configMapRef"]["name"], {}))
     values.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
     return values
+
+
+def config(docs: list[Doc]) -> dict[str, str]:
+    """The server's settings over the launcher's defaults."""
+    return DEFAULTS | settings(docs)
 
 
 def enabled_ports(cfg: dict[str, str]) -> set[int]:

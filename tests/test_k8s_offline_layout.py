@@ -30,11 +30,12 @@ def _unshare_mount_works() -> str | None:
     return None if proc.returncode == 0 else proc.stderr.strip() or f"exit {proc.returncode}"
 
 
-def _offline_layout() -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """(the server's settings, [(subPath, path relative to the data dir)] of read-only claim mounts)."""
+def _offline_layout(components: tuple[str, ...], scratch: Path) -> tuple[dict[str, str], dict[str, str],
+                                                                         list[tuple[str, str]]]:
+    """(settings given, over defaults, [(subPath, path in the data dir)] of read-only claim mounts)."""
     if kp.kubectl() is None:
         pytest.skip("kubectl is not installed: cannot render the offline overlay to read its layout")
-    docs = kp.render(kp.KUSTOMIZE_DIR / "overlays" / "offline")
+    docs = kp.render(kp.variant_dir("offline", components, scratch))
     cfg = kp.config(docs)
     _, spec, container = kp.server(docs)
     claims = {v["name"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
@@ -44,23 +45,26 @@ def _offline_layout() -> tuple[dict[str, str], list[tuple[str, str]]]:
         if m["name"] in claims:
             assert m.get("readOnly") and m["mountPath"].startswith(data_dir + "/"), m
             mounts.append((m["subPath"], m["mountPath"][len(data_dir) + 1:]))
-    return cfg, mounts
+    return kp.settings(docs), cfg, mounts
 
 
-def test_local_only_start_from_read_only_model_folders(tmp_path: Path, hub: HubStandIn) -> None:
+@pytest.mark.parametrize("components", [(), ("rerank", "offline-rerank")], ids=["embed", "embed+rerank"])
+def test_local_only_start_from_read_only_model_folders(tmp_path: Path, hub: HubStandIn,
+                                                       components: tuple[str, ...]) -> None:
     why = _unshare_mount_works()
     if why:
         pytest.skip(f"unshare --mount is refused here ({why}): cannot bind-mount read-only")
-    cfg, mounts = _offline_layout()
-    assert cfg["EMBED_LOCAL_ONLY"] == "true" and mounts
-    model = cfg["EMBED_MODEL"]
+    given, cfg, mounts = _offline_layout(components, tmp_path / "kustomize")
+    models = kp.enabled_models(cfg)
+    assert cfg["EMBED_LOCAL_ONLY"] == "true" and len(mounts) == len(models)
 
-    # The Job: embed_manage --pullmodel with the claim as its data directory.
+    # The Job: embed_manage --pullmodel (one container per model) with the claim as its data dir.
     claim, data = tmp_path / "claim", tmp_path / "data"
     claim.mkdir()
     data.mkdir()
-    pulled = manage(claim, "--pullmodel", model, env={"HF_ENDPOINT": hub.endpoint})
-    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    for model in models:
+        pulled = manage(claim, "--pullmodel", model, env={"HF_ENDPOINT": hub.endpoint})
+        assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     before = sorted((str(p), p.stat().st_mtime_ns) for p in claim.rglob("*"))
 
     # The pod: the data dir writable (emptyDir), each model folder a read-only bind (subPath).
@@ -70,11 +74,11 @@ def test_local_only_start_from_read_only_model_folders(tmp_path: Path, hub: HubS
         script += [f"mkdir -p {dst}", f"mount --bind {src} {dst}", f"mount -o remount,bind,ro {dst}",
                    f"if touch {dst}/.write-test 2>/dev/null; then echo 'not read-only: {rel}'; exit 97; fi"]
     script.append(f"exec {shlex.quote(sys.executable)} -m embed_launcher")
-    names = ("EMBED_PORT", "EMBED_PROMETHEUS_PORT")
+    names = ("EMBED_PORT", "EMBED_PROMETHEUS_PORT", "RERANK_PORT", "RERANK_PROMETHEUS_PORT")
     ports = dict(zip(names, map(str, free_ports(len(names))), strict=True))
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        **{k: v for k, v in cfg.items() if k not in kp.DEFAULTS or k in ("EMBED_LOCAL_ONLY", "EMBED_MODEL")},
+        **given,
         **ports,
         "EMBED_API_KEY": "embed-from-the-secret",  # the Secret's key, as secretKeyRef gives it
         "EMBED_DATA_DIR": str(data),
@@ -93,11 +97,13 @@ def test_local_only_start_from_read_only_model_folders(tmp_path: Path, hub: HubS
                                 start_new_session=True)
     run = LauncherRun(proc, log_path, env, data, {k: int(v) for k, v in ports.items()})
     try:
-        run.wait_for("Text embeddings server is ready")
+        run.wait_for("Text embeddings & reranking server is ready" if len(models) > 1 else
+                     "Text embeddings server is ready")
         assert manage(data, "--status").returncode == 0
-        argv = run.child_argv("embed")
-        model_id = argv[argv.index("--model-id") + 1]
-        assert model_id.startswith(str(data / ("models--" + model.replace("/", "--"))) + "/snapshots/")
+        for service, model in zip(("embed", "rerank"), models, strict=False):
+            argv = run.child_argv(service)
+            model_id = argv[argv.index("--model-id") + 1]
+            assert model_id.startswith(str(data / ("models--" + model.replace("/", "--"))) + "/snapshots/")
         assert hub.log == []  # local-only: not one request
         run.signal(signal.SIGTERM)
         assert run.wait_exit() == 0
