@@ -389,3 +389,14 @@ def test_schema_check_catches_a_misspelt_field(rendered: Rendered) -> None:
     deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["timeoutSecond"] = 5
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, SUPPORTED_VERSIONS[0], strict=True)
+
+
+def test_readme_explains_every_overlay_and_component() -> None:
+    """README's Kubernetes section names each directory users can pick, and stands on its own."""
+    readme = (kp.ROOT / "README.md").read_text()
+    section = readme[readme.index("### Kubernetes"):readme.index("## Configuration")]
+    for overlay in kp.OVERLAYS:
+        assert f"`overlays/{overlay}`" in section
+    for component in kp.COMPONENTS:
+        assert f"components/{component}" in section
+    assert "../shared" not in section
