@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import k8s_policy as kp
+import k8s_manifests as km
 import pytest
 from conftest import LauncherRun, clean_up, free_ports, make_tei, manage
 from hub_server import HubStandIn
@@ -33,11 +33,11 @@ def _unshare_mount_works() -> str | None:
 def _offline_layout(components: tuple[str, ...], scratch: Path) -> tuple[dict[str, str], dict[str, str],
                                                                          list[tuple[str, str]]]:
     """(settings given, over defaults, [(subPath, path in the data dir)] of read-only claim mounts)."""
-    if kp.kubectl() is None:
+    if km.kubectl() is None:
         pytest.skip("kubectl is not installed: cannot render the offline overlay to read its layout")
-    docs = kp.render(kp.variant_dir("offline", components, scratch))
-    cfg = kp.config(docs)
-    _, spec, container = kp.server(docs)
+    docs = km.render(km.variant_dir("offline", components, scratch))
+    cfg = km.config(docs)
+    _, spec, container = km.server(docs)
     claims = {v["name"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
     data_dir = cfg["EMBED_DATA_DIR"].rstrip("/")
     mounts = []
@@ -45,7 +45,7 @@ def _offline_layout(components: tuple[str, ...], scratch: Path) -> tuple[dict[st
         if m["name"] in claims:
             assert m.get("readOnly") and m["mountPath"].startswith(data_dir + "/"), m
             mounts.append((m["subPath"], m["mountPath"][len(data_dir) + 1:]))
-    return kp.settings(docs), cfg, mounts
+    return km.settings(docs), cfg, mounts
 
 
 @pytest.mark.parametrize("components", [(), ("rerank", "offline-rerank")], ids=["embed", "embed+rerank"])
@@ -55,7 +55,7 @@ def test_local_only_start_from_read_only_model_folders(tmp_path: Path, hub: HubS
     if why:
         pytest.skip(f"unshare --mount is refused here ({why}): cannot bind-mount read-only")
     given, cfg, mounts = _offline_layout(components, tmp_path / "kustomize")
-    models = kp.enabled_models(cfg)
+    models = km.enabled_models(cfg)
     assert cfg["EMBED_LOCAL_ONLY"] == "true" and len(mounts) == len(models)
 
     # The Job: embed_manage --pullmodel (one container per model) with the claim as its data dir.

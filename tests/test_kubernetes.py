@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
 from pathlib import Path
 
+import k8s_manifests as km
+import k8s_mutations as mut
 import k8s_policy as kp
 import pytest
 import yaml
@@ -38,17 +39,17 @@ def variant_id(variant: tuple[str, tuple[str, ...]]) -> str:
     return "+".join((overlay, *components))
 
 
-Rendered = dict[str, list[kp.Doc]]
+Rendered = dict[str, list[km.Doc]]
 
 
 @pytest.fixture(scope="session")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
     """Every variant rendered once per session."""
-    if kp.kubectl() is None:
+    if km.kubectl() is None:
         pytest.skip("kubectl is not installed: the Kubernetes manifests cannot be rendered here "
                     "(install kubectl, which bundles kustomize, to run these checks)")
     scratch = tmp_path_factory.mktemp("kustomize")
-    return {variant_id(v): kp.render(kp.variant_dir(v[0], v[1], scratch / variant_id(v))) for v in VARIANTS}
+    return {variant_id(v): km.render(km.variant_dir(v[0], v[1], scratch / variant_id(v))) for v in VARIANTS}
 
 
 @pytest.mark.parametrize("variant", [variant_id(v) for v in VARIANTS])
@@ -59,13 +60,13 @@ def test_variant_renders(rendered: Rendered, variant: str) -> None:
 
 def test_every_overlay_and_component_is_covered() -> None:
     """A new overlay or component on disk must be rendered by some variant (and so checked)."""
-    overlays = {p.name for p in (kp.KUSTOMIZE_DIR / "overlays").iterdir() if p.is_dir()}
-    components = {p.name for p in (kp.KUSTOMIZE_DIR / "components").iterdir() if p.is_dir()}
+    overlays = {p.name for p in (km.KUSTOMIZE_DIR / "overlays").iterdir() if p.is_dir()}
+    components = {p.name for p in (km.KUSTOMIZE_DIR / "components").iterdir() if p.is_dir()}
     used = {Path(c).name for o in overlays
-            for c in yaml.safe_load((kp.KUSTOMIZE_DIR / "overlays" / o / "kustomization.yaml").read_text())
+            for c in yaml.safe_load((km.KUSTOMIZE_DIR / "overlays" / o / "kustomization.yaml").read_text())
             .get("components", [])}
-    assert overlays == {o for o, _ in VARIANTS} == set(kp.OVERLAYS)
-    assert components == used | {c for _, cs in VARIANTS for c in cs} == set(kp.COMPONENTS)
+    assert overlays == {o for o, _ in VARIANTS} == set(km.OVERLAYS)
+    assert components == used | {c for _, cs in VARIANTS for c in cs} == set(km.COMPONENTS)
 
 
 @pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
@@ -80,9 +81,9 @@ def test_schemas(rendered: Rendered, version: str) -> None:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             path = ".".join(str(p) for p in exc.path)
-            failures.append(f"{kp.name(doc)}: {path}: {exc.message}")
+            failures.append(f"{km.name(doc)}: {path}: {exc.message}")
         except kubernetes_validate.SchemaNotFoundError:
-            failures.append(f"{kp.name(doc)}: no schema for {doc['apiVersion']} in Kubernetes {version}")
+            failures.append(f"{km.name(doc)}: no schema for {doc['apiVersion']} in Kubernetes {version}")
     assert not failures, "\n".join(failures)
 
 
@@ -103,262 +104,82 @@ def test_probe_flags_exist_in_embed_manage(rendered: Rendered) -> None:
 
 # -- every rule can fail ------------------------------------------------------------------------
 
-Mutation = Callable[[list[kp.Doc]], None]
-
-
-def _server(docs: list[kp.Doc]) -> kp.Doc:
-    return kp.server(docs)[2]
-
-
-def _pod(docs: list[kp.Doc]) -> kp.Doc:
-    return kp.server(docs)[1]
-
-
-def _configmap(docs: list[kp.Doc]) -> dict[str, str]:
-    data: dict[str, str] = kp.of_kind(docs, "ConfigMap")[0].setdefault("data", {})
-    return data
-
-
-def _drop_kind(kind: str) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        docs[:] = [d for d in docs if d["kind"] != kind]
-    return mutate
-
-
-def _set_image(image: str) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        _server(docs)["image"] = image
-    return mutate
-
-
-def _container_sc(key: str, value: object) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        _server(docs)["securityContext"][key] = value
-    return mutate
-
-
-def _pod_field(key: str, value: object) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        _pod(docs)[key] = value
-    return mutate
-
-
-def _probe(kind: str, value: object) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        _server(docs)[kind] = value
-    return mutate
-
-
-def _config(key: str, value: str) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        _configmap(docs)[key] = value
-    return mutate
-
-
-def _env(entry: kp.Doc) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        _server(docs)["env"].append(entry)
-    return mutate
-
-
-def _drop_mount(path: str) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        c = _server(docs)
-        c["volumeMounts"] = [m for m in c["volumeMounts"] if m["mountPath"] != path]
-    return mutate
-
-
-def _mount_model_rw(docs: list[kp.Doc]) -> None:
-    for m in _server(docs)["volumeMounts"]:
-        if m["name"] == "models":
-            m["readOnly"] = False
-
-
-def _swap_key_for_literal(docs: list[kp.Doc]) -> None:
-    for e in _server(docs)["env"]:
-        if e["name"] == "EMBED_API_KEY":
-            e.pop("valueFrom")
-            e["value"] = "embed-not-a-secret"
-
-
-def _make_key_optional(docs: list[kp.Doc]) -> None:
-    for e in _server(docs)["env"]:
-        if e["name"] == "EMBED_API_KEY":
-            e["valueFrom"]["secretKeyRef"]["optional"] = True
-
-
-def _ship_secret(docs: list[kp.Doc]) -> None:
-    docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "embed-launcher"},
-                 "stringData": {"EMBED_API_KEY": "embed-committed"}})
-
-
-def _drop_resource(section: str, resource: str) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        del _server(docs)["resources"][section][resource]
-    return mutate
-
-
-def _drop_tolerations(docs: list[kp.Doc]) -> None:
-    _pod(docs).pop("tolerations")
-
-
-def _second_hpa(docs: list[kp.Doc]) -> None:
-    (hpa,) = kp.of_kind(docs, "HorizontalPodAutoscaler")
-    twin = copy.deepcopy(hpa)
-    twin["metadata"]["name"] = "embed-launcher-twin"
-    docs.append(twin)
-
-
-def _add_replicas(docs: list[kp.Doc]) -> None:
-    kp.server(docs)[0]["spec"]["replicas"] = 3
-
-
-def _drop_spread(docs: list[kp.Doc]) -> None:
-    _pod(docs)["topologySpreadConstraints"] = [
-        t for t in _pod(docs)["topologySpreadConstraints"] if t["topologyKey"] != "kubernetes.io/hostname"]
-
-
-def _policy(docs: list[kp.Doc], name: str = "embed-launcher") -> kp.Doc:
-    return next(p for p in kp.of_kind(docs, "NetworkPolicy") if p["metadata"]["name"] == name)
-
-
-def _ingress_port(port: int) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        _policy(docs)["spec"]["ingress"][0]["ports"].append({"port": port, "protocol": "TCP"})
-    return mutate
-
-
-def _egress_open(docs: list[kp.Doc]) -> None:
-    _policy(docs)["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]})
-
-
-def _egress_port(port: int) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        _policy(docs)["spec"]["egress"][-1]["ports"].append({"port": port, "protocol": "TCP"})
-    return mutate
-
-
-def _ingress_only(docs: list[kp.Doc]) -> None:
-    _policy(docs)["spec"]["policyTypes"] = ["Ingress"]
-
-
-def _service_target(port: int) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        kp.of_kind(docs, "Service")[0]["spec"]["ports"][0]["targetPort"] = port
-    return mutate
-
-
-def _container_port(port: int) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        _server(docs)["ports"][0]["containerPort"] = port
-    return mutate
-
-
-def _grace(value: int) -> Mutation:
-    return _pod_field("terminationGracePeriodSeconds", value)
-
-
-def _drop_prestop(docs: list[kp.Doc]) -> None:
-    _server(docs).pop("lifecycle")
-
-
-def _offline_egress(docs: list[kp.Doc]) -> None:
-    _policy(docs)["spec"]["egress"] = [{"ports": [{"port": 53, "protocol": "UDP"}]}]
-
-
-def _job_image(docs: list[kp.Doc]) -> None:
-    (job,) = kp.of_kind(docs, "Job")
-    job["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.example.com/embed-launcher:0.1.0-cuda-1.9.3"
-
-
-def _job_env(entry: kp.Doc) -> Mutation:
-    def mutate(docs: list[kp.Doc]) -> None:
-        (job,) = kp.of_kind(docs, "Job")
-        job["spec"]["template"]["spec"]["containers"][0]["env"].append(entry)
-    return mutate
-
-
-def _job_root(docs: list[kp.Doc]) -> None:
-    (job,) = kp.of_kind(docs, "Job")
-    job["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"] = 0
-
-
 # (check, variant to break, mutation, what it shows)
-NEGATIVE: tuple[tuple[str, str, Mutation, str], ...] = (
-    ("images", "download", _set_image("registry.example.com/embed-launcher:latest"), "latest"),
-    ("images", "download", _set_image("registry.example.com/embed-launcher"), "untagged"),
-    ("images", "download", _set_image("registry.example.com/embed-launcher:0.0.9-cpu-1.9.3"), "stale version"),
-    ("images", "download", _set_image("registry.example.com/embed-launcher:0.1.0-cuda-1.9.3"), "CUDA on CPU"),
-    ("images", "gpu", _set_image("registry.example.com/embed-launcher:0.1.0-cpu-1.9.3"), "CPU image on a GPU"),
-    ("images", "offline", _job_image, "Job pulls for another image"),
-    ("security", "download", _pod_field("securityContext", {"runAsNonRoot": False, "fsGroup": 10001}), "root pod"),
-    ("security", "download", _container_sc("runAsUser", 0), "uid 0"),
-    ("security", "download", _container_sc("runAsNonRoot", False), "root allowed"),
-    ("security", "download", _container_sc("allowPrivilegeEscalation", True), "escalation"),
-    ("security", "download", _container_sc("privileged", True), "privileged"),
-    ("security", "download", _container_sc("capabilities", {"drop": ["NET_RAW"]}), "capabilities kept"),
-    ("security", "download", _container_sc("capabilities", {"drop": ["ALL"], "add": ["NET_ADMIN"]}), "cap added"),
-    ("security", "download", _container_sc("readOnlyRootFilesystem", False), "writable root"),
-    ("security", "download", _container_sc("seccompProfile", {"type": "Unconfined"}), "seccomp off"),
-    ("security", "download", _pod_field("enableServiceLinks", True), "service links"),
-    ("security", "download", _pod_field("automountServiceAccountToken", True), "API token"),
-    ("security", "offline", _job_root, "Job as root"),
-    ("writable_paths", "download", _drop_mount("/tmp"), "no /tmp"),
-    ("writable_paths", "download", _drop_mount("/var/lib/embeddings"), "no data dir"),
-    ("writable_paths", "offline", _mount_model_rw, "model volume writable"),
-    ("writable_paths", "offline", _drop_mount("/var/lib/embeddings/models--BAAI--bge-small-en-v1.5"),
+NEGATIVE: tuple[tuple[str, str, mut.Mutation, str], ...] = (
+    ("images", "download", mut.set_image("registry.example.com/embed-launcher:latest"), "latest"),
+    ("images", "download", mut.set_image("registry.example.com/embed-launcher"), "untagged"),
+    ("images", "download", mut.set_image("registry.example.com/embed-launcher:0.0.9-cpu-1.9.3"), "stale version"),
+    ("images", "download", mut.set_image("registry.example.com/embed-launcher:0.1.0-cuda-1.9.3"), "CUDA on CPU"),
+    ("images", "gpu", mut.set_image("registry.example.com/embed-launcher:0.1.0-cpu-1.9.3"), "CPU image on a GPU"),
+    ("images", "offline", mut.job_image, "Job pulls for another image"),
+    ("security", "download", mut.pod_field("securityContext", {"runAsNonRoot": False, "fsGroup": 10001}), "root pod"),
+    ("security", "download", mut.container_sc("runAsUser", 0), "uid 0"),
+    ("security", "download", mut.container_sc("runAsNonRoot", False), "root allowed"),
+    ("security", "download", mut.container_sc("allowPrivilegeEscalation", True), "escalation"),
+    ("security", "download", mut.container_sc("privileged", True), "privileged"),
+    ("security", "download", mut.container_sc("capabilities", {"drop": ["NET_RAW"]}), "capabilities kept"),
+    ("security", "download", mut.container_sc("capabilities", {"drop": ["ALL"], "add": ["NET_ADMIN"]}), "cap added"),
+    ("security", "download", mut.container_sc("readOnlyRootFilesystem", False), "writable root"),
+    ("security", "download", mut.container_sc("seccompProfile", {"type": "Unconfined"}), "seccomp off"),
+    ("security", "download", mut.pod_field("enableServiceLinks", True), "service links"),
+    ("security", "download", mut.pod_field("automountServiceAccountToken", True), "API token"),
+    ("security", "offline", mut.job_root, "Job as root"),
+    ("writable_paths", "download", mut.drop_mount("/tmp"), "no /tmp"),
+    ("writable_paths", "download", mut.drop_mount("/var/lib/embeddings"), "no data dir"),
+    ("writable_paths", "offline", mut.mount_model_rw, "model volume writable"),
+    ("writable_paths", "offline", mut.drop_mount("/var/lib/embeddings/models--BAAI--bge-small-en-v1.5"),
      "model not mounted"),
-    ("writable_paths", "offline", _config("EMBED_MODEL", "BAAI/bge-m3"), "model and mount disagree"),
-    ("probes", "download", _probe("livenessProbe", {"httpGet": {"path": "/health", "port": 8000},
-                                                    "timeoutSeconds": 5}), "liveness on /health"),
-    ("probes", "download", _probe("livenessProbe", None), "no liveness"),
-    ("probes", "download", _probe("readinessProbe", {"exec": {"command": ["embed_manage", "--alive"]},
-                                                     "timeoutSeconds": 5}), "readiness on --alive"),
-    ("probes", "download", _probe("startupProbe", {"exec": {"command": ["embed_manage", "--status"]},
-                                                   "timeoutSeconds": 5, "periodSeconds": 10,
-                                                   "failureThreshold": 30}), "start budget too short"),
-    ("probes", "download", _probe("readinessProbe", {"exec": {"command": ["embed_manage", "--status"]},
-                                                     "timeoutSeconds": 1}), "1 s timeout"),
-    ("probes", "download", _probe("readinessProbe", {"exec": {"command": ["embed_manage", "--status"]},
-                                                     "tcpSocket": {"port": 9999}, "timeoutSeconds": 5}),
+    ("writable_paths", "offline", mut.config("EMBED_MODEL", "BAAI/bge-m3"), "model and mount disagree"),
+    ("probes", "download", mut.probe("livenessProbe", {"httpGet": {"path": "/health", "port": 8000},
+                                                       "timeoutSeconds": 5}), "liveness on /health"),
+    ("probes", "download", mut.probe("livenessProbe", None), "no liveness"),
+    ("probes", "download", mut.probe("readinessProbe", {"exec": {"command": ["embed_manage", "--alive"]},
+                                                        "timeoutSeconds": 5}), "readiness on --alive"),
+    ("probes", "download", mut.probe("startupProbe", {"exec": {"command": ["embed_manage", "--status"]},
+                                                      "timeoutSeconds": 5, "periodSeconds": 10,
+                                                      "failureThreshold": 30}), "start budget too short"),
+    ("probes", "download", mut.probe("readinessProbe", {"exec": {"command": ["embed_manage", "--status"]},
+                                                        "timeoutSeconds": 1}), "1 s timeout"),
+    ("probes", "download", mut.probe("readinessProbe", {"exec": {"command": ["embed_manage", "--status"]},
+                                                        "tcpSocket": {"port": 9999}, "timeoutSeconds": 5}),
      "probe on an unknown port"),
-    ("ports", "download", _service_target(8001), "Service to a closed port"),
-    ("ports", "download", _container_port(8080), "container port differs from EMBED_PORT"),
-    ("ports", "download", _config("EMBED_PORT", "9000"), "EMBED_PORT moved alone"),
-    ("ports", "download", _ingress_port(22), "extra ingress port"),
-    ("ports", "download+rerank", _config("RERANK_ENABLED", "false"), "reranker port open but off"),
-    ("env_names", "download", _config("EMBED_MODLE", "x"), "typo in ConfigMap"),
-    ("env_names", "download", _env({"name": "HOSTNAME", "value": "x"}), "unknown env"),
-    ("env_names", "offline", _job_env({"name": "EMBED_LOCALONLY", "value": "false"}), "typo in the Job"),
-    ("secrets", "download", _config("EMBED_API_KEY", "embed-abc"), "key in ConfigMap"),
-    ("secrets", "download", _config("EMBED_HF_TOKEN", "hf_abc"), "token in ConfigMap"),
-    ("secrets", "download", _swap_key_for_literal, "literal key"),
-    ("secrets", "download", _env({"name": "RERANK_API_KEY", "value": "x"}), "literal reranker key"),
-    ("secrets", "offline", _job_env({"name": "EMBED_HF_TOKEN", "value": "hf_abc"}), "literal token in Job"),
-    ("secrets", "download", _make_key_optional, "key optional"),
-    ("secrets", "download", _ship_secret, "Secret committed"),
-    ("graceful_stop", "download", _grace(20), "grace below stop timeout + pause"),
-    ("graceful_stop", "download", _config("EMBED_STOP_TIMEOUT", "40"), "stop timeout raised alone"),
-    ("graceful_stop", "download", _drop_prestop, "no preStop"),
-    ("resources", "download", _drop_resource("requests", "cpu"), "no CPU request"),
-    ("resources", "download", _drop_resource("limits", "memory"), "no memory limit"),
-    ("resources", "gpu", _drop_tolerations, "GPU without toleration"),
-    ("availability", "download", _drop_kind("PodDisruptionBudget"), "no PDB"),
-    ("availability", "download", _drop_kind("HorizontalPodAutoscaler"), "no HPA"),
-    ("availability", "download", _second_hpa, "two HPAs"),
-    ("availability", "download", _add_replicas, "replicas fight the HPA"),
-    ("availability", "download", _drop_spread, "no spread"),
-    ("availability", "download", _ingress_only, "egress not governed"),
-    ("availability", "offline", _drop_kind("NetworkPolicy"), "no NetworkPolicy"),
-    ("egress", "download", _egress_open, "egress without ports"),
-    ("egress", "download", _egress_port(80), "plain HTTP out"),
-    ("egress", "offline", _offline_egress, "offline server with egress"),
-    ("egress", "download", _config("EMBED_LOCAL_ONLY", "true"), "local-only with egress"),
+    ("ports", "download", mut.service_target(8001), "Service to a closed port"),
+    ("ports", "download", mut.container_port(8080), "container port differs from EMBED_PORT"),
+    ("ports", "download", mut.config("EMBED_PORT", "9000"), "EMBED_PORT moved alone"),
+    ("ports", "download", mut.ingress_port(22), "extra ingress port"),
+    ("ports", "download+rerank", mut.config("RERANK_ENABLED", "false"), "reranker port open but off"),
+    ("env_names", "download", mut.config("EMBED_MODLE", "x"), "typo in ConfigMap"),
+    ("env_names", "download", mut.env({"name": "HOSTNAME", "value": "x"}), "unknown env"),
+    ("env_names", "offline", mut.job_env({"name": "EMBED_LOCALONLY", "value": "false"}), "typo in the Job"),
+    ("secrets", "download", mut.config("EMBED_API_KEY", "embed-abc"), "key in ConfigMap"),
+    ("secrets", "download", mut.config("EMBED_HF_TOKEN", "hf_abc"), "token in ConfigMap"),
+    ("secrets", "download", mut.swap_key_for_literal, "literal key"),
+    ("secrets", "download", mut.env({"name": "RERANK_API_KEY", "value": "x"}), "literal reranker key"),
+    ("secrets", "offline", mut.job_env({"name": "EMBED_HF_TOKEN", "value": "hf_abc"}), "literal token in Job"),
+    ("secrets", "download", mut.make_key_optional, "key optional"),
+    ("secrets", "download", mut.ship_secret, "Secret committed"),
+    ("graceful_stop", "download", mut.grace(20), "grace below stop timeout + pause"),
+    ("graceful_stop", "download", mut.config("EMBED_STOP_TIMEOUT", "40"), "stop timeout raised alone"),
+    ("graceful_stop", "download", mut.drop_prestop, "no preStop"),
+    ("resources", "download", mut.drop_resource("requests", "cpu"), "no CPU request"),
+    ("resources", "download", mut.drop_resource("limits", "memory"), "no memory limit"),
+    ("resources", "gpu", mut.drop_tolerations, "GPU without toleration"),
+    ("availability", "download", mut.drop_kind("PodDisruptionBudget"), "no PDB"),
+    ("availability", "download", mut.drop_kind("HorizontalPodAutoscaler"), "no HPA"),
+    ("availability", "download", mut.second_hpa, "two HPAs"),
+    ("availability", "download", mut.add_replicas, "replicas fight the HPA"),
+    ("availability", "download", mut.drop_spread, "no spread"),
+    ("availability", "download", mut.ingress_only, "egress not governed"),
+    ("availability", "offline", mut.drop_kind("NetworkPolicy"), "no NetworkPolicy"),
+    ("egress", "download", mut.egress_open, "egress without ports"),
+    ("egress", "download", mut.egress_port(80), "plain HTTP out"),
+    ("egress", "offline", mut.offline_egress, "offline server with egress"),
+    ("egress", "download", mut.config("EMBED_LOCAL_ONLY", "true"), "local-only with egress"),
 )
 
 
 @pytest.mark.parametrize(("check", "variant", "mutate", "shows"), NEGATIVE, ids=[n[3] for n in NEGATIVE])
-def test_policy_catches(rendered: Rendered, check: str, variant: str, mutate: Mutation, shows: str) -> None:
+def test_policy_catches(rendered: Rendered, check: str, variant: str, mutate: mut.Mutation, shows: str) -> None:
     docs = copy.deepcopy(rendered[variant])
     mutate(docs)
     assert kp.CHECKS[check](docs), f"{check} did not notice: {shows}"
@@ -370,13 +191,13 @@ def test_every_rule_has_a_failing_case() -> None:
 
 def test_probe_flag_check_catches_an_unknown_flag(rendered: Rendered) -> None:
     docs = copy.deepcopy(rendered["download"])
-    _server(docs)["readinessProbe"]["exec"]["command"] = ["embed_manage", "--bogus"]
+    mut.server(docs)["readinessProbe"]["exec"]["command"] = ["embed_manage", "--bogus"]
     assert "server: embed_manage has no --bogus" in kp.check_probe_commands_exist(docs)
 
 
 def test_offline_with_reranking_needs_the_reranker_mounted(rendered: Rendered, tmp_path: Path) -> None:
     """The rerank component alone does not bring the reranker's folder to offline pods (README)."""
-    docs = kp.render(kp.variant_dir("offline", ("rerank",), tmp_path))
+    docs = km.render(km.variant_dir("offline", ("rerank",), tmp_path))
     problems = kp.check_writable_paths(docs)
     assert problems and "BAAI/bge-reranker-v2-m3" in problems[0]
 
@@ -385,7 +206,7 @@ def test_schema_check_catches_a_misspelt_field(rendered: Rendered) -> None:
     """Strict validation: a field Kubernetes does not know (here in a probe) is an error, offline."""
     import kubernetes_validate
 
-    (deployment,) = kp.of_kind(copy.deepcopy(rendered["download"]), "Deployment")
+    (deployment,) = km.of_kind(copy.deepcopy(rendered["download"]), "Deployment")
     deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["timeoutSecond"] = 5
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, SUPPORTED_VERSIONS[0], strict=True)
@@ -393,10 +214,10 @@ def test_schema_check_catches_a_misspelt_field(rendered: Rendered) -> None:
 
 def test_readme_explains_every_overlay_and_component() -> None:
     """README's Kubernetes section names each directory users can pick, and stands on its own."""
-    readme = (kp.ROOT / "README.md").read_text()
+    readme = (km.ROOT / "README.md").read_text()
     section = readme[readme.index("### Kubernetes"):readme.index("## Configuration")]
-    for overlay in kp.OVERLAYS:
+    for overlay in km.OVERLAYS:
         assert f"`overlays/{overlay}`" in section
-    for component in kp.COMPONENTS:
+    for component in km.COMPONENTS:
         assert f"components/{component}" in section
     assert "../shared" not in section
