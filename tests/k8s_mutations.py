@@ -185,3 +185,8 @@ def job_env(entry: km.Doc) -> Mutation:
 def job_root(docs: list[km.Doc]) -> None:
     (job,) = km.of_kind(docs, "Job")
     job["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"] = 0
+
+
+def nested_mount_first(docs: list[km.Doc]) -> None:
+    mounts = server(docs)["volumeMounts"]
+    mounts.insert(0, mounts.pop())

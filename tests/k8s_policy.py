@@ -127,6 +127,12 @@ def check_writable_paths(docs: list[Doc]) -> list[str]:
                     problems.append(f"{name(workload)} {c['name']}: needs a writable volume at {path}")
                 elif not ({"emptyDir", "persistentVolumeClaim"} & set(volume)):
                     problems.append(f"{name(workload)} {c['name']}: {path} must be an emptyDir or a claim")
+    for workload, spec in pod_specs(docs):
+        for c in containers(spec):
+            paths = [m["mountPath"].rstrip("/") for m in c.get("volumeMounts", [])]
+            problems += [f"{name(workload)} {c['name']}: {inner} is mounted before {outer}, which would hide it"
+                         for i, inner in enumerate(paths) for outer in paths[i + 1:]
+                         if inner.startswith(outer + "/")]
     _, spec, container = server(docs)
     mounts = _mounts(spec, container)
     if cfg["EMBED_LOCAL_ONLY"].lower() in TRUE:

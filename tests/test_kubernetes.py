@@ -130,6 +130,7 @@ NEGATIVE: tuple[tuple[str, str, mut.Mutation, str], ...] = (
     ("writable_paths", "offline", mut.drop_mount("/var/lib/embeddings/models--BAAI--bge-small-en-v1.5"),
      "model not mounted"),
     ("writable_paths", "offline", mut.config("EMBED_MODEL", "BAAI/bge-m3"), "model and mount disagree"),
+    ("writable_paths", "offline", mut.nested_mount_first, "model mount hidden by the data dir"),
     ("probes", "download", mut.probe("livenessProbe", {"httpGet": {"path": "/health", "port": 8000},
                                                        "timeoutSeconds": 5}), "liveness on /health"),
     ("probes", "download", mut.probe("livenessProbe", None), "no liveness"),
