@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import k8s_manifests as km
@@ -222,3 +223,20 @@ def test_readme_explains_every_overlay_and_component() -> None:
     for component in km.COMPONENTS:
         assert f"components/{component}" in section
     assert "../shared" not in section
+
+
+def test_readme_overlay_example_renders_and_keeps_the_rules(rendered: Rendered, tmp_path: Path) -> None:
+    """The README's "overlay of your own" works as written: the image renamed, tag kept, rules hold."""
+    readme = (km.ROOT / "README.md").read_text()
+    start = readme.index("# my-embeddings/kustomization.yaml")
+    example = yaml.safe_load(readme[start:readme.index("```", start)])
+    (overlay,) = example["resources"]
+    target = km.KUSTOMIZE_DIR / overlay.split("deploy/kubernetes/", 1)[1]
+    example["resources"] = [os.path.relpath(target, tmp_path)]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(example))
+    docs = km.render(tmp_path)
+    assert {c["image"] for _, spec in km.pod_specs(docs) for c in km.containers(spec)} == {
+        "ghcr.io/acme/embed-launcher:0.1.0-cpu-1.9.3"}
+    assert all(d["metadata"].get("namespace") == "embeddings" for d in docs)
+    assert km.config(docs)["EMBED_MODEL"] == "BAAI/bge-base-en-v1.5"
+    assert {check: problems for check, rule in kp.CHECKS.items() if (problems := rule(docs))} == {}
