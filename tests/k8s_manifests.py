@@ -34,14 +34,14 @@ TRUE = {"true", "1", "yes", "on"}
 
 def declared_variables() -> frozenset[str]:
     """Every variable name the launcher declares (README's table, embed.env.example)."""
-    from embed_launcher.config import VARIABLES
+    from embed_launcher.config.variables import VARIABLES
 
     return frozenset(v.name for v in VARIABLES)
 
 
 def manage_actions() -> frozenset[str]:
     """The actions `embed_manage` accepts, as flags (e.g. "--status")."""
-    from embed_launcher.manage import ACTIONS
+    from embed_launcher.manage.command import ACTIONS
 
     return frozenset(f"--{a}" for a in ACTIONS)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import k8s_manifests as km
 import pytest
 from conftest import LauncherRun, clean_up, free_ports, make_tei, manage
-from hub_server import HubStandIn
+from fake_hub.server import HubStandIn
 
 pytestmark = pytest.mark.integration
 
