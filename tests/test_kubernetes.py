@@ -95,12 +95,8 @@ def test_policy(rendered: Rendered, variant: str, check: str) -> None:
 
 
 def test_probe_flags_exist_in_embed_manage(rendered: Rendered) -> None:
-    """The probes run embed_manage flags it knows; --alive arrives with the liveness work (issue 8)."""
-    problems = kp.check_probe_commands_exist(rendered["download"])
-    if problems == ["server: embed_manage has no --alive"]:
-        pytest.xfail("embed_manage --alive is not in this tree yet: the liveness probe needs it "
-                     "before these manifests can be used")
-    assert problems == []
+    """The probes run embed_manage flags it knows (--status for readiness, --alive for liveness)."""
+    assert kp.check_probe_commands_exist(rendered["download"]) == []
 
 
 # -- every rule can fail ------------------------------------------------------------------------
