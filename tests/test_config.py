@@ -79,7 +79,7 @@ def test_defaults_match_the_original_and_the_design() -> None:
         embed=ServiceSettings(EMBED, True, "BAAI/bge-small-en-v1.5", 8000, None, None, None,
                               18000, DEFAULT_ARGS),
         rerank=ServiceSettings(RERANK, False, "BAAI/bge-reranker-v2-m3", 8001, None, None, None,
-                               18001, DEFAULT_ARGS),
+                               18001, DEFAULT_ARGS, kind=RERANK),
         warnings=(),
     )
 
@@ -110,6 +110,10 @@ PARSED: list[tuple[str, str, Getter, object]] = [
     ("RERANK_API_KEY", "k2", lambda s: s.rerank.api_key, "k2"),
     ("EMBED_HF_TOKEN", "hf_abc", lambda s: s.hf_token, "hf_abc"),
     ("EMBED_LOCAL_ONLY", "true", lambda s: s.local_only, True),
+    ("EMBED_GATEWAY", "true", lambda s: s.gateway, True),
+    ("EMBED_GATEWAY_WAIT", "5", lambda s: s.gateway_wait_s, 5.0),
+    ("EMBED_GATEWAY_WORKERS", "2", lambda s: s.gateway_workers, 2),
+    ("EMBED_GATEWAY_ACCESS_LOG", "yes", lambda s: s.gateway_access_log, True),
     ("EMBED_HOST", "127.0.0.1", lambda s: s.host, "127.0.0.1"),
     ("EMBED_SERVER_ADDR", "emb.example.com", lambda s: s.server_addr, "emb.example.com"),
     ("EMBED_PROMETHEUS_PORT", "9100", lambda s: s.embed.prometheus_port, 9100),
@@ -168,8 +172,8 @@ def test_every_variable_is_parsed(name: str, raw: str, get: Getter, expected: ob
 
 
 def test_the_table_covers_every_declared_variable() -> None:
-    """No variable is declared without a parse test (EMBED_ENV_FILE has its own tests)."""
-    assert {p[0] for p in PARSED} | {"EMBED_ENV_FILE"} == {v.name for v in VARIABLES}
+    """No variable is declared without a parse test (EMBED_ENV_FILE and EMBED_MODELS_FILE have their own)."""
+    assert {p[0] for p in PARSED} | {"EMBED_ENV_FILE", "EMBED_MODELS_FILE"} == {v.name for v in VARIABLES}
     assert len({v.name for v in VARIABLES}) == len(VARIABLES)
 
 
@@ -410,7 +414,8 @@ ERRORS: list[tuple[dict[str, str], str]] = [
     ({"EMBED_REVISION": "my branch"}, "EMBED_REVISION must be a value without spaces; got "
                                       "'my branch'."),
 ]
-MODEL_RULE = "must be a Hugging Face model id like BAAI/bge-small-en-v1.5 (org/name, no spaces)"
+MODEL_RULE = ("must be one or more Hugging Face model ids, comma-separated and each once, like "
+              "BAAI/bge-small-en-v1.5 or BAAI/bge-small-en-v1.5,BAAI/bge-m3 (the first is the default)")
 ERRORS += [({"EMBED_MODEL": bad}, f"EMBED_MODEL {MODEL_RULE}; got '{bad}'.")
            for bad in ("my model", "org/name/extra", "-org/name", "org/na--me", "org/", "http://x/y")]
 ERRORS += [({"RERANK_MODEL": "a b"}, f"RERANK_MODEL {MODEL_RULE}; got 'a b'.")]
@@ -631,7 +636,9 @@ def test_uncommented_example_is_a_valid_configuration() -> None:
     """Uncommenting every line of the example gives a loadable configuration."""
     text = "\n".join(line[2:] for line in render_env_example().splitlines()
                      if line.startswith("# ") and "=" in line.split()[1])
-    load({"RERANK_ENABLED": "1"}, text.replace("RERANK_ENABLED=false", ""))
+    models_file = (REPO / "models.example.toml").read_text()
+    load_settings({"RERANK_ENABLED": "1"}, text.replace("RERANK_ENABLED=false", ""), env_file=ENV_FILE, cwd=CWD,
+                  read_file=lambda path: models_file)
 
 
 def test_variable_table_has_a_row_per_variable() -> None:

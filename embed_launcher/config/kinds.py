@@ -69,6 +69,13 @@ def _model(raw: str) -> str | None:
     return raw if _MODEL_ID.fullmatch(raw) and ".." not in raw and "--" not in raw else None
 
 
+def _models(raw: str) -> tuple[str, ...] | None:
+    ids = tuple(part.strip() for part in raw.split(","))
+    if not ids or any(_model(i) is None for i in ids) or len(set(ids)) != len(ids):
+        return None
+    return ids
+
+
 def _choice(*allowed: str, **aliases: str) -> Kind[str]:
     table = {a: a for a in allowed} | aliases
     return Kind(lambda raw: table.get(raw.lower()), "one of " + ", ".join(allowed))
@@ -98,6 +105,11 @@ SECONDS = Kind(_seconds, "a positive number of seconds (at most a year), e.g. 10
 HOST = Kind(_host, "an IP address such as 0.0.0.0, 127.0.0.1 or :: (or localhost), not a name")
 SERVER_ADDR = Kind(_server_addr, "a host name or IP address without scheme, port or spaces")
 MODEL = Kind(_model, "a Hugging Face model id like BAAI/bge-small-en-v1.5 (org/name, no spaces)")
+MODELS = Kind(
+    _models,
+    "one or more Hugging Face model ids, comma-separated and each once, like BAAI/bge-small-en-v1.5"
+    " or BAAI/bge-small-en-v1.5,BAAI/bge-m3 (the first is the default)",
+)
 TEXT = Kind(lambda raw: raw, "any text")
 WORD = Kind(lambda raw: None if re.search(r"\s", raw) else raw, "a value without spaces")
 BACKEND = _choice("auto", "onnx", "candle")
@@ -105,6 +117,7 @@ PERSISTENCE = Kind(
     lambda raw: "auto" if raw.lower() == "auto" else _BOOLEANS.get(raw.lower()),
     "auto, or true or false (also 1/0, yes/no, on/off)",
 )
+AUTO_BOOL = PERSISTENCE  # "auto" or a boolean
 ARG_COUNT = Kind(_one(_count), COUNT.rule)
 ARG_BOOL = Kind(_one(BOOL.parse), BOOL.rule)
 DTYPE = _choice("float16", "float32", "bfloat16")

@@ -1,4 +1,4 @@
-"""Reading the configuration's sources from disk: the env file named by EMBED_ENV_FILE (effects)."""
+"""Reading the configuration's sources from disk: the env file (EMBED_ENV_FILE) and the models file (effects)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def load(environ: Mapping[str, str], warn: Callable[[str], None]) -> Settings:
     text, warning = read_env_file(env_file)
     if warning:
         warn(warning)
-    settings = config.load_settings(environ, text, env_file=env_file, cwd=Path.cwd())
+    settings = config.load_settings(
+        environ, text, env_file=env_file, cwd=Path.cwd(), read_file=lambda path: path.read_text(encoding="utf-8")
+    )
     for note in settings.warnings:
         warn(f"Warning: {note}")
     return settings

@@ -3,32 +3,42 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
 from embed_launcher.config.envfile import env_file_path, parse_env_text, sanitise
 from embed_launcher.config.kinds import (
+    AUTO_BOOL,
     BACKEND,
     BOOL,
     COUNT,
     HOST,
     MODEL,
     PERSISTENCE,
-    PORT,
     SECONDS,
     SERVER_ADDR,
     TEXT,
-    WORD,
-    Kind,
 )  # fmt: skip
+from embed_launcher.config.modelsfile import ModelEntry, parse_models_file
+from embed_launcher.config.reader import Reader
+from embed_launcher.config.services import (
+    SPARSE,
+    ModelChoice,
+    ServiceSettings,
+    check_ports,
+    check_served_names,
+    child_name,
+    default_service,
+    extra_service,
+    models_of_kind,
+)
 from embed_launcher.config.variables import (
     DATA_DIR_DEFAULT,
     EMBED,
     ENV_FILE_DEFAULT,
     PREFIXES,
-    PROMETHEUS_OFFSET,
     RERANK,
     TUNABLES,
     VARIABLES,
@@ -55,30 +65,6 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class ServiceSettings:
-    """One TEI service (embeddings or reranking) as the user configured it."""
-
-    name: str  # EMBED or RERANK; also the log prefix "[embed]" / "[rerank]"
-    enabled: bool
-    model: str  # Hub repo id, e.g. "BAAI/bge-small-en-v1.5"
-    port: int
-    # None = variable not set at all; "" = explicitly empty (auth disabled); else the key.
-    api_key: str | None
-    revision: str | None  # EMBED_REVISION / RERANK_REVISION
-    served_model_name: str | None  # None = the repo id
-    prometheus_port: int
-    # TEI tuning flags as (flag, value) pairs, validated and normalised, in table order; e.g.
-    # (("--max-client-batch-size", "512"), ("--auto-truncate", "true")). A flag may repeat
-    # (--cors-allow-origin). Unset tunables are absent, so TEI applies its own default.
-    tei_args: tuple[tuple[str, str], ...] = ()
-
-    def tei_arg(self, flag: str) -> str | None:
-        """The last value given for one TEI flag (e.g. "--dtype"), or None when unset."""
-        values = [value for name, value in self.tei_args if name == flag]
-        return values[-1] if values else None
-
-
-@dataclass(frozen=True)
 class Settings:
     """Everything the launcher and embed_manage need, validated."""
 
@@ -100,51 +86,24 @@ class Settings:
     health_failures: int  # consecutive liveness failures before a restart
     hang_timeout_s: float  # /health silent and no work completing this long: hung, replaced
     backoff_reset_after_s: float  # ready this long before dying: restarted at the base delay
-    embed: ServiceSettings
-    rerank: ServiceSettings
+    embed: ServiceSettings  # the default embeddings model (its door: EMBED_PORT)
+    rerank: ServiceSettings  # the default reranker (its door: RERANK_PORT)
+    extra: tuple[ServiceSettings, ...] = ()  # every other model: more of a kind, and sparse models
+    models_file: Path | None = None
+    gateway: bool = False  # one gateway serves the public ports; the TEIs listen on 127.0.0.1
+    gateway_wait_s: float = 30.0
+    gateway_workers: int = 1
+    gateway_access_log: bool = False
     warnings: tuple[str, ...] = ()  # non-fatal notes found while loading (unknown keys...)
 
     @property
     def services(self) -> tuple[ServiceSettings, ...]:
-        """The enabled services, embeddings first."""
-        return tuple(s for s in (self.embed, self.rerank) if s.enabled)
+        """Every enabled TEI child: the default embeddings model, the default reranker, then the others."""
+        return tuple(s for s in (self.embed, self.rerank, *self.extra) if s.enabled)
 
 
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 _ORDER = {v.name: i for i, v in enumerate(VARIABLES)}
-
-
-class _Reader:
-    """Typed access to the merged, sanitised values; collects problems instead of raising."""
-
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self.values = values
-        self.problems: list[str] = []
-        self.warnings: list[str] = []
-        self.bad: set[str] = set()  # variables whose value was rejected (their default is used)
-
-    def given(self, name: str) -> bool:
-        """Whether the user set a non-empty value (empty means "use the default")."""
-        return bool(self.values.get(name))
-
-    def optional(self, name: str, kind: Kind[T], default: str | None = None) -> T | None:
-        """The parsed value, else the parsed default (declared unless given); None if unset."""
-        default = _DEFAULTS[name] if default is None else default
-        raw = self.values.get(name) or default
-        if not raw:
-            return None
-        value = kind.parse(raw)
-        if value is None:
-            self.bad.add(name)
-            self.problems.append(f"{name} must be {kind.rule}; got '{raw}'.")
-            return kind.parse(default) if default else None
-        return value
-
-    def required(self, name: str, kind: Kind[T], default: str | None = None) -> T:
-        """Like optional() for a variable that always has a (valid) default."""
-        value = self.optional(name, kind, default)
-        assert value is not None, f"{name} has no valid default"
-        return value
 
 
 def _unknown(keys: Iterable[str], where: str) -> list[str]:
@@ -161,13 +120,23 @@ def _unknown(keys: Iterable[str], where: str) -> list[str]:
 
 
 def load_settings(
-    environ: Mapping[str, str], env_file_text: str | None, *, env_file: Path, cwd: Path
+    environ: Mapping[str, str],
+    env_file_text: str | None,
+    *,
+    env_file: Path,
+    cwd: Path,
+    read_file: Callable[[Path], str] | None = None,
 ) -> Settings:
-    """Merge defaults < environment < env file, validate everything, raise ConfigError once."""
+    """Merge defaults < environment < env file, validate everything, raise ConfigError once.
+
+    ``read_file`` reads the models file (EMBED_MODELS_FILE) when one is named (the caller's effect;
+    without it the file counts as unreadable); an OSError is reported like any other problem.
+    """
     file_values, syntax, file_keys = parse_env_text(env_file_text or "", env_file)
     env_values = {k: sanitise(v) for k, v in environ.items() if k.startswith(_PREFIXES)}
-    reader = _Reader(env_values | file_values)
-    settings = _settings(reader, env_file, cwd)
+    reader = Reader(env_values | file_values)
+    entries = _models_file(reader, cwd, read_file)
+    settings = _settings(reader, env_file, cwd, entries)
     if syntax or reader.problems:
         raise ConfigError(syntax + sorted(reader.problems, key=_doc_order))
     warnings = _unknown(sorted(environ), "the environment") + _unknown(file_keys, str(env_file))
@@ -175,6 +144,25 @@ def load_settings(
         warnings.append(f"EMBED_ENV_FILE in {env_file} has no effect (ignored; set it in the "
                         "process environment)")
     return replace(settings, warnings=tuple(warnings + reader.warnings))
+
+
+def _models_file(r: Reader, cwd: Path, read_file: Callable[[Path], str] | None) -> tuple[ModelEntry, ...]:
+    """The models file's entries (none when EMBED_MODELS_FILE is unset); problems go to ``r``."""
+    name = r.optional("EMBED_MODELS_FILE", TEXT)
+    if not name:
+        return ()
+    path = cwd / name
+    try:
+        if read_file is None:
+            raise PermissionError(1, "no reader given")
+        text = read_file(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        r.problems.append(f"EMBED_MODELS_FILE {path} cannot be read: {reason}.")
+        return ()
+    entries, problems = parse_models_file(text, path)
+    r.problems.extend(problems)
+    return entries
 
 
 def _auto_or_bool(value: object) -> bool | None:
@@ -187,17 +175,25 @@ def _doc_order(problem: str) -> int:
     return _ORDER.get(problem.split()[0], -1)
 
 
-def _settings(r: _Reader, env_file: Path, cwd: Path) -> Settings:
+def _settings(r: Reader, env_file: Path, cwd: Path, entries: tuple[ModelEntry, ...]) -> Settings:
     """Read every variable (problems accumulate in `r`) into a Settings record."""
-    embed_on, rerank_on = r.required("EMBED_ENABLED", BOOL), r.required("RERANK_ENABLED", BOOL)
-    embed = _service(r, EMBED, embed_on, None)
-    rerank = _service(r, RERANK, rerank_on, None if embed_on else "8000")
-    _check_ports(r, embed, rerank)
+    embed_on = r.required("EMBED_ENABLED", BOOL)
+    rerankers_declared = any(e.kind == RERANK for e in entries)
+    rerank_on = r.required("RERANK_ENABLED", BOOL) if r.given("RERANK_ENABLED") or not rerankers_declared else True
+    embed_models, rerank_models = models_of_kind(r, EMBED, entries), models_of_kind(r, RERANK, entries)
+    embed = default_service(r, EMBED, embed_on, None, embed_models[0])
+    rerank = default_service(r, RERANK, rerank_on, None if embed_on else "8000", rerank_models[0])
+    check_ports(r, embed, rerank)
+    extra = _extra_services(r, entries, embed, rerank, embed_models[1:], rerank_models[1:])
+    services = [s for s in (embed, rerank, *extra) if s.enabled]
+    check_served_names(r, services)
+    gateway = _gateway(r, services)
     delay = r.required("EMBED_RESTART_DELAY", SECONDS)
     max_delay = r.required("EMBED_RESTART_MAX_DELAY", SECONDS)
     if max_delay < delay and not r.bad & {"EMBED_RESTART_DELAY", "EMBED_RESTART_MAX_DELAY"}:
         r.problems.append(f"EMBED_RESTART_MAX_DELAY must be at least EMBED_RESTART_DELAY "
                           f"({delay:g}); got {max_delay:g}.")
+    models_file = r.optional("EMBED_MODELS_FILE", TEXT)
     return Settings(
         data_dir=cwd / r.required("EMBED_DATA_DIR", TEXT),  # absolute paths stay as they are
         env_file=env_file,
@@ -219,65 +215,52 @@ def _settings(r: _Reader, env_file: Path, cwd: Path) -> Settings:
         backoff_reset_after_s=r.required("EMBED_BACKOFF_RESET_AFTER", SECONDS),
         embed=embed,
         rerank=rerank,
+        extra=extra,
+        models_file=cwd / models_file if models_file else None,
+        gateway=gateway,
+        gateway_wait_s=r.required("EMBED_GATEWAY_WAIT", SECONDS),
+        gateway_workers=r.required("EMBED_GATEWAY_WORKERS", COUNT),
+        gateway_access_log=r.required("EMBED_GATEWAY_ACCESS_LOG", BOOL),
     )
 
 
-def _service(r: _Reader, name: str, enabled: bool, port: str | None) -> ServiceSettings:
-    """One service's settings; `port` overrides the declared default port."""
-    p = PREFIXES[name]
-    service_port = r.required(p + "PORT", PORT, port)
-    shifted = service_port + PROMETHEUS_OFFSET
-    metrics = shifted if shifted <= 65535 else service_port - PROMETHEUS_OFFSET
-    if p + "PORT" in r.bad and not r.given(p + "PROMETHEUS_PORT"):
-        r.bad.add(p + "PROMETHEUS_PORT")  # derived from a rejected port: do not report clashes
-    return ServiceSettings(
-        name=name,
-        enabled=enabled,
-        model=r.required(p + "MODEL", MODEL),
-        port=service_port,
-        api_key=r.values.get(p + "API_KEY"),
-        revision=r.optional(p + "REVISION", WORD),
-        served_model_name=r.optional(p + "SERVED_MODEL_NAME", TEXT),
-        prometheus_port=r.required(p + "PROMETHEUS_PORT", PORT, str(metrics)),
-        tei_args=_tei_args(r, p, enabled),
-    )
+def _extra_services(
+    r: Reader,
+    entries: tuple[ModelEntry, ...],
+    embed: ServiceSettings,
+    rerank: ServiceSettings,
+    more_embed: list[ModelChoice],
+    more_rerank: list[ModelChoice],
+) -> tuple[ServiceSettings, ...]:
+    """Every model beyond the two defaults, named uniquely; sparse models ride on the embeddings door."""
+    taken = {EMBED, RERANK, SPARSE}
+    extra: list[ServiceSettings] = []
+    for door, choices in ((embed, more_embed), (rerank, more_rerank)):
+        if not door.enabled:
+            continue
+        for c in choices:
+            entry = c.entry or ModelEntry(c.model, door.kind)
+            name = child_name(door.kind, entry.alias or c.model, taken)
+            extra.append(extra_service(r, door.kind, entry, name, door, default=False))
+    for i, entry in enumerate(e for e in entries if e.kind == SPARSE):
+        name = SPARSE if i == 0 else child_name(SPARSE, entry.alias or entry.model, taken)
+        extra.append(extra_service(r, SPARSE, entry, name, embed, default=i == 0))
+    return tuple(extra)
 
 
-def _tei_args(r: _Reader, prefix: str, enabled: bool) -> tuple[tuple[str, str], ...]:
-    """(flag, value) pairs in table order for every tunable set or defaulted."""
-    pairs = [(t.flag, v) for t in TUNABLES for v in r.optional(prefix + t.suffix, t.kind) or ()]
-    flags = dict(pairs)
-    batch, permits = flags.get("--max-client-batch-size"), flags.get("--max-concurrent-requests")
-    if enabled and batch and permits and int(batch) > int(permits):
-        r.warnings.append(f"{prefix}MAX_CLIENT_BATCH_SIZE ({batch}) exceeds {prefix}MAX_CONCURRENT_"
-                          f"REQUESTS ({permits}): TEI counts one permit per input, so full batches "
-                          "will be refused as overloaded")
-    return tuple(pairs)
+def _gateway(r: Reader, services: list[ServiceSettings]) -> bool:
+    """EMBED_GATEWAY: auto = on when a public port has more than one model behind it."""
+    setting = r.required("EMBED_GATEWAY", AUTO_BOOL)
+    per_port: dict[int, list[ServiceSettings]] = {}
+    for s in services:
+        per_port.setdefault(s.port, []).append(s)
+    crowded = [group for group in per_port.values() if len(group) > 1]
+    if setting is False and crowded:
+        names = ", ".join(s.served_name for s in crowded[0])
+        r.problems.append(
+            f"EMBED_GATEWAY is false, but port {crowded[0][0].port} would serve {len(crowded[0])} models ({names}):"
+            " several models behind one port need the gateway. Set EMBED_GATEWAY=auto, or serve one model."
+        )
+    return setting is True or bool(crowded)
 
 
-def _check_ports(r: _Reader, embed: ServiceSettings, rerank: ServiceSettings) -> None:
-    """Cross-variable port rules: one service enabled, no two enabled listeners on one port."""
-    if not (embed.enabled or rerank.enabled):
-        r.problems.append(BOTH_DISABLED)
-        return
-    ports = [(PREFIXES[s.name] + suffix, port) for s in (embed, rerank) if s.enabled
-             for suffix, port in (("PORT", s.port), ("PROMETHEUS_PORT", s.prometheus_port))]
-    same = embed.enabled and rerank.enabled and embed.port == rerank.port
-    if same and not r.given("EMBED_PROMETHEUS_PORT"):
-        r.bad.add("EMBED_PROMETHEUS_PORT")  # a clash of the service ports, reported already
-    ports = [(name, port) for name, port in ports if name not in r.bad]
-    for i, (a, port_a) in enumerate(ports):
-        for b, port_b in ports[i + 1 :]:
-            if port_a == port_b:
-                r.problems.append(_clash(r, a, b, port_a))
-
-
-def _clash(r: _Reader, a: str, b: str, port: int) -> str:
-    """The message for two listeners on one port, naming the variable to change."""
-    if {a, b} == {"EMBED_PORT", "RERANK_PORT"}:
-        return f"{a} and {b} cannot be the same (both set to {port}). Use different ports."
-    fix = b if "PROMETHEUS" in b else a
-    source = fix.removesuffix("PROMETHEUS_PORT") + "PORT"
-    derived = "" if r.given(fix) else f" (its default follows {source})"
-    return (f"{a} and {b} cannot be the same (both {port}): TEI binds the Prometheus port at "
-            f"start. Set {fix} to a free port{derived}.")

@@ -80,16 +80,20 @@ def _service_variables(name: str, label: str) -> tuple[Variable, ...]:
     )
 
 
-_SVC, _NET, _RUN, _SUP = "Services", "Network", "Launcher", "Supervision"
+_SVC, _GW, _NET, _RUN, _SUP = "Services", "Gateway", "Network", "Launcher", "Supervision"
 _PROMETHEUS = "Port TEI binds for an instant at start (metrics are served at /metrics)"
 VARIABLES: tuple[Variable, ...] = (
     Variable("EMBED_ENABLED", "true", "Serve text embeddings", _SVC),
-    Variable("EMBED_MODEL", "BAAI/bge-small-en-v1.5", "Hub model id for embeddings", _SVC),
+    Variable("EMBED_MODEL", "BAAI/bge-small-en-v1.5",
+             "Hub model id for embeddings; a comma-separated list serves several (the first is the default)",
+             _SVC),
     Variable("EMBED_PORT", "8000", "Embeddings HTTP port", _SVC),
     Variable("EMBED_API_KEY", "", "Embeddings API key; set but empty disables auth", _SVC,
              note="the saved key, or a new one on a fresh volume", example="your-secret-key"),
     Variable("RERANK_ENABLED", "false", "Serve reranking", _SVC),
-    Variable("RERANK_MODEL", "BAAI/bge-reranker-v2-m3", "Hub model id for reranking", _SVC),
+    Variable("RERANK_MODEL", "BAAI/bge-reranker-v2-m3",
+             "Hub model id for reranking; a comma-separated list serves several (the first is the default)",
+             _SVC),
     Variable("RERANK_PORT", "8001", "Reranking HTTP port", _SVC,
              note="8000 when embeddings are disabled"),
     Variable("RERANK_API_KEY", "", "Reranking API key; set but empty disables auth", _SVC,
@@ -98,6 +102,17 @@ VARIABLES: tuple[Variable, ...] = (
              example="hf_xxx"),
     Variable("EMBED_LOCAL_ONLY", "false", "Never contact the Hub; serve only models pulled already",
              _SVC),
+    Variable("EMBED_MODELS_FILE", "",
+             "TOML file declaring models with per-model settings: alias, kind (embed, sparse, rerank),"
+             " revision, TEI tuning", _SVC, example="/etc/embed-launcher/models.toml"),
+    Variable("EMBED_GATEWAY", "auto",
+             "One gateway in front of every model: auto (on when a port has more than one model), true or false",
+             _GW),
+    Variable("EMBED_GATEWAY_WAIT", "30",
+             "Seconds a request waits for its model's TEI while that TEI starts or restarts", _GW),
+    Variable("EMBED_GATEWAY_WORKERS", "1", "Gateway processes sharing the public ports (SO_REUSEPORT)",
+             _GW),
+    Variable("EMBED_GATEWAY_ACCESS_LOG", "false", "Log one line per request through the gateway", _GW),
     Variable("EMBED_HOST", "0.0.0.0", "Bind address: an IP address, or localhost for 127.0.0.1",
              _NET),
     Variable("EMBED_SERVER_ADDR", "", "Address shown in banners: host or IP, no scheme or port",

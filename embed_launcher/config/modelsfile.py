@@ -1,0 +1,107 @@
+"""The models file (EMBED_MODELS_FILE) as data (pure): the models to serve, with per-model settings.
+
+    [[models]]
+    model = "BAAI/bge-m3"        # Hub id (required)
+    alias = "bge-m3"             # the name clients ask for (served name); default: the Hub id
+    kind = "embed"               # embed (default), sparse (SPLADE, /embed_sparse) or rerank
+    revision = "main"            # branch, tag or commit
+    max_client_batch_size = 256  # any TEI tuning variable, by its name after EMBED_/RERANK_, in lower case
+
+Every problem is reported at once, each naming the file and the key, like the env file's.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from embed_launcher.config.kinds import MODEL, WORD
+from embed_launcher.config.variables import TUNABLES
+
+KINDS = ("embed", "sparse", "rerank")
+IDENTITY_KEYS = ("model", "alias", "kind", "revision")
+TUNABLE_KEYS = {t.suffix.lower(): t for t in TUNABLES}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One [[models]] table, checked."""
+
+    model: str
+    kind: str
+    alias: str | None = None
+    revision: str | None = None
+    tunables: tuple[tuple[str, str], ...] = ()  # (variable suffix, raw value), e.g. ("DTYPE", "float16")
+
+
+def parse_models_file(text: str, path: Path) -> tuple[tuple[ModelEntry, ...], list[str]]:
+    """(entries in file order, problems). Problems name the file and the key."""
+    where = f"EMBED_MODELS_FILE {path}"
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return (), [f"{where}: not valid TOML ({exc})"]
+    problems = [f"{where}: unknown table or key '{key}' (expected [[models]] tables)"
+                for key in document if key != "models"]  # fmt: skip
+    tables = document.get("models", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        return (), [*problems, f"{where}: 'models' must be an array of tables ([[models]])"]
+    if not tables:
+        problems.append(f"{where}: declares no models (add a [[models]] table with model = \"org/name\")")
+    entries = []
+    for number, table in enumerate(tables, start=1):
+        entry = _entry(table, f"{where}: models[{number}]", problems)
+        if entry is not None:
+            entries.append(entry)
+    seen: set[tuple[str, str]] = set()
+    for entry in entries:
+        if (entry.kind, entry.model) in seen:
+            problems.append(f"{where}: model '{entry.model}' is declared twice as {entry.kind}")
+        seen.add((entry.kind, entry.model))
+    return tuple(entries), problems
+
+
+def _entry(table: dict[str, object], where: str, problems: list[str]) -> ModelEntry | None:
+    """One table: identity keys checked, tuning keys parsed by their variable's kind."""
+    before = len(problems)
+    model = _text(table.get("model"))
+    if model is None:
+        problems.append(f"{where}: 'model' is missing (the Hub id, e.g. model = \"BAAI/bge-m3\")")
+    elif MODEL.parse(model) is None:
+        problems.append(f"{where}.model must be {MODEL.rule}; got '{model}'")
+    kind = _text(table.get("kind", "embed"))
+    if kind not in KINDS:
+        problems.append(f"{where}.kind must be one of {', '.join(KINDS)}; got '{table.get('kind')}'")
+    alias, revision = _text(table.get("alias")), _text(table.get("revision"))
+    for key, value in (("alias", alias), ("revision", revision)):
+        if key in table and (value is None or WORD.parse(value) is None or not value):
+            problems.append(f"{where}.{key} must be a text without spaces; got {table[key]!r}")
+    tunables = []
+    for key, raw in table.items():
+        if key in IDENTITY_KEYS:
+            continue
+        tunable = TUNABLE_KEYS.get(key)
+        if tunable is None:
+            near = difflib.get_close_matches(key, [*IDENTITY_KEYS, *TUNABLE_KEYS], n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            problems.append(f"{where}: unknown key '{key}'{hint}")
+            continue
+        value = _text(raw)
+        if value is None or tunable.kind.parse(value) is None:
+            problems.append(f"{where}.{key} must be {tunable.kind.rule}; got {raw!r}")
+            continue
+        tunables.append((tunable.suffix, value))
+    if len(problems) > before or model is None or kind is None:
+        return None
+    return ModelEntry(model, kind, alias, revision, tuple(tunables))
+
+
+def _text(value: object) -> str | None:
+    """TOML strings, integers and booleans as the env file would spell them; anything else None."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | str):
+        return str(value).strip()
+    return None
