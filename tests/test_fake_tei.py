@@ -475,7 +475,7 @@ def test_graceful_shutdown_waits_for_in_flight_request(tmp_path: Path, start: Ca
     result: list[int] = []
     client = threading.Thread(target=lambda: result.append(http("POST", fake.url("/embed"), {"inputs": "hi"})[0]))
     client.start()
-    wait_until(lambda: b"te_request_count 1" in http("GET", fake.url("/metrics"))[2])
+    wait_until(lambda: b'te_request_count{method="single"} 1' in http("GET", fake.url("/metrics"))[2])
     fake.proc.send_signal(signal.SIGTERM)
     assert fake.proc.wait(timeout=5) == 0
     client.join(timeout=5)

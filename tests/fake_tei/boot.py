@@ -46,6 +46,7 @@ class Knobs:
     signal_log: str | None = None
     hub_fail: bool = False
     model_type: str | None = None
+    batch_s: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Knobs:
@@ -59,7 +60,7 @@ class Knobs:
                    get("SPAWN_GRANDCHILD", flag, False), get("GRANDCHILD_PID_FILE", str, None),
                    get("ORPHAN_GRANDCHILD", flag, False), get("ORPHAN_S", float, 0.5),
                    get("SPEW_BYTES", int, 0), get("SIGNAL_LOG", str, None), get("HUB_FAIL", flag, False),
-                   get("MODEL_TYPE", str, None))
+                   get("MODEL_TYPE", str, None), get("BATCH_S", float, 0.0))
 
 
 def die(code: int) -> NoReturn:
@@ -204,7 +205,7 @@ def startup(args: Args, env: Mapping[str, str], logger: Logger, knobs: Knobs) ->
                 int(args.number("max_concurrent_requests") or 0), max_input, max_tokens,
                 args.number("max_batch_requests"), int(args.number("max_client_batch_size") or 0),
                 args.flag("auto_truncate"), workers)
-    return Engine(info, logger, knobs.request_delay_s, prompt)
+    return Engine(info, logger, knobs.request_delay_s, prompt, batch_s=knobs.batch_s, health_file=knobs.health_file)
 
 
 def serve(args: Args, engine: Engine, logger: Logger, knobs: Knobs) -> FakeTeiServer:
@@ -217,7 +218,7 @@ def serve(args: Args, engine: Engine, logger: Logger, knobs: Knobs) -> FakeTeiSe
         fatal("failed to build prometheus recorder",
               f"failed to create HTTP listener: {os.strerror(err.errno or 0)} (os error {err.errno})")
     settings = Settings(args.text("api_key"), int(args.number("payload_limit") or 0),
-                        args.texts("cors_allow_origin"), knobs.health_file)
+                        args.texts("cors_allow_origin"))
     try:
         server = FakeTeiServer((host, port), engine, settings, ipv6=":" in host)
     except OSError as err:

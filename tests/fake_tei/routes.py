@@ -19,6 +19,7 @@ def embed(engine: Engine, body: Body, timing: Timing) -> object:
     normalize = bool(body.boolean("normalize", True))
     dims = body.usize("dimensions")
     truncate, direction, prompt = engine.request_options(body)
+    timing.success = engine.requested("batch" if is_batch else "single")
     if is_batch:
         engine.check_batch(len(items), 657)
     if engine.info.pooling == "splade" and normalize:
@@ -32,6 +33,7 @@ def openai_embed(engine: Engine, body: Body, timing: Timing) -> object:
     encoding = body.choice("encoding_format", {"float": "float", "base64": "base64"}, "float")
     dims = body.usize("dimensions")
     served = engine.info.served_model_name
+    timing.success = engine.requested("batch" if is_batch else "single")
     if model is not None and model != served:
         engine.logger.log(WARN, SERVER_TARGET, SERVER_FILE, 1161, f"The provided `model={model}` has not been "
                           "found, the `model` parameter should be provided either empty or with "
@@ -51,9 +53,10 @@ def _scores(engine: Engine, pairs: list[tuple[str, str]], truncate: bool, direct
     try:
         if not engine.info.is_reranker:
             raise ApiError("Backend", "Backend error: Model is not a classifier model", 210)
-        for query, text in pairs:
-            engine.encode(f"{query} {text}", truncate, direction, None, timing)
+        engine.metrics.counter("te_predict_count", len(pairs))
+        tokens = sum(len(engine.encode(f"{query} {text}", truncate, direction, None, timing)) for query, text in pairs)
         engine.sleep(engine.delay_s)
+        engine.run_batch(len(pairs), tokens, timing, classifier=True)
         logits = [fm.relevance_logit(q, t) for q, t in pairs]
         return [fm.f32(x if raw else fm.sigmoid(x)) for x in logits]
     finally:
@@ -70,6 +73,7 @@ def rerank(engine: Engine, body: Body, timing: Timing) -> object:
         raise ApiError("Empty", "`texts` cannot be empty", 322)
     if not engine.info.is_reranker:
         raise ApiError("Backend", "Backend error: model is not a re-ranker model", 344)
+    timing.success = engine.requested("batch")
     engine.check_batch(len(texts), 386)
     scores = _scores(engine, [(query, t) for t in texts], truncate, direction, raw_scores, timing)
     order = sorted(range(len(scores)), key=lambda i: scores[i])[::-1]  # TEI: stable ascending sort, reversed
@@ -93,6 +97,10 @@ def predict(engine: Engine, body: Body, timing: Timing) -> object:
     is_batch, pairs = _predict_inputs(body)
     truncate, direction, _ = engine.request_options(body)
     raw_scores = bool(body.boolean("raw_scores", False))
+    if is_batch:
+        timing.success = engine.requested("batch")
+    else:  # TEI counts a single prediction's te_request_count twice and never its success (server.rs L177, L185)
+        engine.requested("single", 2)
     if is_batch:
         engine.check_batch(len(pairs), 210)
     scores = _scores(engine, pairs, truncate, direction, raw_scores, timing)
@@ -137,6 +145,7 @@ def similarity(engine: Engine, body: Body, timing: Timing) -> object:
     if not sentences:
         raise ApiError("Empty", "`inputs.sentences` cannot be empty", 508)
     engine.check_batch(len(sentences) + 1, 524)
+    timing.success = engine.requested("batch")  # TEI calls its embed handler with a batch
     vectors = engine.pooled([inputs["source_sentence"]] + sentences,
                             engine.info.auto_truncate, "right", None, True, None, timing)
     return [fm.cosine(vectors[0], v) for v in vectors[1:]]
@@ -146,6 +155,7 @@ def embed_all(engine: Engine, body: Body, timing: Timing) -> object:
     """Per-token vectors: one unnormalised vector per token of each input."""
     is_batch, items = body.inputs("inputs")
     truncate, direction, prompt = engine.request_options(body)
+    timing.success = engine.requested("batch" if is_batch else "single")
     if is_batch:
         engine.check_batch(len(items), 1022)
     engine.pooled(items, truncate, direction, prompt, False, None, timing)  # same checks as /embed
@@ -156,6 +166,7 @@ def embed_sparse(engine: Engine, body: Body, timing: Timing) -> object:
     """SPLADE output; only models served with `--pooling splade` have it."""
     is_batch, items = body.inputs("inputs")
     truncate, direction, prompt = engine.request_options(body)
+    timing.success = engine.requested("batch" if is_batch else "single")
     if is_batch:
         engine.check_batch(len(items), 844)
     if engine.info.pooling != "splade":
