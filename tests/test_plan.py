@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,56 @@ def test_a_downloaded_snapshot_is_passed_as_a_local_directory() -> None:
 def test_health_is_probed_on_a_reachable_address(host: str, probe: str) -> None:
     """A wildcard bind is probed over loopback; a specific address is probed as is."""
     assert probe_host(host) == probe
+
+
+# ---- many models, behind the gateway ----
+
+
+def gateway_plan(env: dict[str, str]) -> tuple[ChildSpec, ...]:
+    s = settings(**env)
+    ports = {svc.name: (20000 + 2 * i, 20001 + 2 * i) for i, svc in enumerate(s.services)}
+    return build_plan(s, tei_bin="/usr/local/bin/text-embeddings-router", keys={"embed": KEY, "rerank": RERANK_KEY},
+                      model_sources={}, parent_env={"PATH": "/usr/bin"}, internal_ports=ports,
+                      python="/opt/venv/bin/python", created=1764230000)  # fmt: skip
+
+
+MANY = {"EMBED_MODEL": "BAAI/bge-small-en-v1.5,BAAI/bge-m3", "RERANK_ENABLED": "true", "EMBED_HOST": "0.0.0.0"}
+
+
+def test_behind_the_gateway_each_tei_listens_on_loopback_on_its_own_ports() -> None:
+    """The TEIs bind 127.0.0.1 on the chosen internal ports; the gateway comes last, on the public door."""
+    specs = gateway_plan(MANY)
+    assert [s.name for s in specs] == ["embed", "rerank", "embed-bge-m3", "gateway"]
+    for spec, (port, metrics) in zip(specs, [(20000, 20001), (20002, 20003), (20004, 20005)], strict=False):
+        assert flag(spec.argv, "--hostname") == ["127.0.0.1"]
+        assert flag(spec.argv, "--port") == [str(port)] and flag(spec.argv, "--prometheus-port") == [str(metrics)]
+        assert spec.health_url == f"http://127.0.0.1:{port}/health"
+    gateway = specs[-1]
+    assert gateway.argv == ("/opt/venv/bin/python", "-m", "embed_launcher.gateway")
+    assert gateway.health_url == "http://127.0.0.1:8000/health" and gateway.kind == "gateway"
+
+
+def test_the_gateway_config_routes_every_model_and_carries_no_secret() -> None:
+    """EMBED_GATEWAY_CONFIG: listen on both doors, each model with its upstream; keys only in their own variables."""
+    gateway = gateway_plan({**MANY, "EMBED_SERVED_MODEL_NAME": "small"})[-1]
+    config = json.loads(gateway.env["EMBED_GATEWAY_CONFIG"])
+    assert config["listen"] == [{"host": "0.0.0.0", "port": 8000, "routes": "all"},
+                                {"host": "0.0.0.0", "port": 8001, "routes": "rerank"}]  # fmt: skip
+    assert [(m["name"], m["aliases"], m["kind"], m["upstream"], m["default"]) for m in config["models"]] == [
+        ("small", ["BAAI/bge-small-en-v1.5"], "embed", "http://127.0.0.1:20000", True),
+        ("BAAI/bge-reranker-v2-m3", [], "rerank", "http://127.0.0.1:20002", True),
+        ("BAAI/bge-m3", [], "embed", "http://127.0.0.1:20004", False),
+    ]
+    assert config["models"][0]["max_client_batch_size"] == 512
+    assert (config["wait_s"], config["workers"], config["access_log"]) == (30.0, 1, False)
+    assert config["created"] == 1764230000
+    assert KEY not in gateway.env["EMBED_GATEWAY_CONFIG"] and KEY not in " ".join(gateway.argv)
+    assert gateway.env["EMBED_GATEWAY_EMBED_KEY"] == KEY and gateway.env["EMBED_GATEWAY_RERANK_KEY"] == RERANK_KEY
+    assert set(gateway.secrets) == {KEY, RERANK_KEY}
+
+
+def test_without_the_gateway_internal_ports_are_ignored() -> None:
+    """One model per port: the TEIs keep the public ports, as before; no gateway child."""
+    specs = gateway_plan({"RERANK_ENABLED": "true", "EMBED_GATEWAY": "false"})
+    assert [s.name for s in specs] == ["embed", "rerank"]
+    assert flag(specs[0].argv, "--port") == ["8000"]

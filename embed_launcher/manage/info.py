@@ -66,6 +66,21 @@ def enabled_services(state: StateSnapshot, environ: Mapping[str, str]) -> list[S
     return services
 
 
+def all_services(state: StateSnapshot, environ: Mapping[str, str], live: LiveStatus) -> list[ServiceView]:
+    """The enabled services of the state files, then every other child the launcher runs (models, gateway)."""
+    views = enabled_services(state, environ)
+    known = {v.name for v in views}
+    for name, recorded in live.services.items():
+        if name in known or not isinstance(recorded, dict):
+            continue
+        kind = str(recorded.get("kind", ""))
+        auth = bool(state.rerank_auth if kind == "rerank" else state.embed_auth)
+        port = recorded.get("port")
+        model = str(recorded.get("model") or "-")
+        views.append(ServiceView(name, name, model, port if isinstance(port, int) else 0, auth))
+    return views
+
+
 def health_url(port: int, recorded: Mapping[str, object] | None = None) -> str:
     """Where to probe: the URL the launcher recorded (it knows EMBED_HOST), else loopback."""
     url = (recorded or {}).get("health_url")
@@ -205,9 +220,9 @@ def show_status(environ: Mapping[str, str], console: Console, *, as_json: bool) 
     data = DataDir(data_dir(dict(environ)))
     now = time.time()
     live = read_live(data, now)
+    state = data.read_state()
     services = [
-        service_status(v, live.services.get(v.name) or {}, live, now)
-        for v in enabled_services(data.read_state(), environ)
+        service_status(v, live.services.get(v.name) or {}, live, now) for v in all_services(state, environ, live)
     ]
     healthy = bool(services) and all(s["healthy"] for s in services)
     if as_json:

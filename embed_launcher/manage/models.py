@@ -55,24 +55,27 @@ class CacheMark:
 
 def revision_for(settings: Settings, model: str) -> str | None:
     """The configured service's revision when ``model`` is its model; otherwise None (= main)."""
-    for service in (settings.embed, settings.rerank):
+    for service in (settings.embed, settings.rerank, *settings.extra):
         if service.model == model:
             return service.revision
     return None
 
 
-def active_model(state: StateSnapshot, *, rerankers: bool) -> str | None:
-    """The model the last start served for this kind of service, if that service was enabled."""
+def active_models(state: StateSnapshot, settings: Settings, *, rerankers: bool) -> list[str]:
+    """The models of this kind that are configured: the last start's default first, then the others."""
     if rerankers:
-        return state.rerank_model if state.rerank_active else None
-    return state.embed_model if state.embed_active is not False else None
+        first = state.rerank_model if state.rerank_active else None
+    else:
+        first = state.embed_model if state.embed_active is not False else None
+    configured = [s.model for s in settings.services if (s.kind == "rerank") == rerankers]
+    return list(dict.fromkeys([m for m in (first, *configured) if m]))
 
 
-def cache_mark(cache: Path, model: str, settings: Settings, backend: str, active: str | None) -> CacheMark:
+def cache_mark(cache: Path, model: str, settings: Settings, backend: str, active: list[str]) -> CacheMark:
     """Verify one model's TEI file set in the cache (no network)."""
     check = verify_model(cache, model, revision_for(settings, model), backend)
     size = cached_size(cache, model) if repo_dir(cache, model).is_dir() else 0
-    return CacheMark(check.complete, size, model == active)
+    return CacheMark(check.complete, size, model in active)
 
 
 def format_row(entry: CatalogEntry, mark: CacheMark) -> str:
@@ -100,7 +103,7 @@ def backend_for(settings: config.Settings, environ: Mapping[str, str], model: st
         tei_bin = None  # e.g. embed_manage on a machine without TEI: decide from the environment
     backend = tei_backend(settings.backend, tei_bin, environ)
     refused = ort_refused(data_dir(dict(environ)), model)
-    for s in (settings.embed, settings.rerank):
+    for s in (settings.embed, settings.rerank, *settings.extra):
         if s.model == model:
             dtype, pooling = s.tei_arg("--dtype"), s.tei_arg("--pooling")
             return service_backend(backend, setting=settings.backend, dtype=dtype, pooling=pooling, ort_refused=refused)
@@ -111,11 +114,11 @@ def list_models(environ: Mapping[str, str], console: Console, *, rerankers: bool
     """The original's recommended list, with each model's cache state and the active one marked."""
     settings = load(environ, console.warn)
     cache = data_dir(dict(environ))
-    active = active_model(DataDir(cache).read_state(), rerankers=rerankers)
-    backend = backend_for(settings, environ, active or "")
+    active = active_models(DataDir(cache).read_state(), settings, rerankers=rerankers)
+    backend = backend_for(settings, environ, active[0] if active else "")
     catalog = list(RERANKER_MODELS if rerankers else EMBEDDING_MODELS)
-    if active and active not in {e.repo_id for e in catalog}:
-        catalog.append(CatalogEntry(active, "", "(not in the recommended list)"))
+    listed = {e.repo_id for e in catalog}
+    catalog += [CatalogEntry(m, "", "(not in the recommended list)") for m in active if m not in listed]
     title = "Recommended reranker (cross-encoder) models for TEI:" if rerankers else (
         "Recommended embedding models (all TEI-compatible):")
     lines = ["", title, "", ROW.format(mark=" ", repo="Model ID", disk="Disk", cache="In cache", note="Notes"),

@@ -29,7 +29,7 @@ def pull_all(result_fd: int, backends: Mapping[str, str], stop: threading.Event,
     """Pull what the settings name, each in its service's weight format; report snapshot dirs on ``result_fd``."""
     settings = load(os.environ, lambda warning: None)  # the launcher has shown the warnings
     requests = [
-        PullRequest(s.model, s.revision, kind=model_kind(s.name), backend=backends[s.name]) for s in settings.services
+        PullRequest(s.model, s.revision, kind=model_kind(s.kind), backend=backends[s.name]) for s in settings.services
     ]
     results = pull_models(
         requests,

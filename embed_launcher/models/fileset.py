@@ -74,9 +74,9 @@ def detect_backend(setting: str, environ: Mapping[str, str], tei_has_ort: bool |
     return "onnx"
 
 
-def model_kind(service_name: str) -> str:
-    """How messages name a service's model: "model" (embeddings) or "reranker model"."""
-    return "model" if service_name == "embed" else "reranker model"
+def model_kind(kind: str) -> str:
+    """How messages name a service's model by its kind: "reranker model" (rerank), else "model"."""
+    return "reranker model" if kind == "rerank" else "model"
 
 
 def service_backend(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from embed_launcher import __version__
+from embed_launcher.config.services import ServiceSettings
 
 RULE = "=" * 59
 READY_TITLES = {
@@ -94,3 +96,14 @@ def _curl_example(e: Endpoint, addr: str) -> list[str]:
         *auth,
         f"    -d '{body}'",
     ]
+
+
+def more_models_lines(services: Sequence[ServiceSettings], *, gateway: bool) -> list[str]:
+    """With many models: every model behind the gateway, by the name clients ask for."""
+    if not gateway:
+        return []
+    lines = ["Models behind the gateway (GET /v1/models lists them; ask for one by name in \"model\"):"]
+    for s in services:
+        default = " (default)" if s.default else ""
+        lines.append(f"  {s.kind:<7} {s.served_name}{default}  port={s.port}")
+    return lines

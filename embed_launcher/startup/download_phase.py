@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from embed_launcher.config.settings import EMBED, Settings
+from embed_launcher.config.settings import RERANK, Settings
 from embed_launcher.models.cache import mark_ort_refused, ort_refused, require_complete, verify_model
 from embed_launcher.models.fileset import model_kind, service_backend
 from embed_launcher.reporting.console import Console
@@ -85,7 +85,7 @@ def missing_notes(settings: Settings, backends: Mapping[str, str]) -> list[str]:
     for s in settings.services:
         if verify_model(settings.data_dir, s.model, s.revision, backends[s.name]).complete:
             continue
-        if s.name == EMBED:
+        if s.kind != RERANK:
             notes += [
                 f"Note: Model '{s.model}' not found in cache. It will be downloaded",
                 "      from HuggingFace on first start. This may take several minutes.",
@@ -102,7 +102,7 @@ def local_sources(settings: Settings, backends: Mapping[str, str]) -> dict[str, 
     """Local-only: every model must be complete in the cache; no network, no huggingface_hub."""
     sources = {}
     for s in settings.services:
-        check = require_complete(settings.data_dir, s.model, s.revision, backends[s.name], model_kind(s.name))
+        check = require_complete(settings.data_dir, s.model, s.revision, backends[s.name], model_kind(s.kind))
         sources[s.name] = str(check.snapshot_dir)
     return sources
 

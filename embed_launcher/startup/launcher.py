@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,11 +19,11 @@ from embed_launcher.models.backend import resolve_tei_bin, tei_backend
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import EXIT_OK
 from embed_launcher.startup.address import UNKNOWN, AddressLookup
-from embed_launcher.startup.banner import Endpoint, not_persistent_note, ready_banner, start_banner
+from embed_launcher.startup.banner import Endpoint, more_models_lines, not_persistent_note, ready_banner, start_banner
 from embed_launcher.startup.download_phase import fetch_models, give_up_advice, service_backends
-from embed_launcher.startup.preflight import check_ports
+from embed_launcher.startup.preflight import check_ports, free_local_ports
 from embed_launcher.supervision.events import Mailbox, ReadyLogged
-from embed_launcher.supervision.plan import LABELS, ChildSpec, build_plan
+from embed_launcher.supervision.plan import ChildSpec, build_plan
 from embed_launcher.supervision.policy import RestartPolicy
 from embed_launcher.supervision.process import Spawner
 from embed_launcher.supervision.supervisor import HEARTBEAT_S, Notifier, Supervisor, Timing
@@ -64,8 +65,8 @@ def fallback_address(host: str, inside_container: bool) -> str:
 
 
 def is_ready_line(text: str) -> bool:
-    """TEI's last start-up line, in text or JSON log format (tei-contract §2)."""
-    return text.endswith(": Ready") or '"message":"Ready"' in text
+    """TEI's last start-up line, in text or JSON log format (tei-contract §2), or the gateway's."""
+    return text.endswith(": Ready") or '"message":"Ready"' in text or text.startswith("Gateway ready")
 
 
 class Launcher:
@@ -88,11 +89,16 @@ class Launcher:
         data.ensure()
         keys, notices = self.prepare_keys(settings, data)
         check_ports(settings.host, self.ports_to_check(settings))
+        internal = self.internal_ports(settings)
         mailbox = Mailbox()
         mailbox.install_signal_handlers()
         auth = {"embed": bool(keys.embed_key), "rerank": bool(keys.rerank_key)}
-        shown = tuple(Endpoint(s.name, LABELS[s.name], s.model, s.port, auth[s.name]) for s in settings.services)
-        self.console.lines(start_banner(shown, notices=notices, local_only=settings.local_only))
+        shown = tuple(
+            Endpoint(s.name, s.label, s.model, s.port, auth[s.name])
+            for s in (settings.embed, settings.rerank) if s.enabled
+        )  # fmt: skip
+        more = more_models_lines(settings.services, gateway=settings.gateway)
+        self.console.lines(start_banner(shown, notices=notices, local_only=settings.local_only) + more)
         address = self.start_address_lookup(settings, data)
         self.write_state(settings, data, auth, address.address)
         self.publish_preparing(settings, data)
@@ -107,9 +113,13 @@ class Launcher:
             keys={"embed": keys.embed_key, "rerank": keys.rerank_key},
             model_sources=sources,
             parent_env=self.environ,
+            internal_ports=internal,
+            python=sys.executable,
+            created=int(self.started),
         )
         advise = give_up_advice(settings, backends)
-        return self.supervise(settings, specs, data, mailbox, lambda: ready_banner(shown, address.address), advise)
+        banner = lambda: ready_banner(shown, address.address) + more  # noqa: E731
+        return self.supervise(settings, specs, data, mailbox, banner, advise)
 
     def prepare_keys(self, settings: Settings, data: DataDir) -> tuple[KeyResolution, tuple[str, ...]]:
         """Resolve the API keys by the original's rules; return them and the notes to print."""
@@ -126,11 +136,26 @@ class Launcher:
 
     @staticmethod
     def ports_to_check(settings: Settings) -> list[tuple[str, int]]:
+        """The public ports (and, without the gateway, TEI's Prometheus ports) with their variables."""
         ports = []
-        for service in settings.services:
+        for service in (settings.embed, settings.rerank):
+            if not service.enabled:
+                continue
             port_var, prometheus_var = PORT_VARIABLES[service.name]
-            ports += [(port_var, service.port), (prometheus_var, service.prometheus_port)]
-        return ports
+            ports.append((port_var, service.port))
+            if not settings.gateway:
+                ports.append((prometheus_var, service.prometheus_port))
+        if settings.gateway and not settings.embed.enabled and any(s.kind != "rerank" for s in settings.services):
+            ports.append(("EMBED_PORT", settings.embed.port))  # sparse models are served there
+        return list(dict.fromkeys(ports))
+
+    @staticmethod
+    def internal_ports(settings: Settings) -> dict[str, tuple[int, int]] | None:
+        """Behind the gateway, each TEI gets a port and a Prometheus port on 127.0.0.1, chosen now."""
+        if not settings.gateway:
+            return None
+        ports = free_local_ports(2 * len(settings.services))
+        return {s.name: (ports[2 * i], ports[2 * i + 1]) for i, s in enumerate(settings.services)}
 
     def start_address_lookup(self, settings: Settings, data: DataDir) -> AddressLookup:
         """The advertised address: given, or looked up in the background (never in local-only mode)."""

@@ -80,3 +80,20 @@ def check_ports(
         problems.append(f"{message}. Free the port or set {variable} to another port.")
     if problems:
         raise LauncherError("\n".join(problems), EXIT_CONFIG)
+
+
+def free_local_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 right now, for the TEIs behind the gateway.
+
+    The kernel picks them (bind to port 0), all held until every one is chosen. Another process
+    could take one before TEI binds it; TEI then exits at start and is restarted on the same
+    port, which the supervisor reports like any failed start.
+    """
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()

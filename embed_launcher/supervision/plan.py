@@ -1,15 +1,19 @@
-"""Plan: settings and resolved inputs -> one immutable TEI child spec per enabled service (pure)."""
+"""Plan: settings and resolved inputs -> one immutable child spec per TEI, and the gateway's (pure)."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from embed_launcher.config.settings import ServiceSettings, Settings
+from embed_launcher.config.services import ServiceSettings
+from embed_launcher.config.settings import RERANK, Settings
 
-LABELS = {"embed": "Embeddings", "rerank": "Reranker"}
+GATEWAY = "gateway"
+LOOPBACK = "127.0.0.1"
+TEI_DEFAULT_CLIENT_BATCH = 32  # TEI's own --max-client-batch-size
 
 # What a TEI child may inherit from the launcher's environment: the loader's, the runtime
 # libraries' and the proxy's needs. Everything else is dropped, because TEI reads HOSTNAME,
@@ -31,15 +35,16 @@ PASSTHROUGH_PREFIXES = ("CUDA_", "NVIDIA_", "MKL_", "OMP_", "RAYON_", "ORT_")
 class ChildSpec:
     """Everything needed to start, probe and describe one TEI process."""
 
-    name: str  # "embed" | "rerank": log prefix and state-file key
-    label: str  # "Embeddings" | "Reranker": for messages
-    model: str  # the repo id users know it by
+    name: str  # "embed", "rerank", "embed-bge-m3", "gateway": log prefix and status key
+    label: str  # "Embeddings", "Reranker", "Embeddings (BAAI/bge-m3)", "Gateway": for messages
+    model: str  # the repo id users know it by ("" for the gateway)
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(repr=False)
     port: int = 0
     health_url: str = ""
     metrics_url: str = ""
     secrets: tuple[str, ...] = field(default=(), repr=False)  # values to mask in relayed output
+    kind: str = "embed"  # embed | sparse | rerank | gateway
 
 
 def probe_host(host: str) -> str:
@@ -83,6 +88,11 @@ def child_argv(
     return tuple(argv)
 
 
+def key_for(service: ServiceSettings, keys: Mapping[str, str | None]) -> str | None:
+    """A service's API key: the reranker key for rerank models, the embeddings key otherwise."""
+    return keys.get(RERANK if service.kind == RERANK else "embed") or None
+
+
 def build_plan(
     settings: Settings,
     *,
@@ -90,32 +100,110 @@ def build_plan(
     keys: Mapping[str, str | None],
     model_sources: Mapping[str, str],
     parent_env: Mapping[str, str],
+    internal_ports: Mapping[str, tuple[int, int]] | None = None,
+    python: str = "python3",
+    created: int = 0,
 ) -> tuple[ChildSpec, ...]:
-    """One spec per enabled service, embeddings first.
+    """One spec per enabled service, embeddings first, then the gateway's when it is on.
 
-    ``keys`` maps service name to its API key (None or "" = no auth); ``model_sources`` maps
+    ``keys`` maps "embed"/"rerank" to the API key (None or "" = no auth); ``model_sources`` maps
     service name to what TEI gets as --model-id (a snapshot directory once downloaded, else the
-    repo id). Neither secret ever reaches argv.
+    repo id); ``internal_ports`` maps service name to (port, Prometheus port) on 127.0.0.1 when
+    the gateway serves the public ports. No secret ever reaches argv.
     """
     specs = []
+    gateway = settings.gateway and internal_ports is not None
     for service in settings.services:
-        key = keys.get(service.name) or None
+        key = key_for(service, keys)
         env = child_env(parent_env, api_key=key, hf_token=settings.hf_token)
         source = model_sources.get(service.name, service.model)
         if source != service.model:
             env["HF_HUB_OFFLINE"] = "1"  # a local snapshot: nothing to fetch
+        host = settings.host
+        if gateway:
+            assert internal_ports is not None
+            port, metrics_port = internal_ports[service.name]
+            service, host = replace(service, port=port, prometheus_port=metrics_port), LOOPBACK
         secrets = tuple(s for s in (key, settings.hf_token) if s)
         specs.append(
             ChildSpec(
                 name=service.name,
-                label=LABELS[service.name],
+                label=service.label,
                 model=service.model,
-                argv=child_argv(tei_bin, service, model_source=source, host=settings.host, cache_dir=settings.data_dir),
+                kind=service.kind,
+                argv=child_argv(tei_bin, service, model_source=source, host=host, cache_dir=settings.data_dir),
                 env=env,
                 port=service.port,
-                health_url=f"http://{probe_host(settings.host)}:{service.port}/health",
-                metrics_url=f"http://{probe_host(settings.host)}:{service.port}/metrics",
+                health_url=f"http://{probe_host(host)}:{service.port}/health",
+                metrics_url=f"http://{probe_host(host)}:{service.port}/metrics",
                 secrets=secrets,
             )
         )
+    if gateway:
+        specs.append(gateway_spec(settings, specs, keys, parent_env, python=python, created=created))
     return tuple(specs)
+
+
+def gateway_spec(
+    settings: Settings,
+    children: list[ChildSpec],
+    keys: Mapping[str, str | None],
+    parent_env: Mapping[str, str],
+    *,
+    python: str,
+    created: int,
+) -> ChildSpec:
+    """The gateway: the public ports, routing each request to its model's TEI on 127.0.0.1."""
+    env = child_env(parent_env, api_key=None, hf_token=None)
+    env.pop("NO_COLOR", None)
+    env["EMBED_GATEWAY_CONFIG"] = json.dumps(gateway_config(settings, children, created=created))
+    embed_key, rerank_key = keys.get("embed") or "", keys.get(RERANK) or ""
+    env["EMBED_GATEWAY_EMBED_KEY"], env["EMBED_GATEWAY_RERANK_KEY"] = embed_key, rerank_key
+    door = gateway_listen(settings)[0]["port"]
+    assert isinstance(door, int)
+    return ChildSpec(
+        name=GATEWAY,
+        label="Gateway",
+        model="",
+        kind=GATEWAY,
+        argv=(python, "-m", "embed_launcher.gateway"),
+        env=env,
+        port=door,
+        health_url=f"http://{probe_host(settings.host)}:{door}/health",
+        metrics_url=f"http://{probe_host(settings.host)}:{door}/metrics",
+        secrets=tuple(k for k in (embed_key, rerank_key) if k),
+    )
+
+
+def gateway_listen(settings: Settings) -> list[dict[str, str | int]]:
+    """The public ports: the embeddings door serves every route; the reranker's door its own routes."""
+    doors: list[dict[str, str | int]] = []
+    if any(s.kind != RERANK for s in settings.services):
+        doors.append({"host": settings.host, "port": settings.embed.port, "routes": "all"})
+    if settings.rerank.enabled and not any(d["port"] == settings.rerank.port for d in doors):
+        doors.append({"host": settings.host, "port": settings.rerank.port, "routes": "rerank" if doors else "all"})
+    return doors
+
+
+def gateway_config(settings: Settings, children: list[ChildSpec], *, created: int) -> dict[str, object]:
+    """The gateway's EMBED_GATEWAY_CONFIG (no secrets): where it listens, and each model's TEI."""
+    upstream = {c.name: f"http://{LOOPBACK}:{c.port}" for c in children}
+    models = []
+    for s in settings.services:
+        batch = s.tei_arg("--max-client-batch-size")
+        models.append({
+            "name": s.served_name,
+            "aliases": [s.model] if s.served_name != s.model else [],
+            "kind": s.kind,
+            "upstream": upstream[s.name],
+            "max_client_batch_size": int(batch) if batch else TEI_DEFAULT_CLIENT_BATCH,
+            "default": s.default,
+        })  # fmt: skip
+    return {
+        "listen": gateway_listen(settings),
+        "models": models,
+        "wait_s": settings.gateway_wait_s,
+        "access_log": settings.gateway_access_log,
+        "workers": settings.gateway_workers,
+        "created": created,
+    }

@@ -430,6 +430,7 @@ class Supervisor:
             running = c.state.phase is Phase.RUNNING
             busy = running and c.liveness.health is Health.BUSY
             services[c.spec.name] = {
+                "kind": c.spec.kind,
                 "model": c.spec.model,
                 "port": c.spec.port,
                 "pid": c.handle.pid if c.handle is not None else None,
