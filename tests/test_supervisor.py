@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 
 from embed_launcher.reporting.console import Console
+from embed_launcher.supervision.child import Timing
 from embed_launcher.supervision.events import Event, ProbeAnswered
 from embed_launcher.supervision.liveness import Answer, Check, Progress
 from embed_launcher.supervision.plan import ChildSpec
 from embed_launcher.supervision.policy import Phase, RestartPolicy
 from embed_launcher.supervision.process import Handle
-from embed_launcher.supervision.supervisor import HEARTBEAT_S, Supervisor, Timing
+from embed_launcher.supervision.status import HEARTBEAT_S
+from embed_launcher.supervision.supervisor import Supervisor
 
 OK = Check(Answer.OK)
 FAILING = Check(Answer.FAILING)

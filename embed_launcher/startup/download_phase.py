@@ -25,9 +25,10 @@ from embed_launcher.reporting.errors import EXIT_OK, LauncherError
 from embed_launcher.supervision.events import Mailbox
 from embed_launcher.supervision.hints import hint_for
 from embed_launcher.supervision.hints import ort_refused as ort_refused_in
+from embed_launcher.supervision.notify import Notifier, NullNotifier
 from embed_launcher.supervision.plan import ChildSpec
 from embed_launcher.supervision.process import die_with_parent
-from embed_launcher.supervision.supervisor import HEARTBEAT_S, Notifier, NullNotifier
+from embed_launcher.supervision.status import HEARTBEAT_S
 
 EXTEND_EVERY_S = 10.0  # how often systemd hears "still downloading"
 EXTEND_BY_S = 60.0

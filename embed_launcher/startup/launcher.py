@@ -22,11 +22,14 @@ from embed_launcher.startup.address import UNKNOWN, AddressLookup
 from embed_launcher.startup.banner import Endpoint, more_models_lines, not_persistent_note, ready_banner, start_banner
 from embed_launcher.startup.download_phase import fetch_models, give_up_advice, service_backends
 from embed_launcher.startup.preflight import check_ports, free_local_ports
+from embed_launcher.supervision.child import Timing
 from embed_launcher.supervision.events import Mailbox, ReadyLogged
+from embed_launcher.supervision.notify import Notifier
 from embed_launcher.supervision.plan import ChildSpec, build_plan
 from embed_launcher.supervision.policy import RestartPolicy
 from embed_launcher.supervision.process import Spawner
-from embed_launcher.supervision.supervisor import HEARTBEAT_S, Notifier, Supervisor, Timing
+from embed_launcher.supervision.status import HEARTBEAT_S
+from embed_launcher.supervision.supervisor import Supervisor
 
 PORT_VARIABLES = {"embed": ("EMBED_PORT", "EMBED_PROMETHEUS_PORT"), "rerank": ("RERANK_PORT", "RERANK_PROMETHEUS_PORT")}
 

@@ -6,80 +6,29 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from embed_launcher.supervision import liveness, policy
+from embed_launcher.supervision.child import DEFAULT_TIMING, Child, Timing
 from embed_launcher.supervision.events import Event, Mailbox, ProbeAnswered, ReadyLogged, SignalReceived
 from embed_launcher.supervision.hints import hint_for
-from embed_launcher.supervision.liveness import Answer, Check, Health, Liveness, Progress
+from embed_launcher.supervision.liveness import Answer, Check, Liveness, Progress
+from embed_launcher.supervision.notify import Notifier, NullNotifier
 from embed_launcher.supervision.plan import ChildSpec
-from embed_launcher.supervision.policy import ChildState, Phase, RestartPolicy
+from embed_launcher.supervision.policy import Phase
 from embed_launcher.supervision.probe import check_health, read_progress
 from embed_launcher.supervision.process import Handle, describe_exit, reap, signal_group
+from embed_launcher.supervision.status import HEARTBEAT_S, live_status, status_line
 
-STARTUP_POLL_S = 0.1  # /health while starting; the "Ready" log line triggers an earlier probe
 MAX_WAIT_S = 1.0  # the loop wakes at least this often (watchdog, clock-based deadlines)
-HEARTBEAT_S = 5.0  # the live status is rewritten at least this often: embed_manage --alive reads its age
 TEI_USAGE_ERROR = 2  # clap rejected the arguments: retrying cannot help
 
 
 class Spawner(Protocol):
     def spawn(self, spec: ChildSpec) -> Handle: ...
     def signal(self, child: Handle, sig: int) -> None: ...
-
-
-class Notifier(Protocol):
-    watchdog_interval_s: float | None
-
-    def ready(self, status: str) -> None: ...
-    def status(self, text: str) -> None: ...
-    def extend_timeout(self, seconds: float) -> None: ...
-    def stopping(self) -> None: ...
-    def watchdog(self) -> None: ...
-
-
-class NullNotifier:
-    """Tells nobody anything (no service manager listening)."""
-
-    watchdog_interval_s: float | None = None
-
-    def ready(self, status: str) -> None: ...
-    def status(self, text: str) -> None: ...
-    def extend_timeout(self, seconds: float) -> None: ...
-    def stopping(self) -> None: ...
-    def watchdog(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Timing:
-    """The supervisor's clock-driven numbers, all in seconds."""
-
-    ready_timeout_s: float = 600.0
-    stop_timeout_s: float = 8.0
-    health_interval_s: float = 10.0
-    health_timeout_s: float = 5.0
-    health_failures: int = 3
-    hang_timeout_s: float = 600.0
-    startup_poll_s: float = STARTUP_POLL_S
-    policy: RestartPolicy = field(default_factory=RestartPolicy)
-
-
-@dataclass
-class Child:
-    """The supervisor's record of one service: its spec, its policy state and its live process."""
-
-    spec: ChildSpec
-    state: ChildState = field(default_factory=ChildState)
-    handle: Handle | None = None
-    generation: int = 0  # bumped per process, so a late probe result of a dead one is ignored
-    probing: bool = False
-    next_probe_at: float = 0.0
-    liveness: Liveness = field(default_factory=Liveness)
-    killing: bool = False  # we sent SIGKILL (ready timeout, liveness) and await the exit
-    last_exit: str | None = None
 
 
 class Supervisor:
@@ -96,7 +45,7 @@ class Supervisor:
         console: Console,
         spawner: Spawner,
         mailbox: Mailbox | None = None,
-        timing: Timing = Timing(),
+        timing: Timing = DEFAULT_TIMING,
         probe: Callable[[str, float], Answer] = check_health,
         read_progress: Callable[[str, float], Progress | None] = read_progress,
         clock: Callable[[], float] = time.monotonic,
@@ -411,39 +360,10 @@ class Supervisor:
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: each service's state."""
-        return "; ".join(f"{c.spec.label.lower()}: {self.state_word(c)}" for c in self.children)
-
-    @staticmethod
-    def state_word(child: Child) -> str:
-        """The phase, or for a ready child how it is doing (ready, busy, unhealthy)."""
-        if child.state.phase is Phase.RUNNING:
-            return child.liveness.health.value
-        return child.state.phase.value
+        return status_line(self.children)
 
     def publish(self) -> None:
         """Hand the live status to the sink (the data dir's status file, read by embed_manage --status)."""
         now = self.clock()
         self.last_publish = now
-        wall_offset = time.time() - now
-        services: dict[str, object] = {}
-        for c in self.children:
-            running = c.state.phase is Phase.RUNNING
-            busy = running and c.liveness.health is Health.BUSY
-            services[c.spec.name] = {
-                "kind": c.spec.kind,
-                "model": c.spec.model,
-                "port": c.spec.port,
-                "pid": c.handle.pid if c.handle is not None else None,
-                "state": c.state.phase.value,
-                "health": c.liveness.health.value if running else None,
-                "queue_size": c.liveness.progress.queue_size if busy and c.liveness.progress else None,
-                "idle_s": round(c.liveness.idle_s(now), 1) if busy else None,
-                "since": round(c.state.since + wall_offset, 3),
-                "restarts": c.state.restarts,
-                "last_exit": c.last_exit,
-                "health_url": c.spec.health_url,
-            }
-        self.status_sink({
-            "stopping": self.stopping, "updated": round(time.time(), 3), "heartbeat_s": HEARTBEAT_S,
-            "services": services,
-        })  # fmt: skip
+        self.status_sink(live_status(self.children, now, wall_offset=time.time() - now, stopping=self.stopping))

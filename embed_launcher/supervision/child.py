@@ -1,0 +1,44 @@
+"""The supervisor's records: its timing numbers, and what it knows of each child."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from embed_launcher.supervision.liveness import Liveness
+from embed_launcher.supervision.plan import ChildSpec
+from embed_launcher.supervision.policy import ChildState, RestartPolicy
+from embed_launcher.supervision.process import Handle
+
+STARTUP_POLL_S = 0.1  # /health while starting; the "Ready" log line triggers an earlier probe
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The supervisor's clock-driven numbers, all in seconds."""
+
+    ready_timeout_s: float = 600.0
+    stop_timeout_s: float = 8.0
+    health_interval_s: float = 10.0
+    health_timeout_s: float = 5.0
+    health_failures: int = 3
+    hang_timeout_s: float = 600.0
+    startup_poll_s: float = STARTUP_POLL_S
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+
+
+DEFAULT_TIMING = Timing()
+
+
+@dataclass
+class Child:
+    """The supervisor's record of one service: its spec, its policy state and its live process."""
+
+    spec: ChildSpec
+    state: ChildState = field(default_factory=ChildState)
+    handle: Handle | None = None
+    generation: int = 0  # bumped per process, so a late probe result of a dead one is ignored
+    probing: bool = False
+    next_probe_at: float = 0.0
+    liveness: Liveness = field(default_factory=Liveness)
+    killing: bool = False  # we sent SIGKILL (ready timeout, liveness) and await the exit
+    last_exit: str | None = None
