@@ -110,6 +110,7 @@ def show_info(environ: Mapping[str, str], console: Console) -> int:
     lines = ["", RULE, TITLES[("embed" in names, "rerank" in names)], RULE]
     for s in services:
         lines += [f" {s.label}:", f"   Model:    {s.model}", f"   Endpoint: http://{addr}:{s.port}"]
+    lines += more_models(recorded, names)
     lines += [RULE, "", "API endpoints:"]
     for s in services:
         lines += endpoint_lines(s, f"http://{addr}:{s.port}")
@@ -126,6 +127,17 @@ def show_info(environ: Mapping[str, str], console: Console) -> int:
     ]
     console.lines(lines)
     return EXIT_OK
+
+
+def more_models(recorded: Mapping[str, Mapping[str, object]], shown: set[str]) -> list[str]:
+    """The other models the launcher runs (behind the gateway), by kind."""
+    others = [(str(r.get("kind")), str(r.get("model"))) for name, r in recorded.items()
+              if name not in shown and r.get("kind") not in (None, "gateway")]  # fmt: skip
+    if not others:
+        return []
+    return [" Also serving (ask for one by name in \"model\"; GET /v1/models lists them):"] + [
+        f"   {kind:<7} {model}" for kind, model in others
+    ]
 
 
 def endpoint_lines(s: ServiceView, base: str) -> list[str]:
