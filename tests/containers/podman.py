@@ -123,7 +123,9 @@ class Podman:
     def cleanup(self) -> list[str]:
         """Remove everything named here; return the failures instead of raising."""
         errors: list[str] = []
-        steps: list[tuple[str, ...]] = [("rm", "--force", "--volumes", "--time", "0", c) for c in reversed(self.containers)]
+        steps: list[tuple[str, ...]] = [
+            ("rm", "--force", "--volumes", "--time", "0", c) for c in reversed(self.containers)
+        ]
         steps += [("volume", "rm", "--force", v) for v in reversed(self.volumes)]
         steps += [("image", "rm", "--force", i) for i in reversed(self.images)]
         for step in steps:
