@@ -11,16 +11,18 @@
 # in $PODMAN_CI_DIR/env for `source`. tests/containers/podman.py finds that file by itself.
 #
 # What the config says, and why (these machines are themselves containers):
-#   runtime runc, cgroupfs, cgroups disabled    no systemd, no delegated cgroup tree
+#   runtime runc, cgroup manager cgroupfs       no systemd to ask for cgroups
 #   storage driver vfs                          no overlay mounts inside the sandbox
 #   host network                                no netavark/CNI bridges; 127.0.0.1 is shared
-#   nofile ulimit = the current hard limit      the sandbox cannot raise it
+#   nofile = the hard limit, nproc = 8192       the sandbox cannot raise them (nor set nproc to
+#                                               its own hard limit: runc then fails with EPERM)
 #   events and logs in files                    no journald
 set -euo pipefail
 
 DIR=${PODMAN_CI_DIR:-/var/lib/embed-launcher-ci/podman}
 # Run-time state belongs on a tmpfs (podman detects reboots by its absence).
 RUNROOT=/run/embed-launcher-ci/podman
+NPROC=8192
 PACKAGES=(podman runc conmon catatonit)
 
 log() { echo "podman-setup: $*" >&2; }
@@ -56,8 +58,7 @@ write_config() {
     write_if_changed "$DIR/containers.conf" "# Written by scripts/podman-setup.sh; edits are overwritten.
 [containers]
 netns = \"host\"
-cgroups = \"disabled\"
-default_ulimits = [\"nofile=$nofile:$nofile\"]
+default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=$NPROC:$NPROC\"]
 log_driver = \"k8s-file\"
 pids_limit = 0
 
