@@ -27,9 +27,6 @@ ROOTFS_SCRIPT = ROOT / "scripts" / "systemd-rootfs.sh"
 CACHE_DIR = Path("/var/cache/embed-launcher-ci")
 IMAGE_REPO = "localhost/embed-launcher-ci/systemd-bookworm"
 BOOT_TIMEOUT_S = 60.0
-# podman raises RLIMIT_NPROC to a value this sandbox cannot grant unless told a lower one; an
-# explicit --ulimit replaces containers.conf's default_ulimits, so nofile is repeated here.
-NPROC_LIMIT = 8192
 # What the checkout copy needs: the installer's source, the unit, and the TEI stand-in.
 SOURCE_PATHS = ("pyproject.toml", "README.md", "embed.env.example", "embed_launcher", "scripts", "tests")
 
@@ -143,12 +140,9 @@ def copy_checkout(dest: Path) -> Path:
 
 def boot(pm: Podman, image: str, *, src: Path, wheels: Path) -> Machine:
     """Start systemd as PID 1 and wait until it has finished booting."""
-    nofile = subprocess.run(["sh", "-c", "ulimit -Hn"], capture_output=True, text=True, check=True).stdout.strip()
-    nofile = "1048576" if nofile == "unlimited" else nofile
     name = pm.name("systemd")
+    # Ulimits, runtime and network come from scripts/podman-setup.sh's containers.conf.
     pm.run("run", "-d", "--name", name, "--privileged", "--systemd=always", "--cgroupns=private",
-           "--cgroups=enabled", "--ulimit", f"nofile={nofile}:{nofile}",
-           "--ulimit", f"nproc={NPROC_LIMIT}:{NPROC_LIMIT}",
            "-v", f"{src}:/src", "-v", f"{wheels}:/wheels:ro", image, "/sbin/init")
     machine = Machine(pm, name)
 
