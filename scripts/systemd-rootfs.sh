@@ -19,7 +19,6 @@ die() {
     exit 2
 }
 
-command -v mmdebstrap >/dev/null || die "mmdebstrap is not installed (apt-get install -y mmdebstrap)."
 stamp=$(printf '%s %s\n' "$SUITE" "$PACKAGES" | sha256sum | cut -c1-12)
 tar_path=$CACHE_DIR/systemd-$SUITE-$stamp.tar
 if [[ -s $tar_path ]]; then
@@ -27,6 +26,7 @@ if [[ -s $tar_path ]]; then
     exit 0
 fi
 
+command -v mmdebstrap >/dev/null || die "mmdebstrap is not installed (apt-get install -y mmdebstrap)."
 mkdir -p "$CACHE_DIR"
 sources=()
 shopt -s nullglob
