@@ -236,7 +236,7 @@ apply_upgrade() {
             if ((ENABLE)); then
                 say "enabling and starting $UNIT_NAME"
                 run systemctl enable --now "$UNIT_NAME"
-            elif [[ -n $fingerprint_before && $state_before != none ]] && [[ -e $UNIT_DST ]]; then
+            elif [[ -n $fingerprint_before ]]; then
                 say "$UNIT_NAME is not running ($state_before): left stopped; start it with: systemctl start $UNIT_NAME"
             else
                 say "done. Start with: systemctl enable --now $UNIT_NAME; follow with: journalctl -fu $UNIT_NAME"
