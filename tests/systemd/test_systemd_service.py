@@ -259,6 +259,15 @@ def test_exposure_is_at_most_two(machine: Machine) -> None:
     assert exposure <= MAX_EXPOSURE, out
 
 
+def test_hardening_is_live_on_the_running_processes(machine: Machine) -> None:
+    """The launcher and its TEI run with no capabilities, no new privileges and a seccomp filter."""
+    for pid in (machine.main_pid(), machine.tei_pid()):
+        status = dict(line.split(":\t", 1) for line in machine.sh(f"cat /proc/{pid}/status").stdout.splitlines()
+                      if ":\t" in line)
+        assert (status["CapBnd"], status["CapEff"]) == ("0000000000000000", "0000000000000000")
+        assert (status["NoNewPrivs"], status["Seccomp"]) == ("1", "2")
+
+
 def test_device_allow_globs_match_device_classes(machine: Machine) -> None:
     """`char-nvidia*` works because systemd matches char-GLOB against /proc/devices names.
 
