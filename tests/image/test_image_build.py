@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from containers.podman import Podman
@@ -12,7 +13,7 @@ from image.conftest import BuiltImage
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1200)]
 
 
-def config(pm: Podman, image: str) -> dict[str, object]:
+def config(pm: Podman, image: str) -> dict[str, Any]:
     """The image's Config block (docker format), as JSON."""
     return dict(json.loads(pm.inspect("image", image, "{{json .Config}}")))
 
@@ -28,13 +29,13 @@ def test_image_runs_the_launcher_with_a_health_check(pm: Podman, launcher_image:
     cfg = config(pm, launcher_image.tag)
     assert cfg["Entrypoint"] == ["embed-launcher"]
     assert not cfg.get("Cmd")
-    assert set(cfg["Volumes"]) == {"/var/lib/embeddings"}  # type: ignore[arg-type]
-    assert set(cfg["ExposedPorts"]) == {"8000/tcp", "8001/tcp"}  # type: ignore[arg-type]
+    assert set(cfg["Volumes"]) == {"/var/lib/embeddings"}
+    assert set(cfg["ExposedPorts"]) == {"8000/tcp", "8001/tcp"}
     assert cfg["StopSignal"] in ("SIGTERM", "15")
     health = json.loads(pm.inspect("image", launcher_image.tag, "{{json .HealthCheck}}"))
     assert health["Test"] == ["CMD", "embed_manage", "--status"]
     assert health["Interval"] == 10 * 10**9 and health["StartPeriod"] == 600 * 10**9
-    env = dict(e.split("=", 1) for e in cfg["Env"])  # type: ignore[union-attr]
+    env = dict(e.split("=", 1) for e in cfg["Env"])
     assert env["EMBED_DATA_DIR"] == env["HUGGINGFACE_HUB_CACHE"] == "/var/lib/embeddings"
     assert env["EMBED_TEI_BIN"] == "/usr/local/bin/tei-select"
     assert env["PORT"] == "8000"
@@ -54,7 +55,7 @@ def test_base_looks_like_tei_cpu(pm: Podman, base_image: str) -> None:
     """The lookalike base has TEI 1.9.3's entrypoint, env and packages, and no python3."""
     cfg = config(pm, base_image)
     assert cfg["Entrypoint"] == ["text-embeddings-router"] and cfg["Cmd"] == ["--json-output"]
-    env = dict(e.split("=", 1) for e in cfg["Env"])  # type: ignore[union-attr]
+    env = dict(e.split("=", 1) for e in cfg["Env"])
     assert env["HUGGINGFACE_HUB_CACHE"] == "/data" and env["PORT"] == "80"
     assert env["MKL_ENABLE_INSTRUCTIONS"] == "AVX512_E4" and env["RAYON_NUM_THREADS"] == "8"
     probe = pm.run(
