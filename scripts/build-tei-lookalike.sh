@@ -38,6 +38,7 @@ need_tools() {
     command -v podman >/dev/null || { log "podman is not installed: run scripts/podman-setup.sh"; exit 2; }
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
 }
