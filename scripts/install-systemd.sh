@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install (or remove) embed-launcher as a systemd service on this machine. Idempotent: run it
-# again to upgrade; nothing that exists is overwritten except the venv's package and the unit.
+# again to upgrade; nothing that exists is overwritten except the venv's packages, the unit and the
+# embed_manage wrapper. A running service is restarted when its code or unit changed; a stopped one
+# stays stopped (unless --enable).
 #
 #   sudo scripts/install-systemd.sh                 # install from this checkout
 #   sudo scripts/install-systemd.sh --enable        # ... and start it now and at boot
@@ -78,6 +80,27 @@ write_file() {
 }
 
 have_systemd() { [[ -d /run/systemd/system ]]; }
+
+# "active", "activating" (also: waiting to be restarted), "inactive", "failed", ...; "none" without systemd.
+service_state() {
+    if have_systemd; then
+        systemctl is-active "$UNIT_NAME" 2>/dev/null || true
+    else
+        echo none
+    fi
+}
+
+# A hash of what the running service executes: the unit, and the venv's Python files and package
+# metadata. pip reinstalls a checkout even when nothing changed; this tells whether anything did.
+installed_fingerprint() {
+    {
+        cat "$UNIT_DST" 2>/dev/null || true
+        if [[ -d $PREFIX/lib ]]; then
+            find "$PREFIX/lib" -type f \( -name '*.py' -o -name METADATA \) -print0 | sort -z \
+                | xargs -0 -r sha256sum
+        fi
+    } | sha256sum | cut -d' ' -f1
+}
 
 parse_args() {
     while (($#)); do
@@ -188,8 +211,45 @@ warn_if_no_tei() {
     fi
 }
 
+# A running service keeps executing the old code until it restarts: restart it when the code or
+# the unit changed. A stopped service stays stopped unless --enable asks for it to run.
+apply_upgrade() {
+    local state_before=$1 fingerprint_before=$2
+    if ! have_systemd; then
+        say "done. systemd is not running here; start it later with: systemctl enable --now $UNIT_NAME"
+        return
+    fi
+    case $state_before in
+        active | activating | reloading)
+            if ((DRY_RUN)); then
+                say "$UNIT_NAME is running: it will be restarted if the code or the unit changed"
+                run systemctl restart "$UNIT_NAME"
+            elif [[ $(installed_fingerprint) != "$fingerprint_before" ]]; then
+                say "$UNIT_NAME was running the previous version: restarting it"
+                run systemctl restart "$UNIT_NAME"
+            else
+                say "$UNIT_NAME is running and nothing changed: not restarting it"
+            fi
+            if ((ENABLE)); then run systemctl enable "$UNIT_NAME"; fi
+            ;;
+        *)
+            if ((ENABLE)); then
+                say "enabling and starting $UNIT_NAME"
+                run systemctl enable --now "$UNIT_NAME"
+            elif [[ -n $fingerprint_before ]]; then
+                say "$UNIT_NAME is not running ($state_before): left stopped; start it with: systemctl start $UNIT_NAME"
+            else
+                say "done. Start with: systemctl enable --now $UNIT_NAME; follow with: journalctl -fu $UNIT_NAME"
+            fi
+            ;;
+    esac
+}
+
 do_install() {
+    local state_before fingerprint_before=""
     check_python
+    state_before=$(service_state)
+    if [[ -e $UNIT_DST ]]; then fingerprint_before=$(installed_fingerprint); fi
     ensure_user
     install_venv
     install_manage_wrapper
@@ -197,12 +257,7 @@ do_install() {
     install_env_file
     install_unit
     warn_if_no_tei
-    if ((ENABLE)) && have_systemd; then
-        say "enabling and starting $UNIT_NAME"
-        run systemctl enable --now "$UNIT_NAME"
-    else
-        say "done. Start with: systemctl enable --now $UNIT_NAME; follow with: journalctl -fu $UNIT_NAME"
-    fi
+    apply_upgrade "$state_before" "$fingerprint_before"
 }
 
 do_uninstall() {

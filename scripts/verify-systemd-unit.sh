@@ -4,13 +4,15 @@
 # systemd-analyze reports unknown keys and bad values only as warnings (exit 0), and it rejects an
 # ExecStart= binary that is not installed on this machine. So this verifies a copy whose ExecStart=
 # is an existing binary, treats any output as a failure, and first proves on a broken copy that
-# the tool does report mistakes here (otherwise the check would pass vacuously).
+# the tool does report mistakes here (otherwise the check would pass vacuously). Then it checks the
+# hardening: `systemd-analyze security` must rate the unit at most MAX_EXPOSURE (issue 13).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 UNIT=$ROOT/scripts/embed-launcher.service
 INSTALLER=$ROOT/scripts/install-systemd.sh
 EXPECTED_EXEC=ExecStart=/opt/embed-launcher/bin/embed-launcher
+MAX_EXPOSURE=2.0
 
 fail() {
     echo "verify-systemd-unit: FAILED: $*" >&2
@@ -48,4 +50,17 @@ if [[ -n $out ]]; then
     printf '%s\n' "$out" >&2
     fail "systemd-analyze verify reported problems (above)."
 fi
-echo "verify-systemd-unit: OK ($(systemd-analyze --version | head -n 1))"
+
+# --threshold counts tenths: 20 means an exposure of 2.0. Offline: the unit as written, not as a
+# running service on this machine. A copy without its hardening must fail, or the check is vacuous.
+threshold=${MAX_EXPOSURE/./}
+sed '/^# Hardening/,/^\[Install\]/{/^\[Install\]/!d}' "$tmp/unit/embed-launcher.service" >"$tmp/control/embed-launcher.service"
+if systemd-analyze security --offline=true --threshold="$threshold" "$tmp/control/embed-launcher.service" >/dev/null 2>&1; then
+    fail "systemd-analyze security accepted an unhardened copy, so it cannot check the unit here."
+fi
+if ! out=$(systemd-analyze security --offline=true --threshold="$threshold" "$tmp/unit/embed-launcher.service" 2>&1); then
+    printf '%s\n' "$out" | grep '✗' >&2 || true
+    fail "exposure above $MAX_EXPOSURE: $(printf '%s\n' "$out" | tail -n 1)"
+fi
+exposure=$(printf '%s\n' "$out" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+echo "verify-systemd-unit: OK ($(systemd-analyze --version | head -n 1); exposure $exposure)"

@@ -11,10 +11,14 @@ from urllib.parse import urlparse
 
 # huggingface_hub 2.x (pinned >= 2.4) talks through httpx2: its session, timeouts and errors.
 import httpx2 as httpx
-from huggingface_hub import get_hf_file_metadata, hf_hub_url
+from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
 from huggingface_hub.utils import WeakFileLock, build_hf_headers, get_session, hf_raise_for_status
 
 from embed_launcher.models.progress import Progress
+
+# No telemetry, whatever the environment says: otherwise the user-agent string alone makes
+# huggingface_hub fetch /api/agent-harnesses. Read per request, so this holds for every import order.
+constants.HF_HUB_DISABLE_TELEMETRY = True
 
 TransportError = httpx.TransportError  # connection refused, reset, cut mid-body, timed out
 

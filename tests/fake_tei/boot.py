@@ -17,6 +17,7 @@ from typing import NoReturn
 from fake_tei.api import Engine, Info
 from fake_tei.args import Args, args_debug
 from fake_tei.cli import ClapExit, parse_args
+from fake_tei.host import map_weights, read_host_facts, start_workers
 from fake_tei.log import INFO, WARN, Logger, fd_sink
 from fake_tei.server import FakeTeiServer, Settings
 from fake_tei.source import ROUTER, StartupError, download, load_model
@@ -193,6 +194,11 @@ def startup(args: Args, env: Mapping[str, str], logger: Logger, knobs: Knobs) ->
     logger.log(INFO, "text_embeddings_core::tokenization", "core/src/tokenization.rs", 38,
                f"Starting {workers} tokenization workers")
     logger.log(INFO, *ROUTER, 284, "Starting model backend")
+    try:
+        map_weights(root)
+        start_workers(read_host_facts())
+    except OSError as err:
+        fatal("Could not start backend", f"Could not start Candle backend: {err}")
     time.sleep(knobs.load_s)
     if knobs.fail_start is not None:
         fatal("Model backend is not healthy", f"fake start failure (FAKE_TEI_FAIL_START={knobs.fail_start})",
