@@ -170,7 +170,8 @@ def start_stack(tmp: Path, batch: int = 512, **gateway: object) -> Stack:
         tei.start()
     for tei in teis:
         tei.wait_ready()
-    stack = Stack(*teis, gateway=start_gateway(tmp, stack_models(*teis), **gateway))  # type: ignore[arg-type]
+    small, m3, splade, reranker = teis
+    stack = Stack(small, m3, splade, reranker, start_gateway(tmp, stack_models(*teis), **gateway))  # type: ignore[arg-type]
     stack.gateway.wait_healthy()
     return stack
 

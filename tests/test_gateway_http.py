@@ -95,7 +95,8 @@ def test_an_oversized_body_is_413_json_and_nothing_else_is_disturbed(stack: Stac
     big = json.dumps({"inputs": ["x" * 1000] * 2100}).encode()
     r = httpx.post(stack.gateway.url("/embed"), content=big, headers={**auth(), "Content-Type": "application/json"})
     assert r.status_code == 413 and "larger than the limit of 2000000 bytes" in r.json()["error"]
-    r = httpx.post(stack.gateway.url("/v1/embeddings"), content=big, headers={**auth(), "Content-Type": "application/json"})
+    r = httpx.post(stack.gateway.url("/v1/embeddings"), content=big,
+                   headers={**auth(), "Content-Type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
     assert httpx.post(stack.gateway.url("/embed"), json={"inputs": "a"}, headers=auth()).status_code == 200
 

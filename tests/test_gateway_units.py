@@ -14,7 +14,8 @@ from embed_launcher.gateway.routes import resolve
 from embed_launcher.gateway.shapes import RequestError
 
 EXAMPLE = {
-    "listen": [{"host": "0.0.0.0", "port": 8000, "routes": "all"}, {"host": "0.0.0.0", "port": 8001, "routes": "rerank"}],
+    "listen": [{"host": "0.0.0.0", "port": 8000, "routes": "all"},
+               {"host": "0.0.0.0", "port": 8001, "routes": "rerank"}],
     "models": [
         {"name": "BAAI/bge-small-en-v1.5", "aliases": ["small"], "kind": "embed", "upstream": "http://127.0.0.1:18000",
          "max_client_batch_size": 512, "default": True},
@@ -39,7 +40,8 @@ def test_the_pinned_example_round_trips_through_json() -> None:
     """from_json(to_json(c)) == c, and the example is read as the issue pins it."""
     assert GatewayConfig.from_json(CONFIG.to_json()) == CONFIG
     assert CONFIG.find("small") is CONFIG.find("BAAI/bge-small-en-v1.5")
-    assert CONFIG.default("rerank") is not None and CONFIG.default("rerank").name == "BAAI/bge-reranker-v2-m3"
+    reranker = CONFIG.default("rerank")
+    assert reranker is not None and reranker.name == "BAAI/bge-reranker-v2-m3"
 
 
 @pytest.mark.parametrize(("changes", "problem"), [
