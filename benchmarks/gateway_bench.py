@@ -39,7 +39,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from conftest import free_ports, wait_until  # noqa: E402
-from gateway_harness import EMBED_KEY, Tei, start_gateway  # noqa: E402
+from gateway_harness import EMBED_KEY, Gateway, Tei, start_gateway  # noqa: E402
 
 SMALL_BODY = json.dumps({"input": "hello world", "model": "bench"})
 NGINX_CONF = """daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/error.log;
@@ -83,7 +83,7 @@ def _ok(url: str) -> bool:
         return False
 
 
-def gateway_over(tmp: Path, upstream: str, workers: int, batch: int = 1024):  # type: ignore[no-untyped-def]
+def gateway_over(tmp: Path, upstream: str, workers: int, batch: int = 1024) -> Gateway:
     model = {"name": "bench", "aliases": [], "kind": "embed", "upstream": upstream, "max_client_batch_size": batch,
              "default": True}
     gateway = start_gateway(tmp, [model], keys=(EMBED_KEY, EMBED_KEY), workers=workers, wait_s=30)
@@ -219,7 +219,8 @@ def latency_rows(backend: str, gateway: str, args: argparse.Namespace) -> list[t
     for p, target in ((50, 1.0), (99, 3.0)):
         added = pct(through, p) - pct(direct, p)
         rows.append((f"added latency p{p} at {args.rate:.0f}/s (ms)", f"≤ {target:g}",
-                     f"{pct(direct, p):.2f}", f"{pct(through, p):.2f} (+{added:.2f})", "yes" if added <= target else "no"))
+                     f"{pct(direct, p):.2f}", f"{pct(through, p):.2f} (+{added:.2f})",
+                     "yes" if added <= target else "no"))
     return rows
 
 
