@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from embed_launcher.config.services import ServiceSettings
 from embed_launcher.config.settings import RERANK, Settings
+from embed_launcher.gateway.config import GatewayConfig, Listener, ModelRoute
 
 GATEWAY = "gateway"
 LOOPBACK = "127.0.0.1"
 TEI_DEFAULT_CLIENT_BATCH = 32  # TEI's own --max-client-batch-size
+TEI_DEFAULT_PAYLOAD_LIMIT = 2_000_000  # TEI's own --payload-limit
 
 # What a TEI child may inherit from the launcher's environment: the loader's, the runtime
 # libraries' and the proxy's needs. Everything else is dropped, because TEI reads HOSTNAME,
@@ -156,11 +157,11 @@ def gateway_spec(
     """The gateway: the public ports, routing each request to its model's TEI on 127.0.0.1."""
     env = child_env(parent_env, api_key=None, hf_token=None)
     env.pop("NO_COLOR", None)
-    env["EMBED_GATEWAY_CONFIG"] = json.dumps(gateway_config(settings, children, created=created))
+    config = gateway_config(settings, children, created=created)
+    env["EMBED_GATEWAY_CONFIG"] = config.to_json()
     embed_key, rerank_key = keys.get("embed") or "", keys.get(RERANK) or ""
     env["EMBED_GATEWAY_EMBED_KEY"], env["EMBED_GATEWAY_RERANK_KEY"] = embed_key, rerank_key
-    door = gateway_listen(settings)[0]["port"]
-    assert isinstance(door, int)
+    door = config.listen[0].port
     return ChildSpec(
         name=GATEWAY,
         label="Gateway",
@@ -175,35 +176,39 @@ def gateway_spec(
     )
 
 
-def gateway_listen(settings: Settings) -> list[dict[str, str | int]]:
+def gateway_listen(settings: Settings) -> tuple[Listener, ...]:
     """The public ports: the embeddings door serves every route; the reranker's door its own routes."""
-    doors: list[dict[str, str | int]] = []
+    doors: list[Listener] = []
     if any(s.kind != RERANK for s in settings.services):
-        doors.append({"host": settings.host, "port": settings.embed.port, "routes": "all"})
-    if settings.rerank.enabled and not any(d["port"] == settings.rerank.port for d in doors):
-        doors.append({"host": settings.host, "port": settings.rerank.port, "routes": "rerank" if doors else "all"})
-    return doors
+        doors.append(Listener(settings.host, settings.embed.port, "all"))
+    if settings.rerank.enabled and not any(d.port == settings.rerank.port for d in doors):
+        doors.append(Listener(settings.host, settings.rerank.port, "rerank" if doors else "all"))
+    return tuple(doors)
 
 
-def gateway_config(settings: Settings, children: list[ChildSpec], *, created: int) -> dict[str, object]:
+def gateway_config(settings: Settings, children: list[ChildSpec], *, created: int) -> GatewayConfig:
     """The gateway's EMBED_GATEWAY_CONFIG (no secrets): where it listens, and each model's TEI."""
     upstream = {c.name: f"http://{LOOPBACK}:{c.port}" for c in children}
     models = []
     for s in settings.services:
         batch = s.tei_arg("--max-client-batch-size")
-        models.append({
-            "name": s.served_name,
-            "aliases": [s.model] if s.served_name != s.model else [],
-            "kind": s.kind,
-            "upstream": upstream[s.name],
-            "max_client_batch_size": int(batch) if batch else TEI_DEFAULT_CLIENT_BATCH,
-            "default": s.default,
-        })  # fmt: skip
-    return {
-        "listen": gateway_listen(settings),
-        "models": models,
-        "wait_s": settings.gateway_wait_s,
-        "access_log": settings.gateway_access_log,
-        "workers": settings.gateway_workers,
-        "created": created,
-    }
+        models.append(
+            ModelRoute(
+                name=s.served_name,
+                kind=s.kind,
+                upstream=upstream[s.name],
+                aliases=(s.model,) if s.served_name != s.model else (),
+                max_client_batch_size=int(batch) if batch else TEI_DEFAULT_CLIENT_BATCH,
+                default=s.default,
+            )
+        )
+    limits = [int(s.tei_arg("--payload-limit") or TEI_DEFAULT_PAYLOAD_LIMIT) for s in settings.services]
+    return GatewayConfig(
+        listen=gateway_listen(settings),
+        models=tuple(models),
+        wait_s=settings.gateway_wait_s,
+        access_log=settings.gateway_access_log,
+        workers=settings.gateway_workers,
+        created=created,
+        max_body_bytes=max(limits),  # each TEI still applies its own limit
+    )

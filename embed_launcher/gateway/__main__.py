@@ -1,0 +1,39 @@
+"""`python -m embed_launcher.gateway`: read EMBED_GATEWAY_CONFIG and the keys, then serve (or run the workers)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from embed_launcher.gateway.app import Keys
+from embed_launcher.gateway.config import GatewayConfig, GatewayConfigError
+from embed_launcher.gateway.serve import ready_line, run_single, run_worker, say
+from embed_launcher.gateway.workers import READY_FD_VAR, Workers
+from embed_launcher.reporting.console import Console
+from embed_launcher.reporting.errors import EXIT_CONFIG, LauncherError
+from embed_launcher.reporting.funnel import line_buffered, run_guarded
+
+
+def load(environ: dict[str, str]) -> GatewayConfig:
+    text = environ.get("EMBED_GATEWAY_CONFIG")
+    if not text:
+        raise LauncherError("Error: EMBED_GATEWAY_CONFIG is not set", EXIT_CONFIG)
+    try:
+        return GatewayConfig.from_json(text)
+    except GatewayConfigError as exc:
+        raise LauncherError(f"Error: {exc}", EXIT_CONFIG) from None
+
+
+def main(argv: list[str], environ: dict[str, str]) -> int:
+    config, keys = load(environ), Keys.from_environ(environ)
+    if "--worker" in argv:
+        return run_worker(config, keys, int(environ[READY_FD_VAR]))
+    if config.workers == 1:
+        return run_single(config, keys)
+    return Workers(config.workers, environ, say, ready_line(config)).run()
+
+
+if __name__ == "__main__":
+    line_buffered()
+    environ = dict(os.environ)
+    sys.exit(run_guarded(lambda: main(sys.argv[1:], environ), Console(colour=False), environ))

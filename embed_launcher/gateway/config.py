@@ -1,0 +1,212 @@
+"""The gateway's configuration as data: frozen records, JSON in and out, every problem reported at once."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+KINDS = ("embed", "sparse", "rerank")
+ROUTE_SETS = ("all", "rerank")
+DEFAULT_WAIT_S = 30.0
+DEFAULT_MAX_BODY_BYTES = 2_000_000  # TEI's own default payload limit
+
+
+class GatewayConfigError(ValueError):
+    """Every problem of a configuration, in one message."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid gateway configuration: " + "; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One public socket and the set of routes it serves (`all`, or only the reranking ones)."""
+
+    host: str
+    port: int
+    routes: str = "all"
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """One model: the names clients may use for it, its kind and the TEI child that serves it."""
+
+    name: str
+    kind: str
+    upstream: str
+    aliases: tuple[str, ...] = ()
+    max_client_batch_size: int = 512
+    default: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """What `EMBED_GATEWAY_CONFIG` carries (no secrets: the keys travel in their own variables).
+
+    >>> config = GatewayConfig.from_json(text)
+    >>> config.find("small").upstream
+    'http://127.0.0.1:18000'
+    """
+
+    listen: tuple[Listener, ...]
+    models: tuple[ModelRoute, ...]
+    wait_s: float = DEFAULT_WAIT_S
+    access_log: bool = False
+    workers: int = 1
+    created: int = 0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    _index: dict[str, ModelRoute] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        problems = validate(self)
+        if problems:
+            raise GatewayConfigError(problems)
+        for model in self.models:
+            for name in model.names:
+                self._index[name] = model
+
+    def find(self, name: str) -> ModelRoute | None:
+        """The model a client means by ``name`` (served name or alias)."""
+        return self._index.get(name)
+
+    def default(self, kind: str) -> ModelRoute | None:
+        return next((m for m in self.models if m.kind == kind and m.default), None)
+
+    def of_kind(self, *kinds: str) -> tuple[ModelRoute, ...]:
+        return tuple(m for m in self.models if m.kind in kinds)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("_index")
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> GatewayConfig:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise GatewayConfigError([f"not JSON ({exc})"]) from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: object) -> GatewayConfig:
+        problems = _shape_problems(data)
+        if problems:
+            raise GatewayConfigError(problems)
+        assert isinstance(data, dict)
+        listen = tuple(Listener(**item) for item in data["listen"])
+        models = tuple(ModelRoute(**{**item, "aliases": tuple(item.get("aliases", ()))}) for item in data["models"])
+        rest = {k: v for k, v in data.items() if k not in ("listen", "models")}
+        return cls(listen=listen, models=models, **rest)
+
+
+# Shape: the JSON types, before the records are built -------------------------------------------
+
+_TOP = {"listen": list, "models": list, "wait_s": (int, float), "access_log": bool, "workers": int,
+        "created": int, "max_body_bytes": int}
+_LISTENER = {"host": str, "port": int, "routes": str}
+_MODEL = {"name": str, "kind": str, "upstream": str, "aliases": list, "max_client_batch_size": int, "default": bool}
+_REQUIRED = {"top": ("listen", "models"), "listener": ("host", "port"), "model": ("name", "kind", "upstream")}
+
+
+def _fields_problems(where: str, data: object, types: dict[str, Any], required: tuple[str, ...]) -> list[str]:
+    if not isinstance(data, dict):
+        return [f"{where}: expected an object"]
+    problems = [f"{where}: unknown key {key!r}" for key in data if key not in types]
+    problems += [f"{where}: missing {key!r}" for key in required if key not in data]
+    for key, value in data.items():
+        expected = types.get(key)
+        if expected is not None and not _typed(value, expected):
+            problems.append(f"{where}.{key}: wrong type {type(value).__name__}")
+    return problems
+
+
+def _typed(value: object, expected: Any) -> bool:
+    """JSON's types: true is not a number here, though Python's bool is an int."""
+    allowed = expected if isinstance(expected, tuple) else (expected,)
+    return isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool))
+
+
+def _shape_problems(data: object) -> list[str]:
+    problems = _fields_problems("config", data, _TOP, _REQUIRED["top"])
+    if problems:
+        return problems
+    assert isinstance(data, dict)
+    for i, item in enumerate(data["listen"]):
+        problems += _fields_problems(f"listen[{i}]", item, _LISTENER, _REQUIRED["listener"])
+    for i, item in enumerate(data["models"]):
+        problems += _fields_problems(f"models[{i}]", item, _MODEL, _REQUIRED["model"])
+        if isinstance(item, dict) and not all(isinstance(a, str) for a in item.get("aliases", [])):
+            problems.append(f"models[{i}].aliases: expected strings")
+    return problems
+
+
+# Meaning: the records, once built -------------------------------------------------------------
+
+def validate(config: GatewayConfig) -> list[str]:
+    """Every problem of ``config`` (empty when it is usable)."""
+    problems = _listener_problems(config.listen) + _model_problems(config.models)
+    if config.wait_s < 0:
+        problems.append("wait_s: must be >= 0")
+    if config.workers < 1:
+        problems.append("workers: must be >= 1")
+    if config.max_body_bytes < 1:
+        problems.append("max_body_bytes: must be >= 1")
+    return problems
+
+
+def _listener_problems(listen: tuple[Listener, ...]) -> list[str]:
+    problems = [] if listen else ["listen: at least one listener is needed"]
+    for i, item in enumerate(listen):
+        if not item.host:
+            problems.append(f"listen[{i}].host: empty")
+        if not 0 < item.port < 65536:
+            problems.append(f"listen[{i}].port: {item.port} is not a TCP port")
+        if item.routes not in ROUTE_SETS:
+            problems.append(f"listen[{i}].routes: {item.routes!r} is not one of {', '.join(ROUTE_SETS)}")
+    seen = [(item.host, item.port) for item in listen]
+    if len(set(seen)) != len(seen):
+        problems.append("listen: the same host and port twice")
+    return problems
+
+
+def _model_problems(models: tuple[ModelRoute, ...]) -> list[str]:
+    problems = [] if models else ["models: at least one model is needed"]
+    owners: dict[str, str] = {}
+    for i, model in enumerate(models):
+        problems += _one_model_problems(f"models[{i}]", model)
+        for name in model.names:
+            if name in owners:
+                problems.append(f"models[{i}]: the name {name!r} is already used by {owners[name]!r}")
+            owners.setdefault(name, model.name)
+    for kind in KINDS:
+        defaults = [m.name for m in models if m.kind == kind and m.default]
+        present = any(m.kind == kind for m in models)
+        if present and len(defaults) != 1:
+            problems.append(f"models: {kind} needs exactly one default, found {len(defaults)}")
+    return problems
+
+
+def _one_model_problems(where: str, model: ModelRoute) -> list[str]:
+    problems = []
+    if not model.name or not all(model.aliases):
+        problems.append(f"{where}: empty name or alias")
+    if model.kind not in KINDS:
+        problems.append(f"{where}.kind: {model.kind!r} is not one of {', '.join(KINDS)}")
+    url = urlsplit(model.upstream)
+    if url.scheme != "http" or not url.hostname or url.path not in ("", "/"):
+        problems.append(f"{where}.upstream: {model.upstream!r} is not http://host:port")
+    if model.max_client_batch_size < 1:
+        problems.append(f"{where}.max_client_batch_size: must be >= 1")
+    return problems

@@ -1,0 +1,112 @@
+"""Which route a path is, which model it reaches, and which key it needs (pure: no sockets, no aiohttp)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from embed_launcher.gateway.config import GatewayConfig, ModelRoute
+from embed_launcher.gateway.shapes import RequestError
+
+GET, POST = frozenset({"GET", "HEAD"}), frozenset({"POST"})
+ANY_KIND = ("embed", "sparse", "rerank")
+MODEL_PREFIX = "/models/"
+MODEL_ENTRY = "/v1/models/"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route the gateway serves: the path TEI knows it by, what the gateway does, whose default it reaches."""
+
+    path: str
+    methods: frozenset[str]
+    action: str  # health, models, model, openai, cohere, rerank (native or Cohere by body), native
+    kinds: tuple[str, ...] = ()  # the default model is the first of these kinds configured
+    openai: bool = False  # errors in OpenAI's shape rather than TEI's
+    version: str = "1"  # Cohere API version for the answer's meta
+
+
+def _table(kinds_of_neutral: tuple[str, ...], rerank_only: bool) -> dict[str, Route]:
+    rerank = ("rerank",)
+    routes = [
+        Route("/health", GET, "health"), Route("/ping", GET, "health"),
+        Route("/v1/rerank", POST, "cohere", rerank, openai=True), Route("/v2/rerank", POST, "cohere", rerank,
+                                                                          openai=True, version="2"),
+        Route("/rerank", POST, "rerank", rerank), Route("/predict", POST, "native", rerank),
+        Route("/info", GET, "native", kinds_of_neutral), Route("/tokenize", POST, "native", kinds_of_neutral),
+        Route("/decode", POST, "native", kinds_of_neutral), Route("/", POST, "native", kinds_of_neutral),
+        Route("/invocations", POST, "native", kinds_of_neutral),
+    ]
+    if not rerank_only:
+        routes += [
+            Route("/v1/models", GET, "models", openai=True), Route(MODEL_ENTRY, GET, "model", openai=True),
+            Route("/v1/embeddings", POST, "openai", ("embed",), openai=True),
+            Route("/embeddings", POST, "openai", ("embed",), openai=True),
+            Route("/embed", POST, "native", ("embed",)), Route("/embed_all", POST, "native", ("embed",)),
+            Route("/similarity", POST, "native", ("embed",)), Route("/embed_sparse", POST, "native", ("sparse",)),
+        ]
+    return {route.path: route for route in routes}
+
+
+TABLES = {"all": _table(ANY_KIND, rerank_only=False), "rerank": _table(("rerank",), rerank_only=True)}
+PREFIXABLE = frozenset(p for p, r in TABLES["all"].items() if r.action not in ("health", "models", "model"))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A request resolved: its route, the model named in its path (if any) and the name used there."""
+
+    route: Route
+    model: ModelRoute | None = None
+    asked: str | None = None
+
+    def key_kind(self, config: GatewayConfig) -> str | None:
+        """`rerank` or `embed`: which key guards this request; None for public routes, "any" for listings."""
+        if self.route.action == "health":
+            return None
+        if self.route.action in ("models", "model"):
+            return "any"
+        model = self.model or default_model(self.route, config)
+        kind = model.kind if model is not None else self.route.kinds[0]
+        return "rerank" if kind == "rerank" else "embed"
+
+
+def default_model(route: Route, config: GatewayConfig) -> ModelRoute | None:
+    for kind in route.kinds:
+        model = config.default(kind)
+        if model is not None:
+            return model
+    return None
+
+
+def resolve(raw_path: str, routes: str, config: GatewayConfig) -> Target:
+    """The target of ``raw_path`` (still percent-encoded) on a listener serving ``routes``; 404 otherwise."""
+    table = TABLES[routes]
+    route = table.get(raw_path)
+    if route is not None:
+        return Target(route)
+    if raw_path.startswith(MODEL_ENTRY) and MODEL_ENTRY in table:
+        return Target(table[MODEL_ENTRY], asked=unquote(raw_path[len(MODEL_ENTRY):]))
+    if raw_path.startswith(MODEL_PREFIX):
+        return _prefixed(unquote(raw_path[len(MODEL_PREFIX):]), table, config)
+    raise RequestError(404, f"no route {raw_path}", "not_found")
+
+
+def _prefixed(rest: str, table: dict[str, Route], config: GatewayConfig) -> Target:
+    """`/models/{name}/{route}`: any route, for the model called ``name`` (which may hold a slash)."""
+    names = sorted((n for m in config.models for n in m.names), key=len, reverse=True)
+    for name in names:
+        tail = rest[len(name):]
+        if rest.startswith(name) and tail in table and tail in PREFIXABLE:
+            model = config.find(name)
+            assert model is not None
+            if routes_allow(table, model):
+                return Target(table[tail], model, name)
+    choices = [m for m in config.models if routes_allow(table, m)]
+    raise RequestError(404, f"no route /models/{rest}: expected /models/{{name}}/{{route}} with a name among "
+                            f"{', '.join(n for m in choices for n in m.names)}", "not_found")
+
+
+def routes_allow(table: dict[str, Route], model: ModelRoute) -> bool:
+    """A reranking-only listener reaches rerankers only."""
+    return "/v1/embeddings" in table or model.kind == "rerank"

@@ -1,0 +1,107 @@
+"""One gateway process: listen on every configured socket, serve until SIGTERM, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import uvloop
+from aiohttp import web
+
+from embed_launcher.gateway.app import Keys, build_app
+from embed_launcher.gateway.config import GatewayConfig
+from embed_launcher.gateway.handlers import Handlers
+from embed_launcher.gateway.upstream import Upstream
+from embed_launcher.reporting.errors import LauncherError
+
+DRAIN_S = 5.0  # in-flight requests get this long after SIGTERM
+ACCESS_FORMAT = '%a "%r" %s %b %Tfs'
+
+
+class ListenError(LauncherError):
+    """A configured socket could not be bound."""
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: Callable[[], None],
+                stop: asyncio.Event | None = None) -> None:
+    """Listen, call ``ready``, serve until ``stop`` (SIGTERM or SIGINT by default), drain, close."""
+    stop = stop or _stop_on_signals()
+    upstreams = {m.name: Upstream(m, keys.for_kind(m.kind), config.wait_s) for m in config.models}
+    for upstream in upstreams.values():
+        await upstream.start()
+    handlers = Handlers(config, upstreams)
+    runners: list[web.AppRunner] = []
+    try:
+        for listener in config.listen:
+            runner = web.AppRunner(build_app(config, handlers, keys, listener.routes), handle_signals=False,
+                                   access_log=_access_logger() if config.access_log else None,
+                                   access_log_format=ACCESS_FORMAT, handler_cancellation=True,
+                                   shutdown_timeout=DRAIN_S)
+            await runner.setup()
+            runners.append(runner)
+            try:
+                await web.TCPSite(runner, listener.host, listener.port, reuse_port=reuse_port or None,
+                                  backlog=1024).start()
+            except OSError as exc:
+                raise ListenError(f"Error: cannot listen on {listener.address}: {exc.strerror or exc}") from None
+        ready()
+        await stop.wait()
+    finally:
+        await asyncio.gather(*(r.cleanup() for r in runners))
+        for upstream in upstreams.values():
+            await upstream.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _access_logger() -> logging.Logger:
+    logger = logging.getLogger("embed_launcher.gateway.access")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+def ready_line(config: GatewayConfig) -> str:
+    return "Gateway ready on " + ", ".join(listener.address for listener in config.listen)
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop: libuv's loop roughly doubles what one worker forwards (see benchmarks/gateway_bench.py)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+def run_single(config: GatewayConfig, keys: Keys) -> int:
+    """workers = 1: this process serves."""
+    run(serve(config, keys, reuse_port=False, ready=lambda: say(ready_line(config))))
+    return 0
+
+
+def run_worker(config: GatewayConfig, keys: Keys, ready_fd: int) -> int:
+    """One of several workers: tell the parent through ``ready_fd`` once listening."""
+
+    def ready() -> None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+
+    run(serve(config, keys, reuse_port=True, ready=ready))
+    return 0

@@ -1,0 +1,201 @@
+"""Real processes for the gateway tests: TEI stand-ins on 127.0.0.1 and the gateway in front of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import FAKE_TEI, free_port, free_ports, wait_until
+
+EMBED_KEY, RERANK_KEY = "embed-test-key", "rerank-test-key"
+CREATED = 1764230000
+
+
+def write_model(root: Path, reranker: bool) -> Path:
+    """A local model folder the stand-in accepts (config.json + tokenizer.json)."""
+    root.mkdir(parents=True, exist_ok=True)
+    arch = "XLMRobertaForSequenceClassification" if reranker else "BertModel"
+    (root / "config.json").write_text(json.dumps({"architectures": [arch], "model_type": "bert",
+                                                  "max_position_embeddings": 512}))
+    (root / "tokenizer.json").write_text("{}")
+    (root / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512}))
+    return root
+
+
+@dataclass
+class Tei:
+    """One TEI stand-in serving ``name`` on a fixed port, so it can be killed and started again there."""
+
+    tmp: Path
+    name: str
+    kind: str
+    port: int
+    key: str | None = None
+    batch: int = 512
+    knobs: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, **knobs: object) -> Tei:
+        folder = write_model(self.tmp / "models" / self.name.replace("/", "--"), self.kind == "rerank")
+        argv = [sys.executable, str(FAKE_TEI), "--model-id", str(folder), "--served-model-name", self.name,
+                "--hostname", "127.0.0.1", "--port", str(self.port), "--prometheus-port", "0",
+                "--max-client-batch-size", str(self.batch), "--max-concurrent-requests", "8192"]
+        if self.kind == "sparse":
+            argv += ["--pooling", "splade"]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NO_COLOR": "1", "FAKE_TEI_LOAD_S": "0.05",
+               **self.knobs, **{f"FAKE_TEI_{k.upper()}": str(v) for k, v in knobs.items()}}
+        if self.key:
+            env["API_KEY"] = self.key
+        log = open(self.tmp / f"tei-{self.port}.log", "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        return self
+
+    def wait_ready(self, timeout_s: float = 10.0) -> Tei:
+        def up() -> bool:
+            try:
+                return httpx.get(self.url + "/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout_s)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+@dataclass
+class Gateway:
+    """The gateway process (`python -m embed_launcher.gateway`) and its output file."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    ports: list[int]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def url(self, path: str = "", port_index: int = 0) -> str:
+        return f"http://127.0.0.1:{self.ports[port_index]}{path}"
+
+    def wait_for(self, text: str, timeout_s: float = 15.0) -> None:
+        def seen() -> bool:
+            if text in self.output():
+                return True
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited {self.proc.returncode} before {text!r}:\n{self.output()}")
+            return False
+
+        wait_until(seen, timeout_s)
+
+    def wait_healthy(self, timeout_s: float = 15.0) -> None:
+        wait_until(lambda: httpx.get(self.url("/health"), timeout=2).status_code == 200, timeout_s)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=15)
+
+
+def model_entry(tei: Tei, *, aliases: list[str], default: bool) -> dict[str, object]:
+    return {"name": tei.name, "aliases": aliases, "kind": tei.kind, "upstream": tei.url,
+            "max_client_batch_size": tei.batch, "default": default}
+
+
+def start_gateway(tmp: Path, models: list[dict[str, object]], *, keys: tuple[str, str] | None = (EMBED_KEY,
+                  RERANK_KEY), workers: int = 1, wait_s: float = 10.0, **extra: object) -> Gateway:
+    ports = free_ports(2)
+    config = {"listen": [{"host": "127.0.0.1", "port": ports[0], "routes": "all"},
+                         {"host": "127.0.0.1", "port": ports[1], "routes": "rerank"}],
+              "models": models, "wait_s": wait_s, "access_log": False, "workers": workers, "created": CREATED,
+              **extra}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "EMBED_GATEWAY_CONFIG": json.dumps(config)}
+    if keys:
+        env["EMBED_GATEWAY_EMBED_KEY"], env["EMBED_GATEWAY_RERANK_KEY"] = keys
+    log = tmp / f"gateway-{ports[0]}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "embed_launcher.gateway"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    gateway = Gateway(proc, log, ports)
+    gateway.wait_for("Gateway ready")
+    return gateway
+
+
+@dataclass
+class Stack:
+    """Three stand-ins (two embedders, one reranker), a sparse one, and a gateway in front of them all."""
+
+    small: Tei
+    m3: Tei
+    splade: Tei
+    reranker: Tei
+    gateway: Gateway
+
+    @property
+    def teis(self) -> list[Tei]:
+        return [self.small, self.m3, self.splade, self.reranker]
+
+
+def make_teis(tmp: Path, batch: int = 512) -> list[Tei]:
+    ports = free_ports(4)
+    return [Tei(tmp, "BAAI/bge-small-en-v1.5", "embed", ports[0], EMBED_KEY, batch),
+            Tei(tmp, "BAAI/bge-m3", "embed", ports[1], EMBED_KEY, batch),
+            Tei(tmp, "naver/splade", "sparse", ports[2], EMBED_KEY, batch),
+            Tei(tmp, "BAAI/bge-reranker-v2-m3", "rerank", ports[3], RERANK_KEY, batch)]
+
+
+def stack_models(small: Tei, m3: Tei, splade: Tei, reranker: Tei) -> list[dict[str, object]]:
+    return [model_entry(small, aliases=["small"], default=True), model_entry(m3, aliases=[], default=False),
+            model_entry(splade, aliases=[], default=True), model_entry(reranker, aliases=["reranker"], default=True)]
+
+
+def start_stack(tmp: Path, batch: int = 512, **gateway: object) -> Stack:
+    teis = make_teis(tmp, batch)
+    for tei in teis:
+        tei.start()
+    for tei in teis:
+        tei.wait_ready()
+    small, m3, splade, reranker = teis
+    stack = Stack(small, m3, splade, reranker, start_gateway(tmp, stack_models(*teis), **gateway))  # type: ignore[arg-type]
+    stack.gateway.wait_healthy()
+    return stack
+
+
+def stop_stack(stack: Stack) -> None:
+    try:
+        stack.gateway.stop()
+    finally:
+        if stack.gateway.proc.poll() is None:
+            stack.gateway.proc.kill()
+        for tei in stack.teis:
+            tei.kill()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One stack shared by a module's read-only tests (each start costs about a second)."""
+    running = start_stack(tmp_path_factory.mktemp("stack"))
+    yield running
+    stop_stack(running)
+
+
+def auth(key: str = EMBED_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+_ = free_port  # re-exported for the test modules
