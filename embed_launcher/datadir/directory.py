@@ -140,7 +140,7 @@ class DataDir:
 
     def write_status(self, status: Mapping[str, object]) -> None:
         """Publish the live status for ``embed_manage --status``."""
-        text = json.dumps(dict(status), indent=2, sort_keys=True, default=str)
+        text = json.dumps(dict(status), indent=2, default=str)  # children in the launcher's order
         self.write_file(STATUS_FILE, text + "\n", PUBLIC_MODE, durable=False)
 
     def read_status(self) -> dict | None:
