@@ -199,3 +199,10 @@ def auth(key: str = EMBED_KEY) -> dict[str, str]:
 
 
 _ = free_port  # re-exported for the test modules
+
+
+def requests_received(tei: Tei) -> int:
+    """Requests a stand-in received: its te_request_count, summed over TEI's `method` label."""
+    text = httpx.get(tei.url + "/metrics").text
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.split("{", 1)[0].split(" ", 1)[0] == "te_request_count")  # fmt: skip

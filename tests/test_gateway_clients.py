@@ -6,7 +6,7 @@ import cohere
 import httpx
 import openai
 import pytest
-from gateway_harness import CREATED, EMBED_KEY, RERANK_KEY, Stack, auth, stack  # noqa: F401 - the fixture
+from gateway_harness import CREATED, EMBED_KEY, RERANK_KEY, Stack, auth, requests_received, stack  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
 DOCS = ["Paris is the capital of France.", "AI is artificial intelligence.", "Bananas are yellow."]
@@ -19,12 +19,7 @@ def client(stack: Stack) -> openai.OpenAI:  # noqa: F811
 # OpenAI: embeddings routed by model, and the model list -------------------------------------------
 def requests_seen(stack: Stack) -> dict[str, int]:  # noqa: F811
     """Each stand-in's `te_request_count` (public /metrics): who actually served."""
-    seen = {}
-    for tei in stack.teis:
-        text = httpx.get(tei.url + "/metrics").text
-        seen[tei.name] = int(next((ln.split()[1] for ln in text.splitlines() if ln.startswith("te_request_count ")),
-                                  "0"))
-    return seen
+    return {tei.name: requests_received(tei) for tei in stack.teis}
 
 
 @pytest.mark.parametrize(("asked", "served"), [("small", "BAAI/bge-small-en-v1.5"), ("BAAI/bge-m3", "BAAI/bge-m3"),

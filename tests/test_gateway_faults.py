@@ -21,9 +21,9 @@ from gateway_harness import (
     EMBED_KEY,
     RERANK_KEY,
     Stack,
-    Tei,
     auth,
     make_teis,
+    requests_received,
     stack_models,
     start_gateway,
     start_stack,
@@ -44,11 +44,6 @@ def stacks(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     yield start
     for stack in started:
         stop_stack(stack)
-
-
-def count(tei: Tei) -> int:
-    text = httpx.get(tei.url + "/metrics").text
-    return int(next((ln.split()[1] for ln in text.splitlines() if ln.startswith("te_request_count ")), "0"))
 
 
 class InBackground:
@@ -77,10 +72,10 @@ def test_batches_over_the_limit_are_cut_sent_together_and_joined_in_order(stacks
     """Limit 4, ten inputs: three requests to TEI, one answer, in order, equal to TEI's own."""
     stack = stacks(batch=4)
     texts = [f"text number {i}" for i in range(10)]
-    before = count(stack.small)
+    before = requests_received(stack.small)
     openai_shape = httpx.post(stack.gateway.url("/v1/embeddings"), json={"input": texts, "model": "small"},
                               headers=auth()).json()
-    assert count(stack.small) - before == 3
+    assert requests_received(stack.small) - before == 3
     direct = [v for i in range(0, 10, 4) for v in httpx.post(stack.small.url + "/embed", headers=auth(),
                                                              json={"inputs": texts[i:i + 4]}).json()]
     assert [d["index"] for d in openai_shape["data"]] == list(range(10))
@@ -127,12 +122,12 @@ def test_a_request_whose_tei_dies_under_it_is_sent_again_to_the_replacement(stac
     stack.small.kill()
     stack.small.start(request_delay_s=30).wait_ready()
     in_flight = InBackground("POST", stack.gateway.url("/embed"), json={"inputs": "a"}, headers=auth())
-    wait_until(lambda: count(stack.small) == 1, 10)  # the stand-in counts a request on entry
+    wait_until(lambda: requests_received(stack.small) == 1, 10)  # the stand-in counts a request on entry
     stack.small.kill()
     stack.small.start().wait_ready()
     response = in_flight.result()
     assert response.status_code == 200 and len(response.json()[0]) == 384
-    assert count(stack.small) == 1  # the replacement served it, once
+    assert requests_received(stack.small) == 1  # the replacement served it, once
 
 
 def test_a_model_down_for_longer_than_the_wait_gets_503(stacks: Callable[..., Stack]) -> None:
@@ -173,7 +168,7 @@ def test_a_client_that_hangs_up_cancels_its_upstream_request(stacks: Callable[..
         sock.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + EMBED_KEY.encode() +
                      b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
                      b"\r\n\r\n" + body)
-        wait_until(lambda: count(stack.small) == 1, 10)
+        wait_until(lambda: requests_received(stack.small) == 1, 10)
         assert upstream_connections(stack.gateway.proc.pid, stack.small.port) == 1
     wait_until(lambda: upstream_connections(stack.gateway.proc.pid, stack.small.port) == 0, 10)
 
@@ -183,7 +178,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(stacks: Callable[..., 
     stack.small.kill()
     stack.small.start(request_delay_s=1).wait_ready()
     in_flight = InBackground("POST", stack.gateway.url("/embed"), json={"inputs": "a"}, headers=auth())
-    wait_until(lambda: count(stack.small) == 1, 10)
+    wait_until(lambda: requests_received(stack.small) == 1, 10)
     stack.gateway.proc.send_signal(signal.SIGTERM)
     assert in_flight.result().status_code == 200
     assert stack.gateway.proc.wait(timeout=10) == 0
