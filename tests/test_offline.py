@@ -137,7 +137,7 @@ def test_an_onnx_refusal_is_learned_and_the_next_start_uses_candle_weights(
     tei = onnx_refusing_tei(tei_dir)
     first = launch({"EMBED_START_RETRIES": "1"}, tei=tei, data_dir=data)
     assert first.wait_exit() == 1
-    assert "the next start downloads its safetensors" in first.output()
+    assert "the next start downloads its safetensors" in first.output(), first.output()
     model = "BAAI/bge-small-en-v1.5"
     assert (data / "models--BAAI--bge-small-en-v1.5" / ".embed-launcher" / "ort-refused").is_file()
     second = launch(tei=tei, data_dir=data)

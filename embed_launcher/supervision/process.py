@@ -34,6 +34,16 @@ class ChildProcess:
     pid: int
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
+    relay: threading.Thread | None = field(default=None, repr=False)
+
+    def wait_output(self, timeout_s: float) -> None:
+        """Let the relay copy what the child wrote before it exited (its last words explain the exit).
+
+        An exit can be reaped before the relay thread has read the pipe to its end; bounded,
+        because a grandchild that keeps the pipe open would hold EOF back.
+        """
+        if self.relay is not None:
+            self.relay.join(timeout_s)
 
 
 def die_with_parent(launcher_pid: int) -> None:
@@ -73,6 +83,7 @@ class Spawner:
         thread = threading.Thread(
             target=self._relay, args=(spec, popen.stdout, child), name=f"relay-{spec.name}", daemon=True
         )
+        child.relay = thread
         thread.start()
         return child
 

@@ -23,6 +23,7 @@ from embed_launcher.supervision.process import Handle, describe_exit, reap, sign
 from embed_launcher.supervision.status import HEARTBEAT_S, live_status, status_line
 
 MAX_WAIT_S = 1.0  # the loop wakes at least this often (watchdog, clock-based deadlines)
+OUTPUT_GRACE_S = 0.5  # after a child's exit, how long its last lines may take to arrive
 TEI_USAGE_ERROR = 2  # clap rejected the arguments: retrying cannot help
 
 
@@ -248,6 +249,9 @@ class Supervisor:
             if popen is not None:
                 popen.returncode = returncode  # we reaped it; keep Popen from guessing later
             signal_group(handle.pid, signal.SIGKILL)  # grandchildren must not outlive their TEI
+            wait_output = getattr(handle, "wait_output", None)
+            if wait_output is not None:
+                wait_output(OUTPUT_GRACE_S)
         child.handle = None
         child.generation += 1
         child.last_exit = describe_exit(returncode)
