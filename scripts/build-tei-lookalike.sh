@@ -140,7 +140,7 @@ main() {
     ln "$rootfs" "$context/rootfs.tar" 2>/dev/null || cp "$rootfs" "$context/rootfs.tar"
     pack_stand_in "$context/text-embeddings-router"
     log "building $TAG"
-    podman build --quiet --format docker --network host --pull=never \
+    podman build --quiet --format docker --layers=false --network host --pull=never \
         --label "embed-launcher.lookalike=$label" \
         -f tests/image/lookalike/Containerfile -t "$TAG" "$context" >/dev/null
     # Only the image this script replaced; other users' dangling images are not ours to prune.

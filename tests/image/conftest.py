@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from containers.podman import Podman, podman_session, unavailable
 from fake_hub.server import HubStandIn
 
-from image.launcher_container import Container, Starter
+from image.launcher_container import BuiltImage, Starter
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_TAG = "ghcr.io/huggingface/text-embeddings-inference:cpu-1.9.3"
 BASE_TIMEOUT_S = 900.0  # a first rootfs from the Debian mirror; later runs reuse the cache
 BUILD_TIMEOUT_S = 600.0
-
-
-@dataclass(frozen=True)
-class BuiltImage:
-    """The launcher image as docker/Dockerfile builds it, and what the build printed."""
-
-    tag: str
-    build_log: str
-    build_s: float
 
 
 @pytest.fixture(scope="session")
@@ -52,14 +41,13 @@ def base_image(session_podman: Podman) -> str:
 def launcher_image(session_podman: Podman, base_image: str) -> BuiltImage:
     """docker/Dockerfile built once per session, unchanged, the way a podman user builds it."""
     tag = session_podman.image_tag("launcher")
-    started = time.monotonic()
     result = session_podman.run(
         "build", "--format", "docker", "--layers=false", "--network", "host", "--pull=never",
         "-f", "docker/Dockerfile", "-t", tag, str(ROOT), timeout_s=BUILD_TIMEOUT_S, check=False,
     )  # fmt: skip
     log = result.stdout + result.stderr
     assert result.returncode == 0, f"podman build failed:\n{log[-4000:]}"
-    return BuiltImage(tag, log, time.monotonic() - started)
+    return BuiltImage(tag, log)
 
 
 @pytest.fixture(scope="session")
@@ -81,5 +69,3 @@ def start(pm: Podman, launcher_image: BuiltImage, hub: HubStandIn) -> Starter:
     """Start the launcher image on free ports, downloading from the Hub stand-in."""
     return Starter(pm, launcher_image.tag, hub.endpoint)
 
-
-__all__ = ["BuiltImage", "Container"]

@@ -19,6 +19,14 @@ PORT_NAMES = ("EMBED_PORT", "RERANK_PORT", "EMBED_PROMETHEUS_PORT", "RERANK_PROM
 HEALTH_POLL_S = 0.5
 
 
+@dataclass(frozen=True)
+class BuiltImage:
+    """The launcher image as docker/Dockerfile builds it, and what the build printed."""
+
+    tag: str
+    build_log: str
+
+
 @dataclass
 class Container:
     """One running (or exited) launcher container."""

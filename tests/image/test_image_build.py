@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from containers.podman import Podman
 
-from image.conftest import BuiltImage
+from image.launcher_container import BuiltImage
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1200)]
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from containers.podman import Podman
 
-from image.conftest import BuiltImage
-from image.launcher_container import DATA_DIR, Starter
+from image.launcher_container import DATA_DIR, BuiltImage, Starter
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1200)]
 
