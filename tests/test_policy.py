@@ -116,3 +116,26 @@ def test_time_going_backwards_never_makes_a_restart_early() -> None:
     """Deadlines are monotonic-clock numbers: a jump of the wall clock cannot reach them (row 31)."""
     state = crash_after_ready(ChildState(), 1000.0, ran_for=1.0)
     assert not policy.restart_due(state, 500.0)
+
+
+@pytest.mark.parametrize(
+    ("served_s", "delays"),
+    [
+        (61.0, [1.0, 1.0, 1.0, 1.0, 1.0]),  # served a minute each time: bad luck, never punished
+        (30.0, [1.0, 2.0, 4.0, 8.0, 16.0]),  # died soon after ready each time: a loop, backed off
+    ],
+)
+def test_by_default_a_child_that_served_a_minute_restarts_at_the_base_delay(
+    served_s: float, delays: list[float]
+) -> None:
+    """The default reset window is 60 s (EMBED_BACKOFF_RESET_AFTER): an OOM kill every few minutes costs 1 s each."""
+    default = RestartPolicy()
+    assert default.reset_after_s == 60.0
+    state, now, seen = ChildState(), 0.0, []
+    for _ in range(5):
+        state = policy.became_ready(policy.spawned(state, now), now)
+        state = policy.exited(state, now + served_s, default)
+        assert state.restart_at is not None
+        seen.append(state.restart_at - state.since)
+        now = state.restart_at
+    assert seen == delays
