@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from embed_launcher.startup.preflight import free_local_ports
 
 TESTS = Path(__file__).resolve().parent
 FAKE_TEI = TESTS / "fake_tei" / "text-embeddings-router"
@@ -38,15 +40,19 @@ def free_port() -> int:
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports: every socket stays bound until all are picked."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+    """``n`` distinct free ports on 127.0.0.1, picked the way the launcher picks them behind the gateway."""
+    return free_local_ports(n)
+
+
+def write_model(root: Path, reranker: bool = False) -> Path:
+    """A local model folder the TEI stand-in accepts (config.json + tokenizer.json)."""
+    root.mkdir(parents=True, exist_ok=True)
+    arch = "XLMRobertaForSequenceClassification" if reranker else "BertModel"
+    (root / "config.json").write_text(json.dumps({"architectures": [arch], "model_type": "bert",
+                                                  "max_position_embeddings": 512}))
+    (root / "tokenizer.json").write_text("{}")
+    (root / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512}))
+    return root
 
 
 def make_tei(directory: Path, **knobs: object) -> Path:

@@ -13,21 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FAKE_TEI, free_port, free_ports, wait_until
+from conftest import FAKE_TEI, free_port, free_ports, wait_until, write_model
 
 EMBED_KEY, RERANK_KEY = "embed-test-key", "rerank-test-key"
 CREATED = 1764230000
-
-
-def write_model(root: Path, reranker: bool) -> Path:
-    """A local model folder the stand-in accepts (config.json + tokenizer.json)."""
-    root.mkdir(parents=True, exist_ok=True)
-    arch = "XLMRobertaForSequenceClassification" if reranker else "BertModel"
-    (root / "config.json").write_text(json.dumps({"architectures": [arch], "model_type": "bert",
-                                                  "max_position_embeddings": 512}))
-    (root / "tokenizer.json").write_text("{}")
-    (root / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512}))
-    return root
 
 
 @dataclass

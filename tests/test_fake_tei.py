@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAKE_TEI as FAKE
-from conftest import free_port, wait_until
+from conftest import free_port, wait_until, write_model
 from fake_tei import args as tei_args
 from fake_tei import cli as cli
 from fake_tei import model as fm
@@ -41,16 +41,6 @@ def base_env(tmp: Path, **extra: str) -> dict[str, str]:
 def run_fake(args: list[str], env: dict[str, str], timeout: float = 10) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(FAKE), *args], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
-
-
-def write_model(root: Path, reranker: bool = False) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    arch = "XLMRobertaForSequenceClassification" if reranker else "BertModel"
-    (root / "config.json").write_text(json.dumps({"architectures": [arch], "model_type": "bert",
-                                                  "max_position_embeddings": 512}))
-    (root / "tokenizer.json").write_text("{}")
-    (root / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512}))
-    return root
 
 
 class Fake:
