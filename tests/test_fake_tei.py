@@ -81,14 +81,14 @@ class Fake:
 
 
 def http(method: str, url: str, body: object = None, headers: dict[str, str] | None = None,
-         raw: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+         raw: bytes | None = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     hdrs = dict(headers or {})
     if body is not None and raw is None:
         hdrs.setdefault("content-type", "application/json")
     req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()

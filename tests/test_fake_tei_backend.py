@@ -76,7 +76,7 @@ def has(**want: float) -> Callable[[dict[str, float]], bool]:
 def post_in_background(fake: Fake, path: str, body: object, results: list[int]) -> threading.Thread:
     def call() -> None:
         try:
-            results.append(http("POST", fake.url(path), body)[0])
+            results.append(http("POST", fake.url(path), body, timeout=60)[0])  # a hung backend holds it
         except OSError:  # the fake was killed under a hung request
             results.append(-1)
     thread = threading.Thread(target=call, daemon=True)
@@ -174,7 +174,7 @@ def test_hung_backend_never_answers_but_metrics_do(tmp_path: Path, start: Callab
     assert frozen["te_queue_size"] == 1 and results == []
     flag.unlink()
     for client in clients:
-        client.join(timeout=5)
+        client.join(timeout=30)  # a bound, not a wait: they return as soon as the backend resumes
     assert results == [200, 200, 200]
     assert timed_health(fake, timeout=5)[0] == 200
     assert scrape(fake)["te_request_success"] == 4
