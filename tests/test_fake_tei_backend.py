@@ -166,8 +166,8 @@ def test_hung_backend_never_answers_but_metrics_do(tmp_path: Path, start: Callab
     # te_batch_next_size_sum counts the inputs taken off the queue (the first request's one included)
     for sent, (taken, queued) in enumerate(((2, 0), (3, 0), (3, 1)), start=1):
         clients.append(post_in_background(fake, "/embed", {"inputs": "stuck"}, results))
-        now = scrape_until(fake, has(te_request_count=1 + sent, te_batch_next_size_sum=taken))
-        assert now["te_queue_size"] == queued, now
+        # Counted on entry, queued a moment later (as in TEI): wait for both, then for the batcher.
+        scrape_until(fake, has(te_request_count=1 + sent, te_batch_next_size_sum=taken, te_queue_size=queued))
     assert timed_health(fake, timeout=0.5)[0] is None
     frozen = scrape(fake)
     assert (frozen["te_request_success"], frozen["te_request_inference_duration_count"]) == (1, 1)
