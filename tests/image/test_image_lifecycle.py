@@ -91,3 +91,16 @@ def test_reranker_serves_on_its_own_port(pm: Podman, start: Starter, hub: HubSta
     assert container.post("/rerank", body, key, port_name="RERANK_PORT") == 200
     assert container.post("/rerank", body, None, port_name="RERANK_PORT") == 401
     assert container.embed(key) == 200
+
+
+def test_many_models_behind_the_gateway(pm: Podman, start: Starter, hub: HubStandIn) -> None:
+    """A list of models: one TEI each inside the container, the gateway (aiohttp, uvloop) on the public ports."""
+    container = start(pm.volume("data"), env={"EMBED_MODEL": f"{MODEL},BAAI/bge-m3", "RERANK_ENABLED": "true"})
+    container.wait_healthy()
+    assert hub.downloaded("BAAI/bge-m3")
+    key = container.getkey()
+    assert container.post("/v1/embeddings", {"input": ["x"], "model": "BAAI/bge-m3"}, key) == 200
+    assert container.post("/v1/embeddings", {"input": ["x"], "model": "nope/none"}, key) == 404
+    cohere = {"query": "What is AI?", "documents": ["AI is artificial intelligence.", "Paris is in France."]}
+    assert container.post("/v1/rerank", cohere, key, port_name="RERANK_PORT") == 200
+    assert len(tei_pids(container)) == 3
