@@ -193,13 +193,18 @@ def launch(tmp_path: Path, tei_dir: Path, hub: object) -> Iterator[Callable[...,
 
 
 def clean_up(runs: list[LauncherRun]) -> None:
-    """SIGKILL any launcher still running, then fail the test if any of its processes survive it."""
+    """Stop any launcher still running (SIGTERM, as Docker does; SIGKILL if it does not exit within its
+    stop timeout and a margin), then fail the test if any of its processes survive it."""
     survivors: list[psutil.Process] = []
     for run in runs:
         procs = run.children()
         if run.proc.poll() is None:
-            run.proc.send_signal(signal.SIGKILL)
-            run.proc.wait(timeout=10)
+            run.proc.send_signal(signal.SIGTERM)
+            try:
+                run.proc.wait(timeout=float(run.env.get("EMBED_STOP_TIMEOUT", "8")) + 2)
+            except subprocess.TimeoutExpired:
+                run.proc.send_signal(signal.SIGKILL)
+                run.proc.wait(timeout=10)
         _, still = psutil.wait_procs(alive(procs), timeout=5)
         survivors += alive(still)
     for p in survivors:
