@@ -153,6 +153,33 @@ def test_health_is_503_until_every_model_was_ready_once(tmp_path: Path) -> None:
             tei.kill()
 
 
+def test_a_busy_model_counts_as_up_for_the_gateway(tmp_path: Path) -> None:
+    """TEI's /health waits behind the batch in progress: a TEI that accepts the connection but keeps
+    /health waiting is busy, not down, so the gateway turns healthy and serves (busy is not dead)."""
+    teis = make_teis(tmp_path)
+    for tei in teis:
+        tei.start(batch_s=4 if tei.kind == "embed" else 0).wait_ready()
+    small = teis[0]
+
+    def hold_the_backend() -> None:
+        try:
+            httpx.post(small.url + "/embed", json={"inputs": "x"}, headers=auth(), timeout=30)
+        except httpx.HTTPError:
+            pass  # the stand-in is killed at the end of the test
+
+    busy = threading.Thread(target=hold_the_backend, daemon=True)
+    busy.start()
+    wait_until(lambda: "te_batch_next_size_count" in httpx.get(small.url + "/metrics").text, timeout_s=5)
+    gateway = start_gateway(tmp_path, stack_models(*teis))
+    try:
+        gateway.wait_healthy(timeout_s=3.5)  # well before the 4 s batch ends: the backend is still busy
+        assert busy.is_alive()
+    finally:
+        gateway.stop()
+        for tei in teis:
+            tei.kill()
+
+
 # clients and shutdown ------------------------------------------------------------------------------
 def upstream_connections(pid: int, port: int) -> int:
     return sum(1 for c in psutil.Process(pid).net_connections("tcp")

@@ -67,8 +67,10 @@ class Upstream:
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                               skip_auto_headers=("User-Agent", "Accept-Encoding"))
         # Probes never reuse a pooled connection: a stale one would read as "down".
-        self._probe = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
-                                            timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S))
+        self._probe = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True),
+            timeout=aiohttp.ClientTimeout(sock_connect=PROBE_TIMEOUT_S, sock_read=PROBE_TIMEOUT_S),
+        )
         self.mark_down()
 
     async def close(self) -> None:
@@ -93,10 +95,14 @@ class Upstream:
         self.ready.set()
 
     async def healthy(self) -> bool:
+        """Whether TEI takes requests: /health answers 200, or TEI accepted the connection and its /health
+        waits behind a batch (busy is not dead: TEI binds its port only once the model is loaded)."""
         assert self._probe is not None
         try:
             async with self._probe.get(self.base + "/health") as response:
                 return response.status == 200
+        except aiohttp.SocketTimeoutError:
+            return True
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
