@@ -34,6 +34,21 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, interva
         time.sleep(interval_s)
 
 
+def wait_for_output(
+    proc: subprocess.Popen[bytes], output: Callable[[], str], text: str, timeout_s: float, *, who: str
+) -> None:
+    """Poll ``output()`` until it contains ``text``; fail at once, with the output, if ``proc`` exits first."""
+
+    def seen() -> bool:
+        if text in output():
+            return True
+        if proc.poll() is not None:
+            raise AssertionError(f"{who} exited {proc.returncode} before {text!r}:\n{output()}")
+        return False
+
+    wait_until(seen, timeout_s)
+
+
 def free_port() -> int:
     """A port nobody listens on right now (gunicorn's helper; the race is accepted)."""
     return free_ports(1)[0]
@@ -82,15 +97,7 @@ class LauncherRun:
 
     def wait_for(self, text: str, timeout_s: float = 20.0) -> None:
         """Wait until ``text`` appears in the output (failing early if the launcher died)."""
-
-        def seen() -> bool:
-            if text in self.output():
-                return True
-            if self.proc.poll() is not None:
-                raise AssertionError(f"launcher exited {self.proc.returncode} before {text!r}:\n{self.output()}")
-            return False
-
-        wait_until(seen, timeout_s)
+        wait_for_output(self.proc, self.output, text, timeout_s, who="launcher")
 
     def wait_exit(self, timeout_s: float = 20.0) -> int:
         return self.proc.wait(timeout=timeout_s)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FAKE_TEI, free_port, free_ports, wait_until, write_model
+from conftest import FAKE_TEI, free_port, free_ports, wait_for_output, wait_until, write_model
 
 EMBED_KEY, RERANK_KEY = "embed-test-key", "rerank-test-key"
 CREATED = 1764230000
@@ -83,14 +83,7 @@ class Gateway:
         return f"http://127.0.0.1:{self.ports[port_index]}{path}"
 
     def wait_for(self, text: str, timeout_s: float = 15.0) -> None:
-        def seen() -> bool:
-            if text in self.output():
-                return True
-            if self.proc.poll() is not None:
-                raise AssertionError(f"gateway exited {self.proc.returncode} before {text!r}:\n{self.output()}")
-            return False
-
-        wait_until(seen, timeout_s)
+        wait_for_output(self.proc, self.output, text, timeout_s, who="gateway")
 
     def wait_healthy(self, timeout_s: float = 15.0) -> None:
         wait_until(lambda: httpx.get(self.url("/health"), timeout=2).status_code == 200, timeout_s)
