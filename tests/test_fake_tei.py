@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import errno
+import io
 import json
 import math
 import os
+import re
+import select
 import signal
 import socket
 import struct
@@ -23,6 +27,7 @@ from conftest import free_port, wait_until, write_model
 from fake_tei import args as tei_args
 from fake_tei import cli as cli
 from fake_tei import model as fm
+from fake_tei import server as fake_server
 
 USAGE = "Usage: text-embeddings-router [OPTIONS] --model-id <MODEL_ID>"
 TRY_HELP = "\n\nFor more information, try '--help'.\n"
@@ -496,3 +501,105 @@ def test_empty_api_key_env_turns_auth_on_with_bare_bearer(tmp_path: Path, start:
     fake = start("--model-id", str(write_model(tmp_path / "m")), API_KEY="").ready()
     assert http("GET", fake.url("/info"))[0] == 401
     assert http("GET", fake.url("/info"), headers={"Authorization": "Bearer "})[0] == 200
+
+
+# the wire -----------------------------------------------------------------------------------------
+class Wire:
+    """A connection stand-in for Handler unit tests: the request comes from bytes, every sendall is recorded."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request, self.writes = io.BytesIO(request), list[bytes]()
+
+    def makefile(self, mode: str, *_args: object) -> io.BytesIO:
+        assert "r" in mode  # http.server writes through sendall (wbufsize 0)
+        return self.request
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+
+def test_an_answer_leaves_in_one_write_head_and_body_together() -> None:
+    """hyper hands the head and a full body to one `writev` (router/src/http/server.rs serves with axum on
+    hyper); a stand-in that writes the head first adds a Nagle/delayed-ACK stall behind a proxy."""
+    server = fake_server.FakeTeiServer(("127.0.0.1", 0), engine=None,  # type: ignore[arg-type]
+                                       settings=fake_server.Settings(None, 1 << 20, None), ipv6=False)
+    try:
+        wire = Wire(b"GET /docs/ HTTP/1.1\r\nhost: x\r\n\r\n")
+        fake_server.Handler(wire, ("127.0.0.1", 1), server)  # type: ignore[arg-type]
+    finally:
+        server.server_close()
+    assert len(wire.writes) == 1, wire.writes
+    head, _, body = wire.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and body == fake_server.DOCS_HTML
+
+
+def read_response(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """(head, body as received until the server closed) of one raw HTTP/1.1 exchange with `connection: close`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+def embed_request(inputs: list[str]) -> bytes:
+    body = json.dumps({"inputs": inputs}).encode()
+    return (b"POST /embed HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_die_mid_body_sends_half_a_large_answer_then_dies(tmp_path: Path, start: Callable[..., Fake]) -> None:
+    """FAKE_TEI_DIE_MID_BODY=1: an answer over 64 KiB goes out as the head and half its body, then the process is
+    killed (as by the OOM killer): the client sees a short body and a closed connection. Small answers are whole."""
+    fake = start("--model-id", str(write_model(tmp_path / "m")), FAKE_TEI_DIE_MID_BODY="1").ready()
+    head, body = read_response(fake.port, embed_request(["small"]))
+    assert head.startswith(b"HTTP/1.1 200 OK") and json.loads(body)  # ~8 KB: whole
+    head, body = read_response(fake.port, embed_request([f"text {i}" for i in range(16)]))
+    length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+    assert head.startswith(b"HTTP/1.1 200 OK") and length > 64 << 10
+    assert 0 < len(body) < length, (len(body), length)
+    assert fake.proc.wait(timeout=30) == -signal.SIGKILL
+
+
+def test_listen_backlog_is_tokios_1024(tmp_path: Path, start: Callable[..., Fake]) -> None:
+    """tokio's `TcpListener::bind` listens with a backlog of 1024: a burst of connections to a server that is not
+    accepting (stopped here) completes its handshakes; with socketserver's 5 all but ~6 would wait for SYN retries."""
+    fake = start("--model-id", str(write_model(tmp_path / "m")), "--max-concurrent-requests", "2048").ready()
+    socks: list[socket.socket] = []
+    os.kill(fake.proc.pid, signal.SIGSTOP)
+    try:
+        for _ in range(100):
+            sock = socket.socket()
+            sock.setblocking(False)
+            socks.append(sock)
+            assert sock.connect_ex(("127.0.0.1", fake.port)) in (0, errno.EINPROGRESS)
+
+        def connected() -> bool:
+            _, writable, _ = select.select([], [s for s in socks if s.fileno() >= 0], [], 0.5)
+            return len(writable) == len(socks) and all(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+                                                       for s in socks)
+        wait_until(connected, 30)
+    finally:
+        os.kill(fake.proc.pid, signal.SIGCONT)
+        for sock in socks:
+            sock.close()
+    assert http("GET", fake.url("/health"), timeout=30)[0] == 200
+
+
+def test_gateway_harness_gives_tei_the_production_permits(tmp_path: Path) -> None:
+    """The gateway tests' TEI gets the launcher's --max-concurrent-requests default (TEI's own is 512), so 429s
+    come where production's would, not at a test-only 8192."""
+    from gateway_harness import PERMITS, Tei
+
+    from embed_launcher.config.variables import TUNABLES
+
+    tei = Tei(tmp_path, "org/embed", "embed", free_port()).start()
+    try:
+        tei.wait_ready(timeout_s=30)
+        info = json.loads(http("GET", tei.url + "/info", timeout=30)[2])
+    finally:
+        tei.kill()
+    default = next(t.embed_default for t in TUNABLES if t.suffix == "MAX_CONCURRENT_REQUESTS")
+    assert PERMITS == default == "2048" and info["max_concurrent_requests"] == 2048

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from fake_tei import model as fm
-from fake_tei.backend import Backend
+from fake_tei.backend import Backend, Limits
 from fake_tei.log import ERROR, INFO, Logger, Span, rust_duration
 from fake_tei.metrics import Metrics
 from fake_tei.schema import Body
@@ -79,6 +79,8 @@ class Timing:
     tokenization_s: float = 0.0
     queue_s: float = 0.0
     success: str | None = None  # the `method` label of `te_request_success`, when the handler counts one
+    # Whether the client hung up: hyper then drops the handler, which closes its entries' response channels.
+    client_gone: Callable[[], bool] = field(default=lambda: False)
 
     def inference_s(self) -> float:
         return max(time.monotonic() - self.started - self.tokenization_s - self.queue_s, 0.0)
@@ -114,7 +116,8 @@ class Engine:
         self.free_permits = info.max_concurrent_requests
         self.lock = threading.Lock()
         self.metrics = Metrics(info.max_input_length)
-        self.backend = Backend(self.metrics, batch_s, health_file, sleep)
+        self.backend = Backend(self.metrics, batch_s, health_file, sleep,
+                               Limits(info.max_batch_tokens, info.max_batch_requests))
 
     def info_body(self) -> dict:
         return asdict(self.info)
@@ -124,20 +127,22 @@ class Engine:
         self.metrics.counter("te_request_count", times, method=method)
         return method
 
-    def run_batch(self, inputs: int, tokens: int, timing: Timing, classifier: bool) -> None:
-        """Queue the request's inputs as one batch for the backend thread; raise TEI's 424 when it fails."""
-        prefix = "te_predict" if classifier else "te_embed"
-        job = self.backend.infer(inputs, tokens)
-        if not job.ok:
+    def run_batch(self, tokens: list[int], timing: Timing, classifier: bool) -> None:
+        """Queue one entry per input (tokens of each) and wait for them; raise TEI's 424 when a batch fails."""
+        prefix, inputs = ("te_predict" if classifier else "te_embed"), len(tokens)
+        entries = self.backend.infer(tokens, timing.client_gone)
+        if not all(entry.ok for entry in entries):
             raise ApiError("Backend", INFERENCE_FAILURE, 448 if classifier else 382, core=True, err="inference",
                            failures=inputs)
-        timing.queue_s += job.started - job.queued
+        timing.queue_s += max(entry.started - entry.queued for entry in entries)
         self.metrics.counter(prefix + "_success", inputs)
-        for name, value in (("duration", time.monotonic() - timing.started),
-                            ("tokenization_duration", timing.tokenization_s),
-                            ("queue_duration", job.started - job.queued),
-                            ("inference_duration", job.finished - job.started)):
-            self.metrics.record(f"{prefix}_{name}", *[value] * inputs)
+        now = time.monotonic()
+        for entry in entries:
+            for name, value in (("duration", now - timing.started),
+                                ("tokenization_duration", timing.tokenization_s),
+                                ("queue_duration", entry.started - entry.queued),
+                                ("inference_duration", entry.finished - entry.started)):
+                self.metrics.record(f"{prefix}_{name}", value)
 
     def log_error(self, span: str, err: ApiError) -> None:
         if err.line is not None:
@@ -213,7 +218,7 @@ class Engine:
                 raise ApiError("Validation", "Input validation error: `dimensions` should be smaller than the "
                                "maximum embedding dimension.", 280, core=True)
             self.sleep(self.delay_s)
-            self.run_batch(len(items), sum(len(ids) for ids in encoded), timing, classifier=False)
+            self.run_batch([len(ids) for ids in encoded], timing, classifier=False)
             return [fm.vector(ids, normalize, dims) for ids in encoded]
         finally:
             self.release(len(items))

@@ -48,6 +48,7 @@ class Knobs:
     hub_fail: bool = False
     model_type: str | None = None
     batch_s: float = 0.0
+    die_mid_body: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Knobs:
@@ -61,7 +62,7 @@ class Knobs:
                    get("SPAWN_GRANDCHILD", flag, False), get("GRANDCHILD_PID_FILE", str, None),
                    get("ORPHAN_GRANDCHILD", flag, False), get("ORPHAN_S", float, 0.5),
                    get("SPEW_BYTES", int, 0), get("SIGNAL_LOG", str, None), get("HUB_FAIL", flag, False),
-                   get("MODEL_TYPE", str, None), get("BATCH_S", float, 0.0))
+                   get("MODEL_TYPE", str, None), get("BATCH_S", float, 0.0), get("DIE_MID_BODY", flag, False))
 
 
 def die(code: int) -> NoReturn:
@@ -224,7 +225,7 @@ def serve(args: Args, engine: Engine, logger: Logger, knobs: Knobs) -> FakeTeiSe
         fatal("failed to build prometheus recorder",
               f"failed to create HTTP listener: {os.strerror(err.errno or 0)} (os error {err.errno})")
     settings = Settings(args.text("api_key"), int(args.number("payload_limit") or 0),
-                        args.texts("cors_allow_origin"))
+                        args.texts("cors_allow_origin"), knobs.die_mid_body)
     try:
         server = FakeTeiServer((host, port), engine, settings, ipv6=":" in host)
     except OSError as err:

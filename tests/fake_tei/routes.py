@@ -54,9 +54,9 @@ def _scores(engine: Engine, pairs: list[tuple[str, str]], truncate: bool, direct
         if not engine.info.is_reranker:
             raise ApiError("Backend", "Backend error: Model is not a classifier model", 210)
         engine.metrics.counter("te_predict_count", len(pairs))
-        tokens = sum(len(engine.encode(f"{query} {text}", truncate, direction, None, timing)) for query, text in pairs)
+        tokens = [len(engine.encode(f"{query} {text}", truncate, direction, None, timing)) for query, text in pairs]
         engine.sleep(engine.delay_s)
-        engine.run_batch(len(pairs), tokens, timing, classifier=True)
+        engine.run_batch(tokens, timing, classifier=True)
         logits = [fm.relevance_logit(q, t) for q, t in pairs]
         return [fm.f32(x if raw else fm.sigmoid(x)) for x in logits]
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import sys
 import threading
@@ -14,6 +16,7 @@ from urllib.parse import urlsplit
 from fake_tei import model as fm
 from fake_tei import routes as fr
 from fake_tei.api import ApiError, Engine, Timing
+from fake_tei.backend import ClientGone
 from fake_tei.schema import Body, Rejection, is_json_content_type, parse_json, where_clause
 
 PUBLIC_GET = {"/health", "/", "/ping", "/metrics", "/docs", "/docs/", "/api-doc/openapi.json"}
@@ -21,19 +24,25 @@ PROTECTED = set(fr.POST_ROUTES) | {"/info", "/", "/invocations"}
 UNHEALTHY = {"error": "unhealthy", "error_type": "Unhealthy"}
 DOCS_HTML = b"<!doctype html><html><head><title>Swagger UI</title></head><body>fake TEI docs</body></html>"
 OPENAPI = {"openapi": "3.0.3", "info": {"title": "Text Embeddings Inference", "version": "1.9.3"}, "paths": {}}
+# FAKE_TEI_DIE_MID_BODY=1: an answer whose body is bigger than this dies half-way (a 384-dim vector is ~8 KB of JSON).
+DIE_MID_BODY_MIN = 64 << 10
 
 
 class Settings:
     """What the HTTP layer needs besides the engine: auth, limits, CORS."""
 
-    def __init__(self, api_key: str | None, payload_limit: int, cors: list[str] | None) -> None:
+    def __init__(self, api_key: str | None, payload_limit: int, cors: list[str] | None,
+                 die_mid_body: bool = False) -> None:
         self.auth = None if api_key is None else ("Bearer " + api_key).encode("utf-8", "surrogateescape")
-        self.payload_limit, self.cors = payload_limit, cors
+        self.payload_limit, self.cors, self.die_mid_body = payload_limit, cors, die_mid_body
 
 
 class FakeTeiServer(ThreadingHTTPServer):
     """A threading server that can drain: stop accepting, close idle keep-alive connections, await the rest."""
 
+    # tokio's `TcpListener::bind` listens with a backlog of 1024 (socketserver's default is 5, which drops
+    # bursts of connections: their SYNs are retried after 1 s).
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], engine: Engine, settings: Settings, ipv6: bool) -> None:
         self.address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
@@ -129,9 +138,36 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.draining:
             self.close_connection = True
             self.send_header("connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self.holding_head = True
+        try:
+            self.end_headers()
+        finally:
+            self.holding_head = False
+        self.send_all(body if self.command != "HEAD" else b"")
+
+    def flush_headers(self) -> None:
+        # hyper queues the head and a full body and hands both to one `writev`, so a small answer leaves in
+        # one segment; `send_all` does the same. (http.server writes the head on its own, which with Nagle
+        # on costs ~40 ms behind a proxy that delays its ACK.) Error pages of http.server itself still come here.
+        if not getattr(self, "holding_head", False):
+            super().flush_headers()
+
+    def end_headers(self) -> None:
+        for key, value in self.cors_headers().items():
+            self.send_header(key, value)
+        super().end_headers()
+
+    def send_all(self, body: bytes) -> None:
+        """Head and body in one `sendall`: the kernel takes what fits the socket buffer and the rest follows as
+        it drains, as hyper's flush loop writes a large body in pieces. FAKE_TEI_DIE_MID_BODY cuts it."""
+        held: list[bytes] = getattr(self, "_headers_buffer", [])
+        head = b"".join(held)
+        held.clear()
+        if self.server.settings.die_mid_body and len(body) > DIE_MID_BODY_MIN:
+            self.connection.sendall(head + body[:len(body) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)  # abrupt, as the OOM killer would: no drain, no exit code
+            os._exit(137)  # not reached
+        self.connection.sendall(head + body)
 
     def reply_json(self, status: int, payload: object, headers: Mapping[str, str] | None = None) -> None:
         self.reply(status, fm.dumps(payload).encode("utf-8"), "application/json", headers)
@@ -147,11 +183,6 @@ class Handler(BaseHTTPRequestHandler):
             return {"access-control-allow-origin": "*", "vary": "origin, access-control-request-method, "
                     "access-control-request-headers"}
         return {"access-control-allow-origin": origin, "vary": "origin"} if origin in allowed else {"vary": "origin"}
-
-    def end_headers(self) -> None:
-        for key, value in self.cors_headers().items():
-            self.send_header(key, value)
-        super().end_headers()
 
     # dispatch ------------------------------------------------------------------------------
     def dispatch(self, method: str) -> None:
@@ -176,6 +207,15 @@ class Handler(BaseHTTPRequestHandler):
             return self.discard_and(lambda: self.reply(401))
         endpoint = fr.POST_ROUTES.get(path) or fr.default_route(self.server.engine)
         self.inference(endpoint)
+
+    def client_gone(self) -> bool:
+        """Whether the peer closed the connection (EOF or reset) while its request waits, as hyper notices."""
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False  # still connected, nothing (or a pipelined request) to read
+        except OSError:
+            return True
 
     def authorised(self) -> bool:
         expected = self.server.settings.auth
@@ -226,7 +266,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def inference(self, endpoint: fr.Endpoint) -> None:
-        engine, timing = self.server.engine, Timing(started=time.monotonic())
+        engine, timing = self.server.engine, Timing(started=time.monotonic(), client_gone=self.client_gone)
         try:
             raw = self.read_body()
             text = raw.decode("utf-8", errors="replace")
@@ -235,6 +275,9 @@ class Handler(BaseHTTPRequestHandler):
         except Rejection as rejection:
             status, text = rejection.status, rejection.text
             return self.discard_and(lambda: self.reply_text(status, text))
+        except ClientGone:  # hyper dropped the handler: nothing is written, the connection is closed
+            self.close_connection = True
+            return
         except ApiError as err:
             engine.metrics.counter("te_request_failure", err.failures, err=err.err)
             engine.log_error(endpoint.span, err)
