@@ -15,7 +15,12 @@ import httpx
 import pytest
 from conftest import FAKE_TEI, free_port, free_ports, wait_for_output, wait_until, write_model
 
+from embed_launcher.config.variables import TUNABLES
+
 EMBED_KEY, RERANK_KEY = "embed-test-key", "rerank-test-key"
+# The permits production gives each TEI (the launcher's EMBED_/RERANK_MAX_CONCURRENT_REQUESTS default), so the
+# gateway tests meet TEI's 429s where production would.
+PERMITS = next(t.embed_default for t in TUNABLES if t.suffix == "MAX_CONCURRENT_REQUESTS")
 CREATED = 1764230000
 
 
@@ -29,6 +34,7 @@ class Tei:
     port: int
     key: str | None = None
     batch: int = 512
+    permits: str = PERMITS
     knobs: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -40,7 +46,7 @@ class Tei:
         folder = write_model(self.tmp / "models" / self.name.replace("/", "--"), self.kind == "rerank")
         argv = [sys.executable, str(FAKE_TEI), "--model-id", str(folder), "--served-model-name", self.name,
                 "--hostname", "127.0.0.1", "--port", str(self.port), "--prometheus-port", "0",
-                "--max-client-batch-size", str(self.batch), "--max-concurrent-requests", "8192"]
+                "--max-client-batch-size", str(self.batch), "--max-concurrent-requests", self.permits]
         if self.kind == "sparse":
             argv += ["--pooling", "splade"]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NO_COLOR": "1", "FAKE_TEI_LOAD_S": "0.05",
