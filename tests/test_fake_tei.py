@@ -65,7 +65,7 @@ class Fake:
         for line in self.proc.stdout:
             self.lines.append(line)
 
-    def wait_line(self, text: str, timeout: float = 5.0) -> str:
+    def wait_line(self, text: str, timeout: float = 30.0) -> str:
         return str(wait_until(lambda: next((line for line in self.lines if text in line), None), timeout))
 
     def ready(self) -> Fake:
@@ -86,7 +86,7 @@ class Fake:
 
 
 def http(method: str, url: str, body: object = None, headers: dict[str, str] | None = None,
-         raw: bytes | None = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+         raw: bytes | None = None, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     hdrs = dict(headers or {})
     if body is not None and raw is None:

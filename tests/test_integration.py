@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import socket
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -142,15 +141,14 @@ def test_killed_child_heals_while_its_sibling_keeps_serving(launch: Launch) -> N
 
 
 def test_sigterm_stops_everything_within_the_stop_timeout(launch: Launch) -> None:
-    """SIGTERM: children get TERM, the launcher exits 0 quickly, and no process is left."""
-    run = launch({"RERANK_ENABLED": "true"})
+    """SIGTERM: children get TERM, the launcher exits 0 before the stop timeout, and no process is left."""
+    run = launch({"RERANK_ENABLED": "true", "EMBED_STOP_TIMEOUT": "60"})
     run.wait_for("Text embeddings & reranking server is ready")
     children = run.children()
     assert len(children) >= 2
-    started = time.monotonic()
     run.signal(signal.SIGTERM)
-    assert run.wait_exit() == 0
-    assert time.monotonic() - started < 3.0
+    assert run.wait_exit(30) == 0  # well before the 60 s stop timeout
+    assert "killing" not in run.output()  # every child stopped by itself (benchmarks/launcher_bench.py times it)
     assert not alive(children)
     assert "Stopping services..." in run.output()
 

@@ -104,14 +104,15 @@ def test_kill_1_stops_everything_cleanly_and_children_get_default_signals(
     """Row 18: `kill -SIG 1` from inside the namespace is a clean stop (exit 0); children start unmasked."""
     signal_log = tmp_path / "signals.log"
     tei = service_tei(tmp_path, common={"signal_log": signal_log}, record_signals=True)
-    run = start(wrapped, unshare_prefix, tmp_path, hub, tei)
+    # A 60 s stop timeout, so "nobody was killed" below shows a clean stop on a loaded machine too.
+    run = wrapped(unshare_prefix, {**launcher_env(tmp_path, hub.endpoint, tei.path), "EMBED_STOP_TIMEOUT": "60"})
     run.wait_for(EMBED_READY)
     pid = launcher_pid(run)
     assert namespace_pid(pid) == 1
     assert tei.signal_state("embed") == {"SigBlk": 0, "SigIgn": 0}
     kill_pid_1(pid, sig, unshare_prefix)
-    code, elapsed = exited_within(run, 10)
-    assert code == 0 and elapsed < 3, run.output()
+    code, _ = exited_within(run, 30)  # well before the stop timeout
+    assert code == 0, run.output()
     assert f"Stopping services... (SIG{sig} received)" in run.output()
     assert "killing" not in run.output()  # the child stopped by itself, within the timeout
     assert signal_log.read_text().split() == ["TERM"]
