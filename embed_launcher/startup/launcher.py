@@ -28,6 +28,7 @@ from embed_launcher.supervision.notify import Notifier
 from embed_launcher.supervision.plan import ChildSpec, build_plan
 from embed_launcher.supervision.policy import RestartPolicy
 from embed_launcher.supervision.process import Spawner
+from embed_launcher.supervision.publish import StatusPublisher
 from embed_launcher.supervision.status import HEARTBEAT_S
 from embed_launcher.supervision.supervisor import Supervisor
 
@@ -90,6 +91,7 @@ class Launcher:
             return EXIT_OK
         data = DataDir(settings.data_dir)
         data.ensure()
+        publish = StatusPublisher(data.write_status, data.status_path, self.console.warn, self.console.info)
         keys, notices = self.prepare_keys(settings, data)
         check_ports(settings.host, self.ports_to_check(settings))
         internal = self.internal_ports(settings)
@@ -104,11 +106,11 @@ class Launcher:
         self.console.lines(start_banner(shown, notices=notices, local_only=settings.local_only) + more)
         address = self.start_address_lookup(settings, data)
         self.write_state(settings, data, auth, address.address)
-        self.publish_preparing(settings, data)
+        self.publish_preparing(settings, publish)
         backends = service_backends(settings, tei_backend(settings.backend, tei_bin, self.environ))
         sources = fetch_models(
             settings, backends, self.environ, self.console, self.notifier, mailbox,
-            heartbeat=lambda: self.write_preparing(settings, data),
+            heartbeat=lambda: self.write_preparing(settings, publish),
         )  # fmt: skip
         specs = build_plan(
             settings,
@@ -122,7 +124,7 @@ class Launcher:
         )
         advise = give_up_advice(settings, backends)
         banner = lambda: ready_banner(shown, address.address) + more  # noqa: E731
-        return self.supervise(settings, specs, data, mailbox, banner, advise)
+        return self.supervise(settings, specs, publish, mailbox, banner, advise)
 
     def prepare_keys(self, settings: Settings, data: DataDir) -> tuple[KeyResolution, tuple[str, ...]]:
         """Resolve the API keys by the original's rules; return them and the notes to print."""
@@ -185,18 +187,18 @@ class Launcher:
             server_addr=addr,
         )
 
-    def publish_preparing(self, settings: Settings, data: DataDir) -> None:
+    def publish_preparing(self, settings: Settings, publish: StatusPublisher) -> None:
         """Before any TEI runs: say so to `embed_manage --status` and to systemd (models may take a while)."""
-        self.write_preparing(settings, data)
+        self.write_preparing(settings, publish)
         if self.notifier is not None:
             self.notifier.status("checking and downloading models")
 
-    def write_preparing(self, settings: Settings, data: DataDir) -> None:
+    def write_preparing(self, settings: Settings, publish: StatusPublisher) -> None:
         """The live status while models download (rewritten every heartbeat, for embed_manage --alive)."""
         services = {
             s.name: {"model": s.model, "port": s.port, "pid": None, "state": "preparing"} for s in settings.services
         }
-        data.write_status({
+        publish({
             "launcher_pid": os.getpid(), "started": round(self.started, 3), "stopping": False,
             "updated": round(time.time(), 3), "heartbeat_s": HEARTBEAT_S, "services": services,
         })  # fmt: skip
@@ -205,7 +207,7 @@ class Launcher:
         self,
         settings: Settings,
         specs: tuple[ChildSpec, ...],
-        data: DataDir,
+        publish: StatusPublisher,
         mailbox: Mailbox,
         banner: Callable[[], Sequence[str]],
         advise: Callable[[ChildSpec, Sequence[str]], str | None],
@@ -214,7 +216,7 @@ class Launcher:
         pid = os.getpid()
 
         def status_sink(status: Mapping[str, object]) -> None:
-            data.write_status({**status, "launcher_pid": pid, "started": round(self.started, 3)})
+            publish({**status, "launcher_pid": pid, "started": round(self.started, 3)})
 
         def on_line(name: str, text: str) -> None:
             if is_ready_line(text):
