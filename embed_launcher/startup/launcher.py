@@ -76,10 +76,20 @@ def is_ready_line(text: str) -> bool:
 class Launcher:
     """One start of the server: prepares everything, then hands over to the supervisor."""
 
-    def __init__(self, environ: Mapping[str, str], console: Console, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        console: Console,
+        notifier: Notifier | None = None,
+        *,
+        fetch: Callable[..., dict[str, str]] = fetch_models,
+        pick_ports: Callable[[int], list[int]] = free_local_ports,
+    ) -> None:
         self.environ = environ
         self.console = console
         self.notifier = notifier
+        self.fetch = fetch  # the download phase (a seam: tests replace it)
+        self.pick_ports = pick_ports  # free ports on 127.0.0.1 for the TEIs behind the gateway
         self.started = time.time()
 
     def run(self, *, check_only: bool = False) -> int:
@@ -94,7 +104,6 @@ class Launcher:
         publish = StatusPublisher(data.write_status, data.status_path, self.console.warn, self.console.info)
         keys, notices = self.prepare_keys(settings, data)
         check_ports(settings.host, self.ports_to_check(settings))
-        internal = self.internal_ports(settings)
         mailbox = Mailbox()
         mailbox.install_signal_handlers()
         auth = {"embed": bool(keys.embed_key), "rerank": bool(keys.rerank_key)}
@@ -108,10 +117,13 @@ class Launcher:
         self.write_state(settings, data, auth, address.address)
         self.publish_preparing(settings, publish)
         backends = service_backends(settings, tei_backend(settings.backend, tei_bin, self.environ))
-        sources = fetch_models(
+        sources = self.fetch(
             settings, backends, self.environ, self.console, self.notifier, mailbox,
             heartbeat=lambda: self.write_preparing(settings, publish),
         )  # fmt: skip
+        # Only now, just before the TEIs start: ports picked before a download of many minutes
+        # would have been free for anyone else to take meanwhile.
+        internal = self.internal_ports(settings)
         specs = build_plan(
             settings,
             tei_bin=tei_bin,
@@ -154,12 +166,11 @@ class Launcher:
             ports.append(("EMBED_PORT", settings.embed.port))  # sparse models are served there
         return list(dict.fromkeys(ports))
 
-    @staticmethod
-    def internal_ports(settings: Settings) -> dict[str, tuple[int, int]] | None:
+    def internal_ports(self, settings: Settings) -> dict[str, tuple[int, int]] | None:
         """Behind the gateway, each TEI gets a port and a Prometheus port on 127.0.0.1, chosen now."""
         if not settings.gateway:
             return None
-        ports = free_local_ports(2 * len(settings.services))
+        ports = self.pick_ports(2 * len(settings.services))
         return {s.name: (ports[2 * i], ports[2 * i + 1]) for i, s in enumerate(settings.services)}
 
     def start_address_lookup(self, settings: Settings, data: DataDir) -> AddressLookup:
