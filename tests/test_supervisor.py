@@ -18,7 +18,7 @@ import pytest
 
 from embed_launcher.datadir.directory import DataDir
 from embed_launcher.reporting.console import Console
-from embed_launcher.supervision.child import Timing
+from embed_launcher.supervision.child import Child, Timing
 from embed_launcher.supervision.events import Event, Mailbox, ProbeAnswered
 from embed_launcher.supervision.liveness import Answer, Check, Progress
 from embed_launcher.supervision.plan import ChildSpec
@@ -486,3 +486,26 @@ def test_after_an_unexpected_error_a_child_ignoring_sigterm_is_killed_at_the_sto
     assert (102, signal.SIGKILL) in h.spawner.signals  # its group, after it exited: no grandchild stays
     assert (101, signal.SIGKILL) in h.spawner.signals
     assert "process 101 did not stop within 3 s; killing it now" in h.err.getvalue()
+
+
+def test_a_stale_probe_answer_does_not_clear_the_current_probe(h: Harness) -> None:
+    """A late answer for a dead process must not mark the new process's probe as done: that would start a
+    second probe beside the one in flight (and let the stale one's successor be judged twice)."""
+    started: list[int] = []
+
+    def start_probe(child: Child) -> None:  # the probe thread, minus the thread: the answer is ours to give
+        child.probing = True
+        started.append(child.generation)
+
+    h.sup.start_probe = start_probe  # type: ignore[method-assign]
+    old = h.sup.child_named("embed").generation
+    h.at(0.1)  # probe of the first process
+    h.exit("embed", 1)
+    h.at(1.5)  # restarted ...
+    h.at(1.7)  # ... and probed
+    child = h.sup.child_named("embed")
+    assert started[-1] == child.generation != old and child.probing
+    h.sup.handle_probe("embed", old, FAILING)  # the first process's answer arrives late
+    assert child.probing
+    h.at(1.9)
+    assert started.count(child.generation) == 1

@@ -237,8 +237,10 @@ class Supervisor:
     def handle_probe(self, name: str, generation: int, check: Check) -> None:
         """A health check finished for the process of ``generation``."""
         child = self.child_named(name)
+        if generation != child.generation:
+            return  # a dead process's late answer: the current process's probe may still be in flight
         child.probing = False
-        if generation != child.generation or self.stopping or child.handle is None:
+        if self.stopping or child.handle is None:
             return
         now = self.clock()
         if child.state.phase is Phase.STARTING:
