@@ -13,10 +13,11 @@ MAX_METRICS_BYTES = 4 << 20  # TEI's /metrics is tens of kB; anything far larger
 QUEUE_SIZE = "te_queue_size"
 # Counters that move when work completes (TEI's core/src/infer.rs, router/src/http/server.rs).
 # Not te_batch_next_size_count: TEI's batching task bumps it on every empty poll of its queue too.
+# Not te_request_failure: 429s (overloaded) and validation errors move it with the backend hung,
+# so a hung TEI under traffic would look busy for ever.
 # Not present at all until the first request (TEI installs its recorder after warm-up): read as 0.
 PROGRESS_COUNTERS = (
     "te_request_success",
-    "te_request_failure",
     "te_request_inference_duration_count",
 )
 
