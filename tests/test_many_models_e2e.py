@@ -15,10 +15,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import LauncherRun, manage, wait_until
+from faultkit import service_tei
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +131,17 @@ def test_a_gateway_crash_is_healed(many: LauncherRun) -> None:
     many.wait_for("Gateway server is ready again", timeout_s=20)
     assert many.child_pid("gateway") != pid
     assert call(many.ports["EMBED_PORT"], "/v1/embeddings", {"input": "x", "model": "BAAI/bge-m3"})[0] == 200
+
+
+def test_a_tei_restarting_during_start_up_does_not_get_the_gateway_killed(launch: Launch, tei_dir: Path) -> None:
+    """The gateway is ready once it listens: its start is not judged against the TEIs' load time. A TEI that
+    fails its first start and loads again takes longer than EMBED_READY_TIMEOUT in all; the gateway lives on."""
+    tei = service_tei(tei_dir, common={"load_s": 2.5}, embed={"load_s": 2.0, "fail_start": 1}, first_only=("embed",))
+    run = launch({"RERANK_ENABLED": "true", "EMBED_GATEWAY": "true", "EMBED_READY_TIMEOUT": "5",
+                  "EMBED_API_KEY": ""}, tei=tei.path)  # fmt: skip
+    run.wait_for("Restarting embeddings server", timeout_s=20)
+    run.wait_for("Text embeddings & reranking server is ready", timeout_s=30)
+    out = run.output()
+    assert "Gateway server did not become ready" not in out and "Gateway server failed" not in out, out
+    assert services(run)["gateway"]["restarts"] == 0 and len(tei.spawns("embed")) == 2
+    assert call(run.ports["EMBED_PORT"], "/v1/embeddings", {"input": "x"}, key=None)[0] == 200

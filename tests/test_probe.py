@@ -80,14 +80,14 @@ def test_a_silent_server_times_out_within_the_budget(server: Callable[[bytes | N
     ("reply", "answer"),
     [
         (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", Answer.OK),
-        (b"HTTP/1.1 503 Service Unavailable\r\n\r\n", Answer.FAILING),
-        (b"HTTP/1.1 500 Internal Server Error\r\n\r\n", Answer.FAILING),
+        (b"HTTP/1.1 503 Service Unavailable\r\n\r\n", Answer.NOT_READY),
+        (b"HTTP/1.1 500 Internal Server Error\r\n\r\n", Answer.NOT_READY),
         (b"garbage\r\n", Answer.FAILING),
         (b"", Answer.FAILING),  # closed without a word: TEI's handler panics that way when its backend is gone
         (None, Answer.SILENT),  # accepted, never answered: busy or hung, /metrics decides
     ],
 )
-def test_health_has_three_answers(server: Callable[[bytes | None], int], reply: bytes | None, answer: Answer) -> None:
+def test_health_has_four_answers(server: Callable[[bytes | None], int], reply: bytes | None, answer: Answer) -> None:
     """Only silence is ambiguous; everything that answers wrongly (or hangs up) is failing."""
     port = server(reply)
     assert check_health(f"http://127.0.0.1:{port}/health", 0.3) is answer

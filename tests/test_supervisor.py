@@ -509,3 +509,39 @@ def test_a_stale_probe_answer_does_not_clear_the_current_probe(h: Harness) -> No
     assert child.probing
     h.at(1.9)
     assert started.count(child.generation) == 1
+
+
+def gateway_harness() -> Harness:
+    """One TEI and the gateway, whose /health says 503 until the TEI was ready once."""
+    h = Harness(names=("embed",), ready_timeout_s=30.0)
+    gateway = ChildSpec(name="gateway", label="Gateway", model="", argv=("gw",), env={}, port=9000,
+                        health_url="http://127.0.0.1:9000/health", kind="gateway", listening_is_ready=True)
+    h.sup.children.append(Child(gateway))
+    h.sup.start_all(0.0)
+    return h
+
+
+def test_the_gateway_is_ready_once_it_answers_and_never_killed_for_a_slow_tei() -> None:
+    """The gateway's 503 ("a TEI was never ready yet") is its own answer: it is up. A TEI still loading
+    past the ready timeout of the gateway's start gets no SIGKILL sent to the gateway."""
+    h = gateway_harness()
+    gateway = h.sup.child_named("gateway")
+    h.sup.handle_probe("gateway", gateway.generation, Check(Answer.NOT_READY))
+    assert h.phase("gateway") is Phase.RUNNING and "BANNER" not in h.out.getvalue()
+    h.exit("embed", 1)  # the TEI fails its first start and loads again
+    for t in (10.0, 29.0, 31.0, 45.0):
+        h.at(t)
+        h.sup.handle_probe("gateway", gateway.generation, Check(Answer.NOT_READY))
+    assert (gateway.handle and (gateway.handle.pid, signal.SIGKILL)) not in h.spawner.signals
+    h.ready("embed")
+    assert h.out.getvalue().count("BANNER") == 1
+
+
+def test_a_silent_gateway_is_failing_not_busy() -> None:
+    """The gateway serves no /metrics: a silent /health is a failed check; three in a row replace it."""
+    h = gateway_harness()
+    gateway = h.sup.child_named("gateway")
+    h.sup.handle_probe("gateway", gateway.generation, OK)
+    for _ in range(3):
+        h.sup.handle_probe("gateway", gateway.generation, Check(Answer.SILENT))
+    assert h.spawner.signals == [(h.pid("gateway"), signal.SIGKILL)]

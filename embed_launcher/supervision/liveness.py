@@ -17,7 +17,8 @@ class Answer(enum.Enum):
     """What one `/health` request got."""
 
     OK = "ok"  # 200
-    FAILING = "failing"  # refused or reset while the process lives, any non-200 status, a malformed answer
+    NOT_READY = "not-ready"  # another HTTP status (TEI: 503 unhealthy; the gateway: 503 until every TEI was up)
+    FAILING = "failing"  # refused or reset while the process lives, a malformed answer
     SILENT = "silent"  # no answer in time
 
 
@@ -68,7 +69,7 @@ def judge(state: Liveness, check: Check, now: float) -> Liveness:
     """Fold one check into the record."""
     if check.answer is Answer.OK:
         return became_ready(now)
-    if check.answer is Answer.FAILING or check.progress is None:
+    if check.answer in (Answer.FAILING, Answer.NOT_READY) or check.progress is None:
         # A silent /health and a silent /metrics: the HTTP layer itself is gone.
         return replace(state, health=Health.UNHEALTHY, failures=state.failures + 1, progress=None)
     moved = state.progress is not None and moved_on(state.progress, check.progress)

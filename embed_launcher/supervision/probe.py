@@ -28,7 +28,7 @@ def probe_health(url: str, timeout_s: float) -> bool:
 
 
 def check_health(url: str, timeout_s: float) -> Answer:
-    """GET ``url``: OK (200), FAILING (refused, reset, non-200, malformed) or SILENT (no answer in time).
+    """GET ``url``: OK (200), NOT_READY (another status), FAILING (refused, reset, malformed) or SILENT (no answer).
 
     TEI binds its port only once the model is loaded, so "connection refused" is the normal
     answer while a child starts (tei-contract §5.2). Only the status line is read. A bare socket
@@ -41,7 +41,10 @@ def check_health(url: str, timeout_s: float) -> Answer:
         return Answer.SILENT
     except (OSError, ValueError):
         return Answer.FAILING
-    return Answer.OK if _status(status_line) == b"200" else Answer.FAILING
+    status = _status(status_line)
+    if status is None:
+        return Answer.FAILING
+    return Answer.OK if status == b"200" else Answer.NOT_READY
 
 
 def read_progress(url: str, timeout_s: float) -> Progress | None:

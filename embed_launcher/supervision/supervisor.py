@@ -242,6 +242,8 @@ class Supervisor:
         child.probing = False
         if self.stopping or child.handle is None:
             return
+        if child.spec.listening_is_ready and check.answer is Answer.NOT_READY:
+            check = Check(Answer.OK)  # the gateway answered itself: it serves; its 503 speaks for the TEIs
         now = self.clock()
         if child.state.phase is Phase.STARTING:
             if check.answer is Answer.OK:
@@ -398,7 +400,7 @@ class Supervisor:
         def ask() -> None:
             try:
                 answer = self.probe(spec.health_url, timeout)
-                busy = running and answer is Answer.SILENT
+                busy = running and answer is Answer.SILENT and bool(spec.metrics_url)
                 check = Check(answer, self.read_progress(spec.metrics_url, timeout) if busy else None)
             except Exception:
                 check = Check(Answer.FAILING)
