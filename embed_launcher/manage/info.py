@@ -19,9 +19,9 @@ from embed_launcher.datadir.directory import DataDir, StateSnapshot
 from embed_launcher.manage.location import data_dir
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import EXIT_FAILURE, EXIT_OK, LauncherError
+from embed_launcher.startup.banner import RULE
 from embed_launcher.supervision.probe import probe_health
 
-RULE = "=" * 59
 TITLES = {
     (True, True): " EmbedCrate: Text Embeddings & Reranking Server",
     (True, False): " EmbedCrate: Text Embeddings Server",
