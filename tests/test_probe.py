@@ -88,7 +88,8 @@ def test_a_silent_server_times_out_within_the_budget(server: Callable[[bytes | N
     ],
 )
 def test_health_has_four_answers(server: Callable[[bytes | None], int], reply: bytes | None, answer: Answer) -> None:
-    """Only silence is ambiguous; everything that answers wrongly (or hangs up) is failing."""
+    """Only silence is ambiguous; another status is NOT_READY (its own answer: the gateway is up), a hang-up or
+    garbage is failing."""
     port = server(reply)
     assert check_health(f"http://127.0.0.1:{port}/health", 0.3) is answer
 
