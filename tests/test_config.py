@@ -564,16 +564,20 @@ def test_prometheus_port_clashes(env: dict[str, str], message: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "env",
+    ("env", "enabled", "listeners"),
     [
-        {"EMBED_PROMETHEUS_PORT": "8001"},  # reranking is disabled
-        {"EMBED_ENABLED": "0", "RERANK_ENABLED": "1", "EMBED_PROMETHEUS_PORT": "8000"},
-        {"RERANK_ENABLED": "1", "EMBED_PORT": "9000", "RERANK_PORT": "9001"},
+        ({"EMBED_PROMETHEUS_PORT": "8001"}, ["embed"], [8000, 8001]),  # reranking is disabled
+        ({"EMBED_ENABLED": "0", "RERANK_ENABLED": "1", "EMBED_PROMETHEUS_PORT": "8000"}, ["rerank"], [8000, 18000]),
+        ({"RERANK_ENABLED": "1", "EMBED_PORT": "9000", "RERANK_PORT": "9001"}, ["embed", "rerank"],
+         [9000, 9001, 19000, 19001]),
     ],
 )
-def test_ports_of_disabled_services_do_not_clash(env: dict[str, str]) -> None:
-    """Only listeners of enabled services are compared."""
-    load(env)
+def test_ports_of_disabled_services_do_not_clash(env: dict[str, str], enabled: list[str], listeners: list[int]) -> None:
+    """Only listeners of enabled services are compared: these load, with exactly these services listening."""
+    settings = load(env)
+    assert [s.name for s in settings.services] == enabled
+    ports = sorted(p for s in settings.services for p in (s.port, s.prometheus_port))
+    assert ports == sorted(listeners)
 
 
 # ---- warnings ----
@@ -637,8 +641,12 @@ def test_uncommented_example_is_a_valid_configuration() -> None:
     text = "\n".join(line[2:] for line in render_env_example().splitlines()
                      if line.startswith("# ") and "=" in line.split()[1])
     models_file = (REPO / "models.example.toml").read_text()
-    load_settings({"RERANK_ENABLED": "1"}, text.replace("RERANK_ENABLED=false", ""), env_file=ENV_FILE, cwd=CWD,
-                  read_file=lambda path: models_file)
+    settings = load_settings({"RERANK_ENABLED": "1"}, text.replace("RERANK_ENABLED=false", ""), env_file=ENV_FILE,
+                             cwd=CWD, read_file=lambda path: models_file)
+    # every name in it is known and every value sensible; only the file's own location cannot be set in it
+    assert settings.warnings == ("EMBED_ENV_FILE in /embed.env has no effect (ignored; set it in the process "
+                                 "environment)",)
+    assert settings.embed.enabled and settings.rerank.enabled
 
 
 def test_variable_table_has_a_row_per_variable() -> None:

@@ -545,3 +545,44 @@ def test_disk_filling_up_mid_download_is_one_line_and_exit_1(
     assert len(lines) == 1 and lines[0].startswith(f"Error: not enough disk space in {data}"), out
     assert "ran out of space" in lines[0]
     assert "Traceback" not in out and tei.spawns("embed") == []
+
+
+def fill(directory: Path) -> Path:
+    """`dd` zeros into ``directory`` until its filesystem is full, as a runaway log or a big copy would."""
+    filler = directory / "filler"
+    dd = subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True, text=True, timeout=60)
+    assert dd.returncode != 0 and "No space left on device" in dd.stderr, dd.stderr
+    return filler
+
+
+def test_a_full_data_volume_never_stops_the_server(
+    wrapped: Wrapped, tmpfs_works: None, tmp_path: Path, hub: HubStandIn
+) -> None:
+    """Row 22 (while serving): the data dir fills up -> one warning naming .status.json, the servers keep
+    serving, a TEI that crashes meanwhile is restarted; the status file resumes once space is back."""
+    tei = service_tei(tmp_path)
+    env = launcher_env(tmp_path, hub.endpoint, tei.path, {"RERANK_ENABLED": "true"})
+    data = Path(env["EMBED_DATA_DIR"])
+    data.mkdir()
+    run = wrapped(tmpfs_prefix(data, "16m"), env)
+    run.wait_for(BOTH_READY)
+    inside = Path(f"/proc/{run.proc.pid}/root") / data.relative_to("/")  # the tmpfs as the launcher sees it
+    status = inside / ".status.json"
+    filler = fill(inside)
+    warning = f"Warning: cannot write {data / '.status.json'} (No space left on device); serving continues"
+    first = json.loads(status.read_text())["services"]["embed"]["pid"]
+    os.kill(first, signal.SIGKILL)  # a crash while the disk is full: publishing its exit fails
+    run.wait_for(warning, 15)
+    run.wait_for("Embeddings server is ready again (restart 1).", 15)
+    assert run.proc.poll() is None
+    assert health(run.ports["EMBED_PORT"]) == 200 and health(run.ports["RERANK_PORT"]) == 200
+    assert json.loads(status.read_text())["services"]["embed"]["pid"] == first  # the file is stale, not torn
+    filler.unlink()
+    run.wait_for(f"The live status is written to {data / '.status.json'} again.", 15)
+    wait_until(lambda: json.loads(status.read_text())["services"]["embed"]["restarts"] == 1, 10)
+    assert run.output().count(warning) == 1
+    assert error_lines(run.output()) == [
+        "Error: Embeddings server exited unexpectedly (signal SIGKILL (137), possibly out of memory)."
+    ]
+    assert "Traceback" not in run.output()
+    stop(run)

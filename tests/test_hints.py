@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from embed_launcher.supervision.hints import hint_for, ort_refused
+from embed_launcher.supervision.hints import hint_for, says_ort_refused
 
 
 @pytest.mark.parametrize(
@@ -54,5 +54,5 @@ def test_unknown_failures_get_no_hint() -> None:
 
 def test_ort_refusal_needs_both_signs() -> None:
     """The ORT error alone (candle then loads fine) is not a refusal; with "Weights not found" it is."""
-    assert not ort_refused(["ERROR ...: Could not start ORT backend: x"])
-    assert ort_refused(["ERROR ...: Could not start ORT backend: x", "    Weights not found: y"])
+    assert not says_ort_refused(["ERROR ...: Could not start ORT backend: x"])
+    assert says_ort_refused(["ERROR ...: Could not start ORT backend: x", "    Weights not found: y"])

@@ -67,6 +67,20 @@ def test_a_moving_queue_is_progress_too() -> None:
     assert state.last_progress_at == 100 and reason(state, 100) is None
 
 
+def test_new_arrivals_are_not_progress() -> None:
+    """A hung TEI under traffic: the queue only grows (new requests) and nothing completes -> hung at HANG_S."""
+    state = run([(10, busy(1, 7)), (30, busy(4, 7)), (50, busy(9, 7))])
+    assert state.last_progress_at == 0 and reason(state, 59) is None
+    state = judge(state, busy(12, 7), 60)
+    assert reason(state, 60) is not None
+
+
+def test_a_growing_then_shrinking_queue_is_progress_when_it_shrinks() -> None:
+    """The batching task took work off the queue: progress at that check, not at the arrivals before it."""
+    state = run([(10, busy(1, 7)), (30, busy(6, 7)), (50, busy(2, 7))])
+    assert state.last_progress_at == 50
+
+
 def test_busy_with_frozen_counters_is_hung_after_the_timeout() -> None:
     """Silent /health and nothing moving since the last sign of life: hung at HANG_S, not before."""
     state = run([(10, busy(2, 7)), (30, busy(2, 7))])

@@ -130,6 +130,45 @@ def test_a_hung_tei_is_replaced_within_the_hang_timeout(launch: Launch, tei_dir:
     assert re.search(r"no work completed for \d+ s \(queue \d+, EMBED_HANG_TIMEOUT=3\); restarting it\.$", lines[0])
 
 
+def test_a_hung_tei_is_replaced_while_clients_keep_sending(launch: Launch, tei_dir: Path, tmp_path: Path) -> None:
+    """Hung backend, three clients sending every second with a short timeout: the queue grows and 429s move
+    te_request_failure, but nothing completes, so the TEI is replaced within EMBED_HANG_TIMEOUT + one check."""
+    switch = tmp_path / "embed-health"
+    env = {**TIMINGS, "EMBED_HANG_TIMEOUT": "3", "EMBED_MAX_CONCURRENT_REQUESTS": "4"}
+    run = launch(env, tei=embed_only_tei(tei_dir, health_file=switch))
+    run.wait_for(BOTH_READY)
+    pid = run.child_pid("embed")
+    answers: list[int] = []
+    done = threading.Event()
+
+    def client() -> None:
+        while not done.is_set():
+            answers.append(post(run.ports["EMBED_PORT"], "/embed", {"inputs": "x"}, timeout_s=0.5))
+            done.wait(1.0)
+
+    switch.write_text("hung")
+    clients = [threading.Thread(target=client) for _ in range(3)]
+    for c in clients:
+        c.start()
+    try:
+        run.wait_for("Embeddings server is hung", timeout_s=20)
+    finally:
+        done.set()
+        for c in clients:
+            c.join(timeout=10)
+    assert 429 in answers and 200 not in answers, answers  # arrivals kept coming and were refused: not progress
+    line = next(line for line in run.output().splitlines() if "is hung" in line)
+    idle = re.search(r"no work completed for (\d+) s \(queue (\d+), EMBED_HANG_TIMEOUT=3\)", line)
+    assert idle is not None, line
+    # The hang clock runs from the last sign of life; a check lands every 0.5 s and takes up to 1 s (/health,
+    # then /metrics), so the launcher saw at most HANG_TIMEOUT + one check (+1 for the rounding).
+    assert 3 <= int(idle.group(1)) <= 3 + 0.5 + 1 + 1, line
+    switch.unlink()
+    wait_until(lambda: service(run, "embed").get("state") == "running" and run.child_pid("embed") != pid,
+               timeout_s=15)  # fmt: skip
+    assert post(run.ports["EMBED_PORT"], "/embed", {"inputs": "x"}) == 200
+
+
 def test_an_unhealthy_tei_is_replaced_after_the_failing_checks(launch: Launch, tei_dir: Path, tmp_path: Path) -> None:
     """/health 503 (inference 424): replaced after EMBED_HEALTH_FAILURES checks; --status says so meanwhile."""
     switch = tmp_path / "embed-health"

@@ -11,14 +11,15 @@ import json
 import os
 import signal
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import LauncherRun, manage, wait_until
+from faultkit import service_tei
 
 pytestmark = pytest.mark.integration
 
@@ -104,21 +105,29 @@ def test_a_model_killed_under_load_fails_no_request(many: LauncherRun) -> None:
     port = many.ports["EMBED_PORT"]
     pid = many.child_pid("embed-bge-m3")
     answers: list[int] = []
-    stop_at = time.monotonic() + 4.0
+    done = threading.Event()
 
     def client() -> None:
-        while time.monotonic() < stop_at:
+        while not done.is_set():
             answers.append(call(port, "/v1/embeddings", {"input": "hello", "model": "BAAI/bge-m3"})[0])
 
     clients = [threading.Thread(target=client) for _ in range(4)]
     for c in clients:
         c.start()
-    wait_until(lambda: len(answers) >= 8, timeout_s=10)
-    os.kill(pid, signal.SIGKILL)
-    for c in clients:
-        c.join(timeout=60)
-    wait_until(lambda: services(many)["embed-bge-m3"].get("restarts") == 1, timeout_s=10)
-    assert answers and set(answers) == {200}, [a for a in answers if a != 200]
+    try:  # the clients send until the replacement has served some: the kill always falls inside their window
+        wait_until(lambda: len(answers) >= 8, timeout_s=10)
+        os.kill(pid, signal.SIGKILL)
+        killed_at = len(answers)
+        wait_until(lambda: services(many)["embed-bge-m3"].get("restarts") == 1, timeout_s=20)
+        wait_until(lambda: services(many)["embed-bge-m3"].get("state") == "running", timeout_s=20)
+        served = len(answers)
+        wait_until(lambda: len(answers) >= served + 8, timeout_s=20)  # answered by the replacement
+    finally:
+        done.set()
+        for c in clients:
+            c.join(timeout=60)
+    assert len(answers) > killed_at + 8
+    assert set(answers) == {200}, [a for a in answers if a != 200]
     assert call(port, "/v1/embeddings", {"input": "x", "model": "BAAI/bge-small-en-v1.5"})[0] == 200
 
 
@@ -129,3 +138,17 @@ def test_a_gateway_crash_is_healed(many: LauncherRun) -> None:
     many.wait_for("Gateway server is ready again", timeout_s=20)
     assert many.child_pid("gateway") != pid
     assert call(many.ports["EMBED_PORT"], "/v1/embeddings", {"input": "x", "model": "BAAI/bge-m3"})[0] == 200
+
+
+def test_a_tei_restarting_during_start_up_does_not_get_the_gateway_killed(launch: Launch, tei_dir: Path) -> None:
+    """The gateway is ready once it listens: its start is not judged against the TEIs' load time. A TEI that
+    fails its first start and loads again takes longer than EMBED_READY_TIMEOUT in all; the gateway lives on."""
+    tei = service_tei(tei_dir, common={"load_s": 2.5}, embed={"load_s": 2.0, "fail_start": 1}, first_only=("embed",))
+    run = launch({"RERANK_ENABLED": "true", "EMBED_GATEWAY": "true", "EMBED_READY_TIMEOUT": "5",
+                  "EMBED_API_KEY": ""}, tei=tei.path)  # fmt: skip
+    run.wait_for("Restarting embeddings server", timeout_s=20)
+    run.wait_for("Text embeddings & reranking server is ready", timeout_s=30)
+    out = run.output()
+    assert "Gateway server did not become ready" not in out and "Gateway server failed" not in out, out
+    assert services(run)["gateway"]["restarts"] == 0 and len(tei.spawns("embed")) == 2
+    assert call(run.ports["EMBED_PORT"], "/v1/embeddings", {"input": "x"}, key=None)[0] == 200

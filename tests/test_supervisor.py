@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import collections
+import errno
 import io
+import json
+import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from embed_launcher.datadir.directory import DataDir
 from embed_launcher.reporting.console import Console
-from embed_launcher.supervision.child import Timing
-from embed_launcher.supervision.events import Event, ProbeAnswered
+from embed_launcher.supervision.child import Child, Timing
+from embed_launcher.supervision.events import Event, Mailbox, ProbeAnswered
 from embed_launcher.supervision.liveness import Answer, Check, Progress
 from embed_launcher.supervision.plan import ChildSpec
 from embed_launcher.supervision.policy import Phase, RestartPolicy
 from embed_launcher.supervision.process import Handle
+from embed_launcher.supervision.publish import StatusPublisher
 from embed_launcher.supervision.status import HEARTBEAT_S
 from embed_launcher.supervision.supervisor import Supervisor
 
@@ -369,3 +375,173 @@ def test_the_live_status_is_republished_as_a_heartbeat() -> None:
         h.at(t)
     assert len(published) - before == 2
     assert published[-1]["heartbeat_s"] == HEARTBEAT_S
+
+
+# -- a full or read-only data volume (the live status is best-effort) -----------------------------
+
+
+class FlakyWriter:
+    """A DataDir writer that fails with ``error`` (an errno) while set, like a full or read-only volume."""
+
+    def __init__(self) -> None:
+        self.error: int | None = None
+        self.written: list[str] = []
+
+    def __call__(self, path: Path, data: str, mode: int, *, durable: bool = True) -> None:
+        if self.error is not None:
+            raise OSError(self.error, os.strerror(self.error), str(path.with_name(".tmp")))
+        self.written.append(data)
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS])
+def test_a_failing_status_write_is_one_warning_and_crashed_children_are_still_healed(
+    tmp_path: Path, error: int
+) -> None:
+    """ENOSPC/EROFS on .status.json: one warning naming the real path, the loop goes on, a crash is healed,
+    and the status file resumes (with one line saying so) once writes work again."""
+    writer = FlakyWriter()
+    data = DataDir(tmp_path, writer=writer)
+    h = Harness(names=("embed",))
+    h.sup.status_sink = StatusPublisher(data.write_status, data.status_path, h.sup.console.warn, h.sup.console.info)
+    h.sup.start_all(0.0)
+    h.ready("embed")
+    writer.error = error
+    h.now = 100.0
+    h.exit("embed", 1)  # publishes: fails
+    for t in (100.5, 101.0, 101.0 + HEARTBEAT_S, 101.0 + 2 * HEARTBEAT_S):
+        h.at(t)
+    assert [n for n, _ in h.spawner.spawned] == ["embed", "embed"]  # restarted while the disk is full
+    h.ready("embed")
+    warnings = [line for line in h.err.getvalue().splitlines() if line.startswith("Warning: cannot write")]
+    assert warnings == [f"Warning: cannot write {tmp_path / '.status.json'} ({os.strerror(error)}); serving continues"]
+    before = len(writer.written)
+    writer.error = None
+    h.at(200.0)
+    assert len(writer.written) == before + 1
+    assert json.loads(writer.written[-1])["services"]["embed"]["restarts"] == 1
+    assert f"The live status is written to {tmp_path / '.status.json'} again." in h.out.getvalue()
+    writer.error = error  # a new episode: warned once more
+    h.at(300.0)
+    h.at(400.0)
+    assert len([line for line in h.err.getvalue().splitlines() if line.startswith("Warning: cannot write")]) == 2
+
+
+class ObedientReaper:
+    """Reports a child's exit once it was sent SIGTERM, unless its pid is in ``stubborn`` (then only on SIGKILL)."""
+
+    def __init__(self, spawner: FakeSpawner, stubborn: set[int] | None = None) -> None:
+        self.spawner, self.stubborn, self.reaped = spawner, stubborn or set(), set[int]()
+
+    def __call__(self) -> list[tuple[int, int]]:
+        exits = []
+        for pid, sig in self.spawner.signals:
+            if pid not in self.reaped and (sig == signal.SIGKILL or pid not in self.stubborn):
+                self.reaped.add(pid)
+                exits.append((pid, -sig))
+        return exits
+
+
+class InstantMailbox(Mailbox):
+    """A mailbox whose wait returns at once: the fake clock, not the wall clock, decides."""
+
+    def wait(self, timeout_s: float) -> None:
+        pass
+
+
+def crashing_sink(after: int) -> Callable[[Mapping[str, object]], None]:
+    """A status sink with a bug: it raises on its ``after``-th call."""
+    calls = [0]
+
+    def sink(status: Mapping[str, object]) -> None:
+        calls[0] += 1
+        if calls[0] >= after:
+            raise RuntimeError("bug in the sink")
+
+    return sink
+
+
+def test_an_unexpected_error_in_the_loop_stops_the_children_with_sigterm_first() -> None:
+    """A bug that escapes the loop: every child gets SIGTERM, is reaped, and only then does the error leave run()."""
+    h = Harness()
+    h.sup.reaper = ObedientReaper(h.spawner)
+    h.sup.status_sink = crashing_sink(after=1)
+    with pytest.raises(RuntimeError, match="bug in the sink"):
+        h.sup.run()
+    pids = [pid for _, pid in h.spawner.spawned]
+    assert [(pid, signal.SIGTERM) for pid in pids] == h.spawner.signals[: len(pids)]
+    assert all(c.handle is None for c in h.sup.children) and h.sup.exit_code == 1
+    assert "Error: the supervisor failed (RuntimeError: bug in the sink); stopping the services." in h.err.getvalue()
+
+
+def test_after_an_unexpected_error_a_child_ignoring_sigterm_is_killed_at_the_stop_timeout() -> None:
+    """The emergency stop keeps the stop timeout: TERM, wait, then KILL only the one that stayed."""
+    h = Harness(stop_timeout_s=3.0)
+    ticks = iter(float(t) / 10 for t in range(10_000))
+    h.sup.clock = lambda: next(ticks)
+    h.sup.mailbox = InstantMailbox()
+    h.sup.start_all(0.0)  # pids 101 (embed), 102 (rerank)
+    h.sup.reaper = ObedientReaper(h.spawner, stubborn={101})
+    h.sup.stop_after_failure()
+    assert h.spawner.signals[:2] == [(101, signal.SIGTERM), (102, signal.SIGTERM)]
+    assert (102, signal.SIGKILL) in h.spawner.signals  # its group, after it exited: no grandchild stays
+    assert (101, signal.SIGKILL) in h.spawner.signals
+    assert "process 101 did not stop within 3 s; killing it now" in h.err.getvalue()
+
+
+def test_a_stale_probe_answer_does_not_clear_the_current_probe(h: Harness) -> None:
+    """A late answer for a dead process must not mark the new process's probe as done: that would start a
+    second probe beside the one in flight (and let the stale one's successor be judged twice)."""
+    started: list[int] = []
+
+    def start_probe(child: Child) -> None:  # the probe thread, minus the thread: the answer is ours to give
+        child.probing = True
+        started.append(child.generation)
+
+    h.sup.start_probe = start_probe  # type: ignore[method-assign]
+    old = h.sup.child_named("embed").generation
+    h.at(0.1)  # probe of the first process
+    h.exit("embed", 1)
+    h.at(1.5)  # restarted ...
+    h.at(1.7)  # ... and probed
+    child = h.sup.child_named("embed")
+    assert started[-1] == child.generation != old and child.probing
+    h.sup.handle_probe("embed", old, FAILING)  # the first process's answer arrives late
+    assert child.probing
+    h.at(1.9)
+    assert started.count(child.generation) == 1
+
+
+def gateway_harness() -> Harness:
+    """One TEI and the gateway, whose /health says 503 until the TEI was ready once."""
+    h = Harness(names=("embed",), ready_timeout_s=30.0)
+    gateway = ChildSpec(name="gateway", label="Gateway", model="", argv=("gw",), env={}, port=9000,
+                        health_url="http://127.0.0.1:9000/health", kind="gateway", listening_is_ready=True)
+    h.sup.children.append(Child(gateway))
+    h.sup.start_all(0.0)
+    return h
+
+
+def test_the_gateway_is_ready_once_it_answers_and_never_killed_for_a_slow_tei() -> None:
+    """The gateway's 503 ("a TEI was never ready yet") is its own answer: it is up. A TEI still loading
+    past the ready timeout of the gateway's start gets no SIGKILL sent to the gateway."""
+    h = gateway_harness()
+    gateway = h.sup.child_named("gateway")
+    h.sup.handle_probe("gateway", gateway.generation, Check(Answer.NOT_READY))
+    assert h.phase("gateway") is Phase.RUNNING and "BANNER" not in h.out.getvalue()
+    h.exit("embed", 1)  # the TEI fails its first start and loads again
+    for t in (10.0, 29.0, 31.0, 45.0):
+        h.at(t)
+        h.sup.handle_probe("gateway", gateway.generation, Check(Answer.NOT_READY))
+    assert (gateway.handle and (gateway.handle.pid, signal.SIGKILL)) not in h.spawner.signals
+    h.ready("embed")
+    assert h.out.getvalue().count("BANNER") == 1
+
+
+def test_a_silent_gateway_is_failing_not_busy() -> None:
+    """The gateway serves no /metrics: a silent /health is a failed check; three in a row replace it."""
+    h = gateway_harness()
+    gateway = h.sup.child_named("gateway")
+    h.sup.handle_probe("gateway", gateway.generation, OK)
+    for _ in range(3):
+        h.sup.handle_probe("gateway", gateway.generation, Check(Answer.SILENT))
+    assert h.spawner.signals == [(h.pid("gateway"), signal.SIGKILL)]

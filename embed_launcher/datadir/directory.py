@@ -23,7 +23,6 @@ STATUS_FILE = ".status.json"
 _PERMISSION_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-
 @dataclass(frozen=True)
 class StateSnapshot:
     """The state files as embed_manage sees them; None wherever a file is missing or unreadable."""
@@ -138,10 +137,19 @@ class DataDir:
         values: dict[str, Any] = {f: parse(self.read_file(n)) for f, n, parse in _STATE_FIELDS}
         return StateSnapshot(**values)
 
+    @property
+    def status_path(self) -> Path:
+        """The live status file (`embed_manage --status` and `--alive` read it)."""
+        return self.path / STATUS_FILE
+
     def write_status(self, status: Mapping[str, object]) -> None:
-        """Publish the live status for ``embed_manage --status``."""
+        """Publish the live status for ``embed_manage --status``; raises the OSError as it is.
+
+        Not wrapped in a LauncherError like the other writes: the status is best-effort, and the
+        caller (supervision.publish) decides that a full disk is a warning, not an exit.
+        """
         text = json.dumps(dict(status), indent=2, default=str)  # children in the launcher's order
-        self.write_file(STATUS_FILE, text + "\n", PUBLIC_MODE, durable=False)
+        self._writer(self.status_path, text + "\n", PUBLIC_MODE, durable=False)
 
     def read_status(self) -> dict | None:
         """The last published status, or None when missing or unparseable."""

@@ -42,12 +42,23 @@ class Workers:
             self.kill_workers()
 
     def spawn_workers(self) -> int:
+        """Start every worker; return the read end of their ready pipe.
+
+        A spawn that fails midway (EAGAIN, ENOMEM) kills and reaps the workers already started and
+        closes both pipe ends before raising: nothing may outlive a gateway that failed to start.
+        """
         read_fd, write_fd = os.pipe()
         env = {**self.environ, READY_FD_VAR: str(write_fd)}
         argv = [sys.executable, "-m", "embed_launcher.gateway", "--worker"]
-        for _ in range(self.count):
-            self.procs.append(self.spawn(argv, env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL))
-        os.close(write_fd)
+        try:
+            for _ in range(self.count):
+                self.procs.append(self.spawn(argv, env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL))
+        except BaseException:
+            os.close(read_fd)
+            self.kill_workers()
+            raise
+        finally:
+            os.close(write_fd)
         return read_fd
 
     def loop(self, read_fd: int) -> int:

@@ -103,8 +103,8 @@ def run_action(action: str, environ: dict[str, str], *, as_json: bool = False, m
         "getkey": lambda: _keys().get_key(environ),
         "showkey": lambda: _keys().show_key(environ, console),
         "showinfo": lambda: _info().show_info(environ, console),
-        "status": lambda: _info().show_status(environ, console, as_json=as_json),
-        "alive": lambda: _info().show_alive(environ, console),
+        "status": lambda: _status().show_status(environ, console, as_json=as_json),
+        "alive": lambda: _alive().show_alive(environ, console),
         "listmodels": lambda: _models().list_models(environ, console, rerankers=False),
         "listrerankers": lambda: _models().list_models(environ, console, rerankers=True),
         "pullmodel": lambda: _models().pull(environ, console, model or ""),
@@ -123,6 +123,18 @@ def _info() -> Any:
     from embed_launcher.manage import info as manage_info
 
     return manage_info
+
+
+def _status() -> Any:
+    from embed_launcher.manage import status as manage_status
+
+    return manage_status
+
+
+def _alive() -> Any:
+    from embed_launcher.manage import alive as manage_alive
+
+    return manage_alive
 
 
 def _models() -> Any:

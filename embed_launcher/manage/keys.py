@@ -10,8 +10,7 @@ from embed_launcher.datadir.keys import ApiKeys
 from embed_launcher.manage.location import data_dir
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import EXIT_FAILURE, EXIT_OK, LauncherError
-
-RULE = "=" * 59
+from embed_launcher.startup.banner import RULE
 
 
 def current_keys(environ: Mapping[str, str]) -> tuple[str | None, str | None]:

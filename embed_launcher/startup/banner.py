@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from embed_launcher import __version__
-from embed_launcher.config.services import ServiceSettings
+
+if TYPE_CHECKING:  # only for annotations: embed_manage imports RULE from here and starts light
+    from embed_launcher.config.services import ServiceSettings
 
 RULE = "=" * 59
 READY_TITLES = {

@@ -23,8 +23,7 @@ from embed_launcher.models.fileset import model_kind, service_backend
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import EXIT_OK, LauncherError
 from embed_launcher.supervision.events import Mailbox
-from embed_launcher.supervision.hints import hint_for
-from embed_launcher.supervision.hints import ort_refused as ort_refused_in
+from embed_launcher.supervision.hints import hint_for, says_ort_refused
 from embed_launcher.supervision.notify import Notifier, NullNotifier
 from embed_launcher.supervision.plan import ChildSpec
 from embed_launcher.supervision.process import die_with_parent
@@ -65,7 +64,7 @@ def give_up_advice(settings: Settings, backends: Mapping[str, str]) -> Callable[
     """
 
     def advise(spec: ChildSpec, last_lines: Sequence[str]) -> str | None:
-        if settings.backend == "auto" and backends.get(spec.name) == "onnx" and ort_refused_in(last_lines):
+        if settings.backend == "auto" and backends.get(spec.name) == "onnx" and says_ort_refused(last_lines):
             try:
                 path = mark_ort_refused(settings.data_dir, spec.model)
             except OSError:

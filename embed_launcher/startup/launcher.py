@@ -28,6 +28,7 @@ from embed_launcher.supervision.notify import Notifier
 from embed_launcher.supervision.plan import ChildSpec, build_plan
 from embed_launcher.supervision.policy import RestartPolicy
 from embed_launcher.supervision.process import Spawner
+from embed_launcher.supervision.publish import StatusPublisher
 from embed_launcher.supervision.status import HEARTBEAT_S
 from embed_launcher.supervision.supervisor import Supervisor
 
@@ -75,10 +76,20 @@ def is_ready_line(text: str) -> bool:
 class Launcher:
     """One start of the server: prepares everything, then hands over to the supervisor."""
 
-    def __init__(self, environ: Mapping[str, str], console: Console, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        console: Console,
+        notifier: Notifier | None = None,
+        *,
+        fetch: Callable[..., dict[str, str]] = fetch_models,
+        pick_ports: Callable[[int], list[int]] = free_local_ports,
+    ) -> None:
         self.environ = environ
         self.console = console
         self.notifier = notifier
+        self.fetch = fetch  # the download phase (a seam: tests replace it)
+        self.pick_ports = pick_ports  # free ports on 127.0.0.1 for the TEIs behind the gateway
         self.started = time.time()
 
     def run(self, *, check_only: bool = False) -> int:
@@ -90,9 +101,9 @@ class Launcher:
             return EXIT_OK
         data = DataDir(settings.data_dir)
         data.ensure()
+        publish = StatusPublisher(data.write_status, data.status_path, self.console.warn, self.console.info)
         keys, notices = self.prepare_keys(settings, data)
         check_ports(settings.host, self.ports_to_check(settings))
-        internal = self.internal_ports(settings)
         mailbox = Mailbox()
         mailbox.install_signal_handlers()
         auth = {"embed": bool(keys.embed_key), "rerank": bool(keys.rerank_key)}
@@ -104,12 +115,15 @@ class Launcher:
         self.console.lines(start_banner(shown, notices=notices, local_only=settings.local_only) + more)
         address = self.start_address_lookup(settings, data)
         self.write_state(settings, data, auth, address.address)
-        self.publish_preparing(settings, data)
+        self.publish_preparing(settings, publish)
         backends = service_backends(settings, tei_backend(settings.backend, tei_bin, self.environ))
-        sources = fetch_models(
+        sources = self.fetch(
             settings, backends, self.environ, self.console, self.notifier, mailbox,
-            heartbeat=lambda: self.write_preparing(settings, data),
+            heartbeat=lambda: self.write_preparing(settings, publish),
         )  # fmt: skip
+        # Only now, just before the TEIs start: ports picked before a download of many minutes
+        # would have been free for anyone else to take meanwhile.
+        internal = self.internal_ports(settings)
         specs = build_plan(
             settings,
             tei_bin=tei_bin,
@@ -122,7 +136,7 @@ class Launcher:
         )
         advise = give_up_advice(settings, backends)
         banner = lambda: ready_banner(shown, address.address) + more  # noqa: E731
-        return self.supervise(settings, specs, data, mailbox, banner, advise)
+        return self.supervise(settings, specs, publish, mailbox, banner, advise)
 
     def prepare_keys(self, settings: Settings, data: DataDir) -> tuple[KeyResolution, tuple[str, ...]]:
         """Resolve the API keys by the original's rules; return them and the notes to print."""
@@ -152,12 +166,11 @@ class Launcher:
             ports.append(("EMBED_PORT", settings.embed.port))  # sparse models are served there
         return list(dict.fromkeys(ports))
 
-    @staticmethod
-    def internal_ports(settings: Settings) -> dict[str, tuple[int, int]] | None:
+    def internal_ports(self, settings: Settings) -> dict[str, tuple[int, int]] | None:
         """Behind the gateway, each TEI gets a port and a Prometheus port on 127.0.0.1, chosen now."""
         if not settings.gateway:
             return None
-        ports = free_local_ports(2 * len(settings.services))
+        ports = self.pick_ports(2 * len(settings.services))
         return {s.name: (ports[2 * i], ports[2 * i + 1]) for i, s in enumerate(settings.services)}
 
     def start_address_lookup(self, settings: Settings, data: DataDir) -> AddressLookup:
@@ -185,18 +198,18 @@ class Launcher:
             server_addr=addr,
         )
 
-    def publish_preparing(self, settings: Settings, data: DataDir) -> None:
+    def publish_preparing(self, settings: Settings, publish: StatusPublisher) -> None:
         """Before any TEI runs: say so to `embed_manage --status` and to systemd (models may take a while)."""
-        self.write_preparing(settings, data)
+        self.write_preparing(settings, publish)
         if self.notifier is not None:
             self.notifier.status("checking and downloading models")
 
-    def write_preparing(self, settings: Settings, data: DataDir) -> None:
+    def write_preparing(self, settings: Settings, publish: StatusPublisher) -> None:
         """The live status while models download (rewritten every heartbeat, for embed_manage --alive)."""
         services = {
             s.name: {"model": s.model, "port": s.port, "pid": None, "state": "preparing"} for s in settings.services
         }
-        data.write_status({
+        publish({
             "launcher_pid": os.getpid(), "started": round(self.started, 3), "stopping": False,
             "updated": round(time.time(), 3), "heartbeat_s": HEARTBEAT_S, "services": services,
         })  # fmt: skip
@@ -205,7 +218,7 @@ class Launcher:
         self,
         settings: Settings,
         specs: tuple[ChildSpec, ...],
-        data: DataDir,
+        publish: StatusPublisher,
         mailbox: Mailbox,
         banner: Callable[[], Sequence[str]],
         advise: Callable[[ChildSpec, Sequence[str]], str | None],
@@ -214,7 +227,7 @@ class Launcher:
         pid = os.getpid()
 
         def status_sink(status: Mapping[str, object]) -> None:
-            data.write_status({**status, "launcher_pid": pid, "started": round(self.started, 3)})
+            publish({**status, "launcher_pid": pid, "started": round(self.started, 3)})
 
         def on_line(name: str, text: str) -> None:
             if is_ready_line(text):

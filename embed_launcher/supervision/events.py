@@ -16,7 +16,6 @@ from embed_launcher.supervision.liveness import Check
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
-
 @dataclass(frozen=True)
 class SignalReceived:
     """A signal arrived (stop signals and SIGCHLD)."""
@@ -94,9 +93,3 @@ class Mailbox:
         for sig in (*STOP_SIGNALS, signal.SIGCHLD):
             signal.signal(sig, handler)
         signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
-
-    def close(self) -> None:
-        """Release the pipe (after the loop is done)."""
-        signal.set_wakeup_fd(-1)
-        os.close(self._read_fd)
-        os.close(self._write_fd)

@@ -37,7 +37,7 @@ HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
-def ort_refused(last_lines: Sequence[str]) -> bool:
+def says_ort_refused(last_lines: Sequence[str]) -> bool:
     """TEI's ONNX backend could not run the model and candle found no weights to fall back on."""
     text = "\n".join(last_lines)
     return all(sign in text for sign in ORT_REFUSED_SIGNS)

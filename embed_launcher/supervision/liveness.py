@@ -3,7 +3,8 @@
 TEI answers `/health` on its single backend thread, queued behind the batch in progress, so under
 load it may not answer for tens of seconds while the server is fine. `/metrics` is served by the
 HTTP layer without the backend: when `/health` is silent, its counters tell a busy TEI (work still
-completes, or the queue moves) from a hung one (nothing moves for `hang_timeout_s`).
+completes, or the queue shrinks) from a hung one (nothing completes for `hang_timeout_s`, however many
+requests keep arriving).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ class Answer(enum.Enum):
     """What one `/health` request got."""
 
     OK = "ok"  # 200
-    FAILING = "failing"  # refused or reset while the process lives, any non-200 status, a malformed answer
+    NOT_READY = "not-ready"  # another HTTP status (TEI: 503 unhealthy; the gateway: 503 until every TEI was up)
+    FAILING = "failing"  # refused or reset while the process lives, a malformed answer
     SILENT = "silent"  # no answer in time
 
 
@@ -50,7 +52,7 @@ class Liveness:
 
     health: Health = Health.READY
     failures: int = 0  # failing checks in a row
-    last_progress_at: float = 0.0  # monotonic: the last 200 from /health, or counters seen moving
+    last_progress_at: float = 0.0  # monotonic: the last 200 from /health, or work seen completing
     progress: Progress | None = None  # the last /metrics reading while busy
 
     def idle_s(self, now: float) -> float:
@@ -67,16 +69,26 @@ def judge(state: Liveness, check: Check, now: float) -> Liveness:
     """Fold one check into the record."""
     if check.answer is Answer.OK:
         return became_ready(now)
-    if check.answer is Answer.FAILING or check.progress is None:
+    if check.answer in (Answer.FAILING, Answer.NOT_READY) or check.progress is None:
         # A silent /health and a silent /metrics: the HTTP layer itself is gone.
         return replace(state, health=Health.UNHEALTHY, failures=state.failures + 1, progress=None)
-    moved = state.progress is not None and state.progress != check.progress
+    moved = state.progress is not None and moved_on(state.progress, check.progress)
     return Liveness(
         health=Health.BUSY,
         failures=0,
         last_progress_at=now if moved else state.last_progress_at,
         progress=check.progress,
     )
+
+
+def moved_on(before: Progress, after: Progress) -> bool:
+    """Work completed (a counter went up), or the queue shrank (the backend took a batch).
+
+    A growing queue is not progress: clients keep sending to a hung TEI, and its queue grows.
+    TEI's /health is a backend command, not a queue entry, so our own checks never move the queue.
+    """
+    completed = any(a > b for a, b in zip(after.completed, before.completed, strict=True))
+    return completed or after.queue_size < before.queue_size
 
 
 def restart_reason(state: Liveness, now: float, *, max_failures: int, hang_timeout_s: float) -> str | None:

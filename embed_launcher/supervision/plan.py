@@ -46,6 +46,9 @@ class ChildSpec:
     metrics_url: str = ""
     secrets: tuple[str, ...] = field(default=(), repr=False)  # values to mask in relayed output
     kind: str = "embed"  # embed | sparse | rerank | gateway
+    # The gateway: any HTTP answer from health_url means it listens and its loop turns. Its 503 says
+    # "a TEI was never ready yet", which the TEIs' own checks judge; its start must not wait for them.
+    listening_is_ready: bool = False
 
 
 def probe_host(host: str) -> str:
@@ -171,8 +174,9 @@ def gateway_spec(
         env=env,
         port=door,
         health_url=f"http://{probe_host(settings.host)}:{door}/health",
-        metrics_url=f"http://{probe_host(settings.host)}:{door}/metrics",
+        metrics_url="",  # it serves no /metrics: a silent /health is a failed check, not "busy"
         secrets=tuple(k for k in (embed_key, rerank_key) if k),
+        listening_is_ready=True,
     )
 
 

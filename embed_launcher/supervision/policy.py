@@ -45,11 +45,6 @@ class ChildState:
     restarts: int = 0  # total restarts, for status and logs
     restart_at: float | None = None  # when BACKOFF ends
 
-    @property
-    def alive(self) -> bool:
-        """Whether a process is (or should be) running for this child."""
-        return self.phase in (Phase.STARTING, Phase.RUNNING, Phase.STOPPING)
-
 
 def spawned(state: ChildState, now: float) -> ChildState:
     """A process was started for the child."""

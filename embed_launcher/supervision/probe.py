@@ -13,10 +13,11 @@ MAX_METRICS_BYTES = 4 << 20  # TEI's /metrics is tens of kB; anything far larger
 QUEUE_SIZE = "te_queue_size"
 # Counters that move when work completes (TEI's core/src/infer.rs, router/src/http/server.rs).
 # Not te_batch_next_size_count: TEI's batching task bumps it on every empty poll of its queue too.
+# Not te_request_failure: 429s (overloaded) and validation errors move it with the backend hung,
+# so a hung TEI under traffic would look busy for ever.
 # Not present at all until the first request (TEI installs its recorder after warm-up): read as 0.
 PROGRESS_COUNTERS = (
     "te_request_success",
-    "te_request_failure",
     "te_request_inference_duration_count",
 )
 
@@ -27,7 +28,7 @@ def probe_health(url: str, timeout_s: float) -> bool:
 
 
 def check_health(url: str, timeout_s: float) -> Answer:
-    """GET ``url``: OK (200), FAILING (refused, reset, non-200, malformed) or SILENT (no answer in time).
+    """GET ``url``: OK (200), NOT_READY (another status), FAILING (refused, reset, malformed) or SILENT (no answer).
 
     TEI binds its port only once the model is loaded, so "connection refused" is the normal
     answer while a child starts (tei-contract §5.2). Only the status line is read. A bare socket
@@ -40,7 +41,10 @@ def check_health(url: str, timeout_s: float) -> Answer:
         return Answer.SILENT
     except (OSError, ValueError):
         return Answer.FAILING
-    return Answer.OK if _status(status_line) == b"200" else Answer.FAILING
+    status = _status(status_line)
+    if status is None:
+        return Answer.FAILING
+    return Answer.OK if status == b"200" else Answer.NOT_READY
 
 
 def read_progress(url: str, timeout_s: float) -> Progress | None:

@@ -19,6 +19,12 @@ from embed_launcher.supervision.plan import ChildSpec
 PR_SET_PDEATHSIG = 1
 TAIL_LINES = 20  # kept per child so a failure can show its last words
 
+# Resolved once, here in the parent, never in a preexec_fn: between fork and exec only the forking
+# thread exists in the child, and a lock another thread held at fork time (the dynamic loader's
+# in dlopen/dlsym, malloc's) stays locked there for ever. dlopen in the child of a threaded
+# launcher (relay and probe threads run all the time) can thus hang the spawn.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
 
 class Handle(Protocol):
     """What the supervisor needs from a running child (a real or a fake process)."""
@@ -49,12 +55,12 @@ class ChildProcess:
 def die_with_parent(launcher_pid: int) -> None:
     """In the child before exec: get SIGTERM if the launcher dies, even by SIGKILL (bare metal).
 
-    Only async-signal-safe work belongs here (subprocess docs), hence one prctl and one check.
-    The check compares with the launcher's own pid, not with 1: as PID 1 (Docker) the launcher
-    *is* pid 1, and a reparented child would get another parent (init or a subreaper) anyway.
+    Only async-signal-safe work belongs here (subprocess docs), hence one call of the prctl
+    resolved before the fork (``_prctl``: no dlopen here) and one check. The check compares with
+    the launcher's own pid, not with 1: as PID 1 (Docker) the launcher *is* pid 1, and a
+    reparented child would get another parent (init or a subreaper) anyway.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != launcher_pid:
         os._exit(1)  # the launcher died before prctl took effect
 

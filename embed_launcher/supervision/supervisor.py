@@ -52,7 +52,7 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         notifier: Notifier | None = None,
         banner: Callable[[], Sequence[str]] = lambda: (),
-        status_sink: Callable[[Mapping[str, object]], None] = lambda status: None,
+        status_sink: Callable[[Mapping[str, object]], object] = lambda status: None,
         reaper: Callable[[], list[tuple[int, int]]] = reap,
         advise: Callable[[ChildSpec, Sequence[str]], str | None] = lambda spec, tail: hint_for(tail),
     ) -> None:
@@ -80,15 +80,29 @@ class Supervisor:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Start every child and supervise until everything has stopped."""
-        self.start_all(self.clock())
-        while not self.finished():
-            self.mailbox.wait(self.wait_timeout(self.clock()))
-            for event in self.mailbox.drain():
-                self.dispatch(event)
-            self.reap_children()
-            self.tick(self.clock())
+        """Start every child and supervise until everything has stopped.
+
+        An unexpected exception (a bug) still stops the children gracefully before it leaves
+        the launcher: as PID 1 our exit would have the kernel SIGKILL every TEI mid-request.
+        """
+        try:
+            self.start_all(self.clock())
+            while not self.finished():
+                self.turn()
+        except Exception as exc:
+            self.console.error(f"Error: the supervisor failed ({type(exc).__name__}: {exc}); stopping the services.")
+            self.exit_code = EXIT_FAILURE
+            self.stop_after_failure()
+            raise
         return self.exit_code
+
+    def turn(self) -> None:
+        """One loop turn: wait for an event or the next deadline, then handle what is due."""
+        self.mailbox.wait(self.wait_timeout(self.clock()))
+        for event in self.mailbox.drain():
+            self.dispatch(event)
+        self.reap_children()
+        self.tick(self.clock())
 
     def dispatch(self, event: Event) -> None:
         """Route one mailbox event to its handler."""
@@ -167,6 +181,39 @@ class Supervisor:
             assert child.handle is not None
             self.spawner.signal(child.handle, signal.SIGKILL)
 
+    def stop_after_failure(self) -> None:
+        """The loop broke: TERM every child's group, reap until the stop timeout, then KILL what is left.
+
+        Deliberately apart from the loop's own machinery (publish, policy, output relays), which
+        may be what failed: only signals, the reaper and the clock.
+        """
+        self.stopping = True
+        live = {c.handle.pid: c.handle for c in self.children if c.handle is not None}
+        for handle in live.values():
+            self._signal_quietly(handle, signal.SIGTERM)
+        deadline = self.clock() + self.timing.stop_timeout_s
+        while True:
+            for pid, _ in self.reaper():
+                if pid in live:
+                    self._signal_quietly(live.pop(pid), signal.SIGKILL)  # grandchildren must not outlive their TEI
+            if not live or self.clock() >= deadline:
+                break
+            self.mailbox.wait(min(MAX_WAIT_S, deadline - self.clock()))  # SIGCHLD wakes us
+            for _ in self.mailbox.drain():
+                pass  # the reaper is what counts; a second stop signal changes nothing now
+        for handle in live.values():
+            self.console.warn(f"Warning: process {handle.pid} did not stop within {self.timing.stop_timeout_s:g} s;"
+                              " killing it now.")
+            self._signal_quietly(handle, signal.SIGKILL)
+        for child in self.children:
+            child.handle = None
+
+    def _signal_quietly(self, handle: Handle, sig: int) -> None:
+        try:
+            self.spawner.signal(handle, sig)
+        except Exception:
+            pass  # stopping the others matters more than this one's error
+
     # -- handlers ---------------------------------------------------------------------------
 
     def handle_signal(self, signum: int) -> None:
@@ -190,9 +237,13 @@ class Supervisor:
     def handle_probe(self, name: str, generation: int, check: Check) -> None:
         """A health check finished for the process of ``generation``."""
         child = self.child_named(name)
+        if generation != child.generation:
+            return  # a dead process's late answer: the current process's probe may still be in flight
         child.probing = False
-        if generation != child.generation or self.stopping or child.handle is None:
+        if self.stopping or child.handle is None:
             return
+        if child.spec.listening_is_ready and check.answer is Answer.NOT_READY:
+            check = Check(Answer.OK)  # the gateway answered itself: it serves; its 503 speaks for the TEIs
         now = self.clock()
         if child.state.phase is Phase.STARTING:
             if check.answer is Answer.OK:
@@ -349,7 +400,7 @@ class Supervisor:
         def ask() -> None:
             try:
                 answer = self.probe(spec.health_url, timeout)
-                busy = running and answer is Answer.SILENT
+                busy = running and answer is Answer.SILENT and bool(spec.metrics_url)
                 check = Check(answer, self.read_progress(spec.metrics_url, timeout) if busy else None)
             except Exception:
                 check = Check(Answer.FAILING)
