@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import sys
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from aiohttp import web
 from embed_launcher.gateway import shapes
 from embed_launcher.gateway.config import GatewayConfig
 from embed_launcher.gateway.handlers import Handlers
+from embed_launcher.gateway.openapi import OPENAPI_PATH, document
 from embed_launcher.gateway.routes import resolve
 from embed_launcher.gateway.upstream import UpstreamFailed, UpstreamUnavailable
 
@@ -47,8 +49,12 @@ def authorised(header: str | None, accepted: list[bytes]) -> bool:
 def build_app(config: GatewayConfig, handlers: Handlers, keys: Keys, routes: str) -> web.Application:
     """The application for one listener; ``routes`` is `all` or `rerank`."""
 
+    openapi_body = json.dumps(document(routes)).encode()  # public metadata, like TEI's /api-doc/openapi.json
+
     async def dispatch(request: web.Request) -> web.StreamResponse:
         raw_path = request.raw_path.split("?", 1)[0]
+        if raw_path == OPENAPI_PATH and request.method in ("GET", "HEAD"):
+            return web.Response(body=openapi_body, content_type="application/json")
         openai = raw_path.startswith(("/v1/", "/v2/")) or raw_path == "/embeddings"
         try:
             target = resolve(raw_path, routes, config)
