@@ -82,7 +82,8 @@ def build_app(config: GatewayConfig, handlers: Handlers, keys: Keys, routes: str
             return error(500, f"internal gateway error ({type(exc).__name__})", openai, "internal_error")
 
     app = web.Application(client_max_size=config.max_body_bytes)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    # [\s\S], not `.`: a percent-encoded line break in the path must reach dispatch, not aiohttp's text 404
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
     return app
 
 
