@@ -126,3 +126,11 @@ def test_a_path_with_an_encoded_line_break_is_answered_in_json(stack: Stack, pat
     assert answer.headers["content-type"].startswith("application/json"), answer.text
     body = answer.json()
     assert set(body) == ({"error"} if path.startswith("/v1/") else {"error", "error_type"}), body
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "TRACE"])
+def test_the_document_takes_only_get_and_head(stack: Stack, method: str) -> None:  # noqa: F811 - the fixture
+    """Found by schemathesis (unsupported methods): TRACE /openapi.json fell through to the router's 404."""
+    answer = httpx.request(method, stack.gateway.url(openapi.OPENAPI_PATH), timeout=10)
+    assert answer.status_code == 405, answer.text
+    assert answer.headers["allow"] == "GET, HEAD" and set(answer.json()) == {"error", "error_type"}

@@ -53,8 +53,12 @@ def build_app(config: GatewayConfig, handlers: Handlers, keys: Keys, routes: str
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         raw_path = request.raw_path.split("?", 1)[0]
-        if raw_path == OPENAPI_PATH and request.method in ("GET", "HEAD"):
-            return web.Response(body=openapi_body, content_type="application/json")
+        if raw_path == OPENAPI_PATH:
+            if request.method in ("GET", "HEAD"):
+                return web.Response(body=openapi_body, content_type="application/json")
+            refused = shapes.error_body(405, f"{request.method} is not allowed on {OPENAPI_PATH}", False)
+            return web.Response(status=405, body=refused, content_type="application/json",
+                                headers={"Allow": "GET, HEAD"})
         openai = raw_path.startswith(("/v1/", "/v2/")) or raw_path == "/embeddings"
         try:
             target = resolve(raw_path, routes, config)
