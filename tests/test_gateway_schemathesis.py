@@ -112,7 +112,7 @@ def key_for(case: Any) -> str:
 
 def call_and_check(case: Any, running: Stack, port_index: int, sent: list[str]) -> None:
     label = f"{case.method} {case.operation.path}"
-    sent.append(label)
+    sent.append(f"{label} on listener {port_index}")
     skipped = KNOWN_FAILING.get(label, (frozenset(), ""))[0]
     checks = [check for check in CHECKS if check.__name__ not in skipped]
     case.call_and_validate(base_url=running.gateway.url("", port_index), checks=checks, timeout=REQUEST_TIMEOUT_S,
