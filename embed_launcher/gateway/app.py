@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import sys
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from aiohttp import web
 from embed_launcher.gateway import shapes
 from embed_launcher.gateway.config import GatewayConfig
 from embed_launcher.gateway.handlers import Handlers
+from embed_launcher.gateway.openapi import OPENAPI_PATH, document
 from embed_launcher.gateway.routes import resolve
 from embed_launcher.gateway.upstream import UpstreamFailed, UpstreamUnavailable
 
@@ -47,8 +49,16 @@ def authorised(header: str | None, accepted: list[bytes]) -> bool:
 def build_app(config: GatewayConfig, handlers: Handlers, keys: Keys, routes: str) -> web.Application:
     """The application for one listener; ``routes`` is `all` or `rerank`."""
 
+    openapi_body = json.dumps(document(routes)).encode()  # public metadata, like TEI's /api-doc/openapi.json
+
     async def dispatch(request: web.Request) -> web.StreamResponse:
         raw_path = request.raw_path.split("?", 1)[0]
+        if raw_path == OPENAPI_PATH:
+            if request.method in ("GET", "HEAD"):
+                return web.Response(body=openapi_body, content_type="application/json")
+            refused = shapes.error_body(405, f"{request.method} is not allowed on {OPENAPI_PATH}", False)
+            return web.Response(status=405, body=refused, content_type="application/json",
+                                headers={"Allow": "GET, HEAD"})
         openai = raw_path.startswith(("/v1/", "/v2/")) or raw_path == "/embeddings"
         try:
             target = resolve(raw_path, routes, config)
@@ -76,7 +86,8 @@ def build_app(config: GatewayConfig, handlers: Handlers, keys: Keys, routes: str
             return error(500, f"internal gateway error ({type(exc).__name__})", openai, "internal_error")
 
     app = web.Application(client_max_size=config.max_body_bytes)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    # [\s\S], not `.`: a percent-encoded line break in the path must reach dispatch, not aiohttp's text 404
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
     return app
 
 

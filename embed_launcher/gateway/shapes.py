@@ -44,8 +44,9 @@ def reshape_tei_error(status: int, raw: bytes) -> bytes:
         message, kind = str(tei.get("error", tei.get("message"))), tei.get("error_type", tei.get("type"))
     except (ValueError, AttributeError):
         message, kind = raw.decode("utf-8", "replace"), None
-    return json.dumps({"error": {"message": message, "type": kind or OPENAI_TYPES.get(status, "api_error"),
-                                 "code": status}}).encode()
+    if not isinstance(kind, str) or not kind:  # OpenAI's `type` is a string, whatever the upstream sent
+        kind = OPENAI_TYPES.get(status, "api_error")
+    return json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
 
 
 def unknown_model(asked: str, choices: Sequence[ModelRoute], route: str) -> RequestError:

@@ -1,0 +1,186 @@
+"""The gateway's OpenAPI 3.1 document, built from the route table so the two cannot drift (pure: no aiohttp).
+
+Every route of ``routes.TABLES`` must have its bodies in ``BODIES``: a route added without them fails at
+import, and tests/test_gateway_openapi.py walks the table against the document both ways.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from embed_launcher import __version__
+from embed_launcher.gateway.routes import MODEL_ENTRY, MODEL_PREFIX, PREFIXABLE, TABLES, Route
+from embed_launcher.gateway.schemas import COMPONENTS, Schema, ref
+
+OPENAPI_PATH = "/openapi.json"
+MODEL_PARAMETER = "model"
+
+
+def one_of(*names: str) -> Schema:
+    return {"anyOf": [ref(name) for name in names]}
+
+
+# What each route of the table reads and answers (None: no body). "/" and "/invocations" are the
+# default model's route (embed, embed_sparse or rerank); "/rerank" also takes Cohere's shape.
+BODIES: dict[str, tuple[Schema | None, Schema | None]] = {
+    "/health": (None, None), "/ping": (None, None),
+    "/v1/models": (None, ref("ModelList")), MODEL_ENTRY: (None, ref("Model")),
+    "/info": (None, ref("Info")),
+    "/embed": (ref("EmbedRequest"), ref("EmbedResponse")),
+    "/embed_all": (ref("EmbedAllRequest"), ref("EmbedAllResponse")),
+    "/embed_sparse": (ref("EmbedAllRequest"), ref("EmbedSparseResponse")),
+    "/similarity": (ref("SimilarityRequest"), ref("SimilarityResponse")),
+    "/predict": (ref("PredictRequest"), ref("PredictResponse")),
+    "/tokenize": (ref("TokenizeRequest"), ref("TokenizeResponse")),
+    "/decode": (ref("DecodeRequest"), ref("DecodeResponse")),
+    "/rerank": (one_of("RerankRequest", "CohereRerankRequest"), one_of("RerankResponse", "CohereRerankResponse")),
+    "/": (one_of("EmbedRequest", "RerankRequest"), one_of("EmbedResponse", "EmbedSparseResponse", "RerankResponse")),
+    "/invocations": (one_of("EmbedRequest", "RerankRequest"),
+                     one_of("EmbedResponse", "EmbedSparseResponse", "RerankResponse")),
+    "/v1/embeddings": (ref("OpenAIEmbeddingsRequest"), ref("OpenAIEmbeddingsResponse")),
+    "/embeddings": (ref("OpenAIEmbeddingsRequest"), ref("OpenAIEmbeddingsResponse")),
+    "/v1/rerank": (ref("CohereRerankRequest"), ref("CohereRerankResponse")),
+    "/v2/rerank": (ref("CohereRerankRequest"), ref("CohereRerankResponse")),
+}
+_MISSING = set(TABLES["all"]) - set(BODIES)
+assert not _MISSING, f"routes without bodies in openapi.BODIES: {sorted(_MISSING)}"
+
+STATUS_TEXT = {
+    400: "The body is not JSON, or an input is empty", 401: "Missing or wrong key (`Authorization: Bearer <key>`)",
+    404: "No such model here (or no model of the route's kind is configured)",
+    413: "The body is larger than the limit", 415: "The body is not `Content-Type: application/json`",
+    422: "The body does not fit the route's schema, or an input is too long or the batch too large",
+    424: "The model's server failed the inference (TEI's `Backend` error)",
+    429: "The model's server is overloaded (TEI's `Overloaded` error)",
+    502: "The model's server dropped the request", 503: "The model's server is not ready within the wait",
+}
+POST_ERRORS = (400, 401, 404, 413, 415, 422, 424, 429, 502, 503)
+GET_ERRORS = (401, 404, 502, 503)
+# TEI's own rejections (axum's, before its handler runs) are text/plain; the gateway relays them as they
+# are on the native routes, where a client talks TEI's dialect.
+TEI_PLAIN_TEXT = (400, 413, 415, 422)
+SECURITY = {
+    "embedKey": {"type": "http", "scheme": "bearer",
+                 "description": "EMBED_GATEWAY_EMBED_KEY: the embedding and sparse models' routes"},
+    "rerankKey": {"type": "http", "scheme": "bearer",
+                  "description": "EMBED_GATEWAY_RERANK_KEY: the rerankers' routes"},
+}
+DESCRIPTION = (
+    "One HTTP door in front of many Text Embeddings Inference servers: OpenAI embeddings, Cohere/Jina rerank "
+    "(v1, v2) and TEI's native routes. `/models/{model}/<route>` reaches the model named in the path (a served "
+    "name or an alias; percent-encode its `/` as `%2F`); otherwise the body's `model`, else the route's default "
+    "model. A route of an embedding model takes the embedding key, a reranker's route the reranking key; a "
+    "gateway started without keys is open. Errors are OpenAI's nested `{\"error\":{…}}` on `/v1/…`, `/v2/…` and "
+    "`/embeddings`, TEI's flat `{\"error\",\"error_type\"}` on TEI's routes (where TEI's own rejections stay "
+    "text/plain, as TEI sends them). A method a route does not take is answered 405 with `Allow`.")
+
+
+def document(routes: str = "all") -> dict[str, Any]:
+    """The OpenAPI document of a listener serving ``routes`` (`all` or `rerank`)."""
+    table = TABLES[routes]
+    paths: dict[str, Any] = {OPENAPI_PATH: _openapi_path()}
+    for path, route in table.items():
+        paths[openapi_path(path)] = _path_item(route, prefixed=False)
+    for path, route in table.items():
+        if path in PREFIXABLE:
+            paths[openapi_path(path, prefixed=True)] = _path_item(route, prefixed=True)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "embed-launcher gateway", "version": __version__, "description": DESCRIPTION},
+        "paths": paths,
+        "components": {"schemas": COMPONENTS, "securitySchemes": SECURITY},
+    }
+
+
+def openapi_path(path: str, prefixed: bool = False) -> str:
+    """The document's path for a route of the table: `/v1/models/` is `/v1/models/{model}`."""
+    if prefixed:
+        return f"{MODEL_PREFIX}{{{MODEL_PARAMETER}}}{path}"
+    return f"{path}{{{MODEL_PARAMETER}}}" if path == MODEL_ENTRY else path
+
+
+def _path_item(route: Route, prefixed: bool) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    if prefixed or route.path == MODEL_ENTRY:
+        item["parameters"] = [{"name": MODEL_PARAMETER, "in": "path", "required": True, "schema": {"type": "string"},
+                               "description": "a served model name or alias (`/` percent-encoded as `%2F`)"}]
+    for method in sorted(route.methods):
+        item[method.lower()] = _operation(route, method, prefixed)
+    return item
+
+
+def _operation(route: Route, method: str, prefixed: bool) -> dict[str, Any]:
+    request, answer = BODIES[route.path]
+    operation: dict[str, Any] = {
+        "operationId": _operation_id(method, openapi_path(route.path, prefixed)),
+        "tags": [_tag(route)],
+        "security": _security(route, prefixed),
+        "responses": _responses(route, method, answer),
+    }
+    if request is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": request}}}
+    return operation
+
+
+def _operation_id(method: str, path: str) -> str:
+    return method.lower() + (re.sub(r"[^A-Za-z0-9]+", "_", path).rstrip("_") or "_root")
+
+
+def _tag(route: Route) -> str:
+    if route.action in ("health", "models", "model"):
+        return "gateway"
+    if route.action == "cohere":
+        return "Cohere and Jina"
+    return "OpenAI" if route.openai else "TEI"
+
+
+def _security(route: Route, prefixed: bool) -> list[dict[str, list[str]]]:
+    """Which key a route takes; either (whichever the reached model's kind needs) where the table cannot tell."""
+    if route.action == "health":
+        return []
+    if not prefixed and route.kinds == ("rerank",):
+        return [{"rerankKey": []}]
+    if not prefixed and route.kinds and "rerank" not in route.kinds:
+        return [{"embedKey": []}]
+    return [{"embedKey": []}, {"rerankKey": []}]
+
+
+def _responses(route: Route, method: str, answer: Schema | None) -> dict[str, Any]:
+    head = method == "HEAD"
+    ok: dict[str, Any] = {"description": "OK"}
+    if answer is not None and not head:
+        ok["content"] = {"application/json": {"schema": answer}}
+    responses: dict[str, Any] = {"200": ok}
+    if route.action == "health":
+        statuses: tuple[int, ...] = (503,)
+    elif route.action == "models":
+        statuses = (401,)
+    elif route.action == "model":
+        statuses = (401, 404)
+    else:
+        statuses = POST_ERRORS if method == "POST" else GET_ERRORS
+    for status in statuses:
+        responses[str(status)] = _error(status, route.openai, head)
+    if route.action == "health":
+        responses["503"]["description"] = "A model has not been ready yet since the gateway started"
+    return responses
+
+
+def _error(status: int, openai: bool, head: bool) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": STATUS_TEXT.get(status, "The gateway is waiting for its models")}
+    if status == 401 or head:
+        return response  # TEI's rule: a bare 401, no body
+    content = {"application/json": {"schema": ref("OpenAIError" if openai else "TeiError")}}
+    if not openai and status in TEI_PLAIN_TEXT:
+        content["text/plain"] = {"schema": {"type": "string"}}
+    response["content"] = content
+    return response
+
+
+def _openapi_path() -> dict[str, Any]:
+    answer = {"200": {"description": "This document", "content": {"application/json": {"schema": {"type":
+                                                                                                  "object"}}}}}
+    return {method: {"operationId": f"{method}_openapi", "tags": ["gateway"], "security": [],
+                     "responses": answer if method == "get" else {"200": {"description": "OK"}}}
+            for method in ("get", "head")}
