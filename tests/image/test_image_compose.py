@@ -72,7 +72,9 @@ PORTS = ("EMBED_PORT", "RERANK_PORT", "EMBED_PROMETHEUS_PORT", "RERANK_PROMETHEU
 
 
 @pytest.fixture
-def compose(pm: Podman, binary: Path, hub: HubStandIn, tmp_path: Path) -> Iterator[tuple[Compose, Container]]:
+def compose(pm: Podman, binary: Path, hub: HubStandIn, tmp_path: Path,
+            base_image: str) -> Iterator[tuple[Compose, Container]]:  # fmt: skip
+    """The stack of the README, named for this test; `base_image`: compose builds on the TEI lookalike."""
     ports = dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
     path = tmp_path / "override.yml"
     path.write_text(override(pm, hub, ports))
