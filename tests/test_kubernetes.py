@@ -210,27 +210,49 @@ def test_schema_check_catches_a_misspelt_field(rendered: Rendered) -> None:
         kubernetes_validate.validate(deployment, SUPPORTED_VERSIONS[0], strict=True)
 
 
-def test_readme_explains_every_overlay_and_component() -> None:
-    """README's Kubernetes section names each directory users can pick, and stands on its own."""
-    readme = (km.ROOT / "README.md").read_text()
-    section = readme[readme.index("### Kubernetes"):readme.index("## Configuration")]
+GUIDE = km.ROOT / "deploy" / "kubernetes" / "README.md"  # the Kubernetes guide (also a page of the docs site)
+
+
+def test_guide_explains_every_overlay_and_component() -> None:
+    """The guide names each directory users can pick, and stands on its own."""
+    guide = GUIDE.read_text()
     for overlay in km.OVERLAYS:
-        assert f"`overlays/{overlay}`" in section
+        assert f"`overlays/{overlay}`" in guide
     for component in km.COMPONENTS:
-        assert f"components/{component}" in section
-    assert "../shared" not in section
+        assert f"components/{component}" in guide
+    assert "../shared" not in guide
 
 
-def test_readme_overlay_example_renders_and_keeps_the_rules(rendered: Rendered, tmp_path: Path) -> None:
-    """The README's "overlay of your own" works as written: the image renamed, tag kept, rules hold."""
-    readme = (km.ROOT / "README.md").read_text()
-    start = readme.index("# my-embeddings/kustomization.yaml")
-    example = yaml.safe_load(readme[start:readme.index("```", start)])
+def _render_guide_example(name: str, tmp_path: Path) -> list[km.Doc]:
+    guide = GUIDE.read_text()
+    start = guide.index(f"# {name}/kustomization.yaml")
+    example = yaml.safe_load(guide[start:guide.index("```", start)])
     (overlay,) = example["resources"]
     target = km.KUSTOMIZE_DIR / overlay.split("deploy/kubernetes/", 1)[1]
     example["resources"] = [os.path.relpath(target, tmp_path)]
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(example))
-    docs = km.render(tmp_path)
+    return km.render(tmp_path)
+
+
+def test_guide_offline_example_changes_the_model_and_its_mount_together(tmp_path: Path) -> None:
+    """The offline overlay of your own serves its own model: the pods mount that model's folder."""
+    docs = _render_guide_example("my-offline-embeddings", tmp_path)
+    assert km.config(docs)["EMBED_MODEL"] == "BAAI/bge-base-en-v1.5"
+    assert {check: problems for check, rule in kp.CHECKS.items() if (problems := rule(docs))} == {}
+
+
+def test_guide_never_sets_a_model_on_the_offline_overlay_without_its_mount() -> None:
+    """The first example's overlay list leaves offline out: a model there needs its mount too (issue 17)."""
+    guide = GUIDE.read_text()
+    start = guide.index("# my-embeddings/kustomization.yaml")
+    example = yaml.safe_load(guide[start:guide.index("```", start)])
+    assert not any("offline" in r for r in example["resources"])
+    assert "or offline" not in guide[start:guide.index("```", start)]
+
+
+def test_guide_overlay_example_renders_and_keeps_the_rules(rendered: Rendered, tmp_path: Path) -> None:
+    """The guide's "overlay of your own" works as written: the image renamed, tag kept, rules hold."""
+    docs = _render_guide_example("my-embeddings", tmp_path)
     assert {c["image"] for _, spec in km.pod_specs(docs) for c in km.containers(spec)} == {
         "ghcr.io/acme/embed-launcher:0.1.0-cpu-1.9.3"}
     assert all(d["metadata"].get("namespace") == "embeddings" for d in docs)

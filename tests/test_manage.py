@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -150,6 +153,40 @@ def test_getkey_prints_the_raw_key_without_newline(
     write_state(data, **files)
     result = manage("--getkey", env=env)
     assert (result.exit_code, result.stdout, result.stderr) == (0, printed, "")
+
+
+def _getkey_on(stdout_is_a_terminal: bool, data: Path, tmp_path: Path) -> bytes:
+    """Everything a real `embed_manage --getkey` process writes to its stdout, a pty or a pipe."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBED_", "RERANK_", "HF_"))}
+    env |= {"EMBED_DATA_DIR": str(data), "EMBED_ENV_FILE": str(tmp_path / "embed.env")}
+    command = [sys.executable, "-m", "embed_launcher.manage", "--getkey"]
+    if not stdout_is_a_terminal:
+        return subprocess.run(command, env=env, capture_output=True, timeout=60, check=True).stdout
+    parent, child = pty.openpty()
+    try:
+        proc = subprocess.Popen(command, env=env, stdout=child, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        os.close(child)
+        out = b""
+        while chunk := _read_pty(parent):
+            out += chunk
+        assert proc.wait(timeout=60) == 0
+        return out
+    finally:
+        os.close(parent)
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: the child closed its end
+        return b""
+
+
+def test_getkey_ends_its_line_on_a_terminal_and_stays_bare_in_a_pipe(data: Path, tmp_path: Path) -> None:
+    """On a terminal the prompt does not run into the key; `KEY=$(embed_manage --getkey)` gets it bare."""
+    write_state(data, api_key=KEY)
+    assert _getkey_on(True, data, tmp_path) in (KEY.encode() + b"\r\n", KEY.encode() + b"\n")
+    assert _getkey_on(False, data, tmp_path) == KEY.encode()
 
 
 @pytest.mark.parametrize(
@@ -374,7 +411,8 @@ def test_listmodels_marks_cached_and_active_models(manage: Manage, data: Path, h
     assert table["BAAI/bge-m3"].startswith("  * ") and f"{size} (active)" in table["BAAI/bge-m3"]
     assert "partial, 5 kB" in table["BAAI/bge-base-en-v1.5"] and not table["BAAI/bge-base-en-v1.5"].startswith("  *")
     assert [m for m, line in table.items() if line.startswith("  * ")] == ["BAAI/bge-m3"]
-    assert "~130 MB" in table["BAAI/bge-small-en-v1.5"] and "default" in table["BAAI/bge-small-en-v1.5"]
+    assert "133 MB" in table["BAAI/bge-small-en-v1.5"] and "default" in table["BAAI/bge-small-en-v1.5"]
+    assert "—" in table["BAAI/bge-base-en-v1.5"]  # no file list kept here: no size, rather than a guess
 
 
 def test_listrerankers_marks_cached_reranker_and_unlisted_active(manage: Manage, data: Path, hub: HubStandIn) -> None:

@@ -160,13 +160,32 @@ def test_detect_backend_rejects_unknown() -> None:
         detect_backend("ort", {})
 
 
-def test_catalog_matches_the_original() -> None:
-    """Ten recommended models with the original's sizes; one default per list."""
+def test_catalog_keeps_the_original_models_and_one_default_per_list() -> None:
+    """The original's ten recommended models; one default per list."""
     assert [m.repo_id for m in models.EMBEDDING_MODELS if m.default] == ["BAAI/bge-small-en-v1.5"]
     assert [m.repo_id for m in models.RERANKER_MODELS if m.default] == ["BAAI/bge-reranker-v2-m3"]
+    assert len({m.repo_id for m in models.EMBEDDING_MODELS + models.RERANKER_MODELS}) == 10
+
+
+def test_catalog_sizes_are_the_weights_tei_loads_never_a_guess() -> None:
+    """Each size is the sum of the weight files in TEI's CPU file set of the repository's real file list.
+
+    The Hub stand-in keeps real file lists (sizes scaled down by SCALE); a model whose list this
+    project does not keep has no size ("—"). bge-m3 was listed at "~570 MB", its parameter count.
+    """
+    from fake_hub.repos import LFS_SUFFIXES, SCALE, catalog
+
+    repos = catalog()
+    for entry in models.EMBEDDING_MODELS + models.RERANKER_MODELS:
+        if entry.repo_id not in repos:
+            assert (entry.weight_bytes, entry.disk) == (None, "—"), entry.repo_id
+            continue
+        weights = {f: n for f, n in repos[entry.repo_id].tei_files("onnx").items() if f.endswith(LFS_SUFFIXES)}
+        assert weights, entry.repo_id
+        assert entry.weight_bytes is not None
+        assert abs(entry.weight_bytes - SCALE * sum(weights.values())) < SCALE * len(weights), entry.repo_id
     sizes = {m.repo_id: m.disk for m in models.EMBEDDING_MODELS + models.RERANKER_MODELS}
-    assert sizes["BAAI/bge-m3"] == "~570 MB" and sizes["cross-encoder/ms-marco-MiniLM-L6-v2"] == "~90 MB"
-    assert sizes["sentence-transformers/all-MiniLM-L6-v2"] == "~90 MB" and len(sizes) == 10
+    assert sizes["BAAI/bge-m3"] == "2.3 GB" and sizes["BAAI/bge-small-en-v1.5"] == "133 MB"
 
 
 # -- cache verification on hand-built caches (as TEI's hf-hub or huggingface_hub write them) ------------

@@ -17,7 +17,7 @@ USAGE = """Usage: embed_manage <action> [--json]
 Actions (exactly one):
   --showinfo           Show endpoints, models and usage examples of the running server
   --showkey            Show the API key(s) in a box
-  --getkey             Print the raw API key, no newline (for scripts)
+  --getkey             Print the raw API key (no newline when piped, for scripts)
   --status [--json]    Each service's model, port, pid, state, uptime, restarts and health
                        (ready, busy or unhealthy); exit 0 only when every enabled service is
                        ready or busy (a readiness check)

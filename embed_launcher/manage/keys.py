@@ -32,12 +32,16 @@ def current_keys(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
 
 
 def get_key(environ: Mapping[str, str]) -> int:
-    """Print the raw key with no newline; exit 1 and print nothing when there is none."""
+    """Print the raw key; exit 1 and print nothing when there is none.
+
+    Bare when stdout is a pipe or a file (``KEY=$(embed_manage --getkey)`` and scripts rely on
+    it); on a terminal the line is ended, so the shell prompt does not run into the key.
+    """
     embed, rerank = current_keys(environ)
     key = embed or rerank
     if not key:
         return EXIT_FAILURE
-    sys.stdout.write(key)
+    sys.stdout.write(key + ("\n" if sys.stdout.isatty() else ""))
     sys.stdout.flush()
     return EXIT_OK
 

@@ -118,11 +118,11 @@ def list_models(environ: Mapping[str, str], console: Console, *, rerankers: bool
     backend = backend_for(settings, environ, active[0] if active else "")
     catalog = list(RERANKER_MODELS if rerankers else EMBEDDING_MODELS)
     listed = {e.repo_id for e in catalog}
-    catalog += [CatalogEntry(m, "", "(not in the recommended list)") for m in active if m not in listed]
+    catalog += [CatalogEntry(m, None, "(not in the recommended list)") for m in active if m not in listed]
     title = "Recommended reranker (cross-encoder) models for TEI:" if rerankers else (
         "Recommended embedding models (all TEI-compatible):")
-    lines = ["", title, "", ROW.format(mark=" ", repo="Model ID", disk="Disk", cache="In cache", note="Notes"),
-             ROW.format(mark=" ", repo="--------", disk="----", cache="--------", note="-----")]
+    lines = ["", title, "", ROW.format(mark=" ", repo="Model ID", disk="Weights", cache="In cache", note="Notes"),
+             ROW.format(mark=" ", repo="--------", disk="-------", cache="--------", note="-----")]
     lines += [format_row(e, cache_mark(cache, e.repo_id, settings, backend, active)) for e in catalog]
     lines += ["", f"  * = the files TEI loads ({backend} backend) are complete in {cache}.", "", "Notes:"]
     lines += [n.format(cache=cache) for n in (RERANK_NOTES if rerankers else EMBED_NOTES)]

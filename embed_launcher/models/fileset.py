@@ -25,29 +25,52 @@ MODULES = "modules.json"
 DENSE_TYPE = "sentence_transformers.models.Dense"
 
 
+def human_bytes(n: int) -> str:
+    """Decimal units, as the Hub shows sizes: 570 MB, 1.3 GB."""
+    if n >= 1_000_000_000:
+        return f"{n / 1e9:.1f} GB"
+    for unit, scale in (("MB", 1_000_000), ("kB", 1000)):
+        if n >= scale:
+            return f"{n / scale:.0f} {unit}"
+    return f"{n} B"
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     """One recommended model as `embed_manage --listmodels/--listrerankers` shows it."""
 
     repo_id: str
-    disk: str  # approximate size as the original printed it, e.g. "~130 MB"
+    # Bytes of the weight files TEI loads on the CPU images (the ONNX export; safetensors where a
+    # repository has none); config and tokenizer files add well under 1 %. None where this project
+    # keeps no file list of the repository: shown as "—", never guessed.
+    weight_bytes: int | None
     note: str
     default: bool = False
 
+    @property
+    def disk(self) -> str:
+        return "—" if self.weight_bytes is None else human_bytes(self.weight_bytes)
 
+
+# The sizes are the Hub's file sizes as listed in tests/fake_hub/repos.py, which mirrors the real
+# repositories' file lists (tests/test_models.py checks the two agree):
+#   BAAI/bge-small-en-v1.5                 onnx/model.onnx 133,093,490
+#   BAAI/bge-m3                            onnx/model.onnx 724,923 + onnx/model.onnx_data 2,266,820,608
+#   sentence-transformers/all-MiniLM-L6-v2 onnx/model.onnx 90,405,214
+#   BAAI/bge-reranker-v2-m3                model.safetensors 2,271,071,852 (no ONNX export)
 EMBEDDING_MODELS = (
-    CatalogEntry("BAAI/bge-small-en-v1.5", "~130 MB", "Fastest; English", default=True),
-    CatalogEntry("BAAI/bge-base-en-v1.5", "~440 MB", "Good balance; English"),
-    CatalogEntry("BAAI/bge-large-en-v1.5", "~1.3 GB", "High accuracy; English"),
-    CatalogEntry("BAAI/bge-m3", "~570 MB", "Multilingual; strong cross-lingual retrieval"),
-    CatalogEntry("nomic-ai/nomic-embed-text-v1.5", "~550 MB", "Strong multilingual; long context (8192 tokens)"),
-    CatalogEntry("sentence-transformers/all-MiniLM-L6-v2", "~90 MB", "Very small; fast; popular for semantic search"),
+    CatalogEntry("BAAI/bge-small-en-v1.5", 133_093_490, "Fastest; English", default=True),
+    CatalogEntry("BAAI/bge-base-en-v1.5", None, "Good balance; English"),
+    CatalogEntry("BAAI/bge-large-en-v1.5", None, "High accuracy; English"),
+    CatalogEntry("BAAI/bge-m3", 724_923 + 2_266_820_608, "Multilingual; strong cross-lingual retrieval"),
+    CatalogEntry("nomic-ai/nomic-embed-text-v1.5", None, "Strong multilingual; long context (8192 tokens)"),
+    CatalogEntry("sentence-transformers/all-MiniLM-L6-v2", 90_405_214, "Very small; fast; popular for semantic search"),
 )
 RERANKER_MODELS = (
-    CatalogEntry("BAAI/bge-reranker-v2-m3", "~560 MB", "Multilingual; strong accuracy", default=True),
-    CatalogEntry("BAAI/bge-reranker-base", "~440 MB", "English; good balance"),
-    CatalogEntry("BAAI/bge-reranker-large", "~1.3 GB", "English; highest accuracy"),
-    CatalogEntry("cross-encoder/ms-marco-MiniLM-L6-v2", "~90 MB", "Very small; fast; English"),
+    CatalogEntry("BAAI/bge-reranker-v2-m3", 2_271_071_852, "Multilingual; strong accuracy", default=True),
+    CatalogEntry("BAAI/bge-reranker-base", None, "English; good balance"),
+    CatalogEntry("BAAI/bge-reranker-large", None, "English; highest accuracy"),
+    CatalogEntry("cross-encoder/ms-marco-MiniLM-L6-v2", None, "Very small; fast; English"),
 )
 
 

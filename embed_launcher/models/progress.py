@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TextIO
 
+from embed_launcher.models.fileset import human_bytes
+
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
@@ -40,16 +42,6 @@ class NullProgress:
 
     def finish(self, repo_id: str, completed: bool = True) -> None:
         pass
-
-
-def human_bytes(n: int) -> str:
-    """Decimal units, as the Hub shows sizes: 570 MB, 1.3 GB."""
-    if n >= 1_000_000_000:
-        return f"{n / 1e9:.1f} GB"
-    for unit, scale in (("MB", 1_000_000), ("kB", 1000)):
-        if n >= scale:
-            return f"{n / scale:.0f} {unit}"
-    return f"{n} B"
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The service under a real systemd (252, Debian bookworm, PID 1 in podman), installed as the README says.
+"""The service under a real systemd (252, Debian bookworm, PID 1 in podman), installed as the bare-metal guide says.
 
 One machine for the whole module; the scenarios run in order, each starting from where the last one
 left the service: install, serve, heal, get killed, get misconfigured, stop, upgrade, uninstall.
@@ -57,11 +57,11 @@ def port(machine: Machine, hub: HubStandIn) -> int:
 
 
 def readme_commands() -> list[str]:
-    """The shell lines of the README's "Bare metal with systemd" block, without sudo."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### Bare metal with systemd"):]
+    """The shell lines of the first block of the bare-metal guide (docs/deployment/bare-metal.md), without sudo."""
+    text = (ROOT / "docs" / "deployment" / "bare-metal.md").read_text()
+    section = text[text.index("# Bare metal with systemd"):]
     block = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert block, "the README's systemd section lost its command block"
+    assert block, "the bare-metal guide lost its command block"
     lines = [line.split("#", 1)[0].strip() for line in block[1].splitlines()]
     return [line.removeprefix("sudo ") for line in lines if line]
 
@@ -102,7 +102,7 @@ def timed(machine: Machine, command: str) -> tuple[int, float]:
 
 
 def test_readme_install_starts_a_serving_service(machine: Machine, port: int) -> None:
-    """The README's commands install and start it; `--enable` returns only once /health answers."""
+    """The guide's commands install and start it; `--enable` returns only once /health answers."""
     commands = readme_commands()
     assert commands[:2] == ["scripts/install-systemd.sh --dry-run", "scripts/install-systemd.sh --enable"]
     assert "systemctl enable --now" in install(machine, "--dry-run")
@@ -297,6 +297,6 @@ def test_uninstall_keeps_data_and_purge_removes_it(machine: Machine) -> None:
 
 
 def test_readme_mentions_every_command_tested() -> None:
-    """The README's block is what the first scenario runs (plus journalctl -fu and the key)."""
+    """The guide's block is what the first scenario runs (plus journalctl -fu and the key)."""
     assert readme_commands()[2:] == ["journalctl -fu embed-launcher", "embed_manage --getkey"]
     assert Path(ROOT / "scripts" / "install-systemd.sh").exists()
