@@ -134,7 +134,10 @@ def test_a_hung_tei_is_replaced_while_clients_keep_sending(launch: Launch, tei_d
     """Hung backend, three clients sending every second with a short timeout: the queue grows and 429s move
     te_request_failure, but nothing completes, so the TEI is replaced within EMBED_HANG_TIMEOUT + one check."""
     switch = tmp_path / "embed-health"
-    env = {**TIMINGS, "EMBED_HANG_TIMEOUT": "3", "EMBED_MAX_CONCURRENT_REQUESTS": "4"}
+    # Two permits for three clients sending together: each round one is refused (429) while the other two wait.
+    # (More permits than clients would refuse nothing: like hyper, the stand-in frees a permit when its client
+    # hangs up, so timed-out requests do not pile up.)
+    env = {**TIMINGS, "EMBED_HANG_TIMEOUT": "3", "EMBED_MAX_CONCURRENT_REQUESTS": "2"}
     run = launch(env, tei=embed_only_tei(tei_dir, health_file=switch))
     run.wait_for(BOTH_READY)
     pid = run.child_pid("embed")
