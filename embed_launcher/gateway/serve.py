@@ -14,12 +14,12 @@ import uvloop
 from aiohttp import web
 
 from embed_launcher.gateway.app import Keys, build_app
-from embed_launcher.gateway.config import GatewayConfig
+from embed_launcher.gateway.config import DEFAULT_DRAIN_S, GatewayConfig
 from embed_launcher.gateway.handlers import Handlers
 from embed_launcher.gateway.upstream import Upstream
 from embed_launcher.reporting.errors import LauncherError
 
-DRAIN_S = 5.0  # in-flight requests get this long after SIGTERM
+DRAIN_S = DEFAULT_DRAIN_S  # the longest drain; config.drain_s (fitted inside EMBED_STOP_TIMEOUT) is the one used
 ACCESS_FORMAT = '%a "%r" %s %b %Tfs'
 
 
@@ -45,7 +45,7 @@ async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: C
             runner = web.AppRunner(build_app(config, handlers, keys, listener.routes), handle_signals=False,
                                    access_log=_access_logger() if config.access_log else None,
                                    access_log_format=ACCESS_FORMAT, handler_cancellation=True,
-                                   shutdown_timeout=DRAIN_S)
+                                   shutdown_timeout=config.drain_s)
             await runner.setup()
             runners.append(runner)
             try:
