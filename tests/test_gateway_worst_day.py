@@ -158,6 +158,7 @@ def test_a_silent_health_does_not_make_a_model_ready(raw_teis: Callable[..., Raw
 # item 6: upstream deadline -------------------------------------------------------------------------------
 def test_a_tei_that_never_answers_gets_504_at_the_upstream_timeout(raw_teis: Callable[..., RawTei],
                                                                    gateways: Callable[..., Gateway]) -> None:
+    raw: RawTei
     raw = raw_teis(lambda handler, _body: raw.stopping.wait(60))
     gateway = gateways([raw.entry()], upstream_timeout_s=1.0)
     r = httpx.post(gateway.url("/v1/embeddings"), json={"input": "a"}, timeout=30)
@@ -167,6 +168,7 @@ def test_a_tei_that_never_answers_gets_504_at_the_upstream_timeout(raw_teis: Cal
 # item 10: the drain fits the stop timeout ------------------------------------------------------------------
 def test_sigterm_with_a_stuck_request_exits_within_the_configured_drain(raw_teis: Callable[..., RawTei],
                                                                        gateways: Callable[..., Gateway]) -> None:
+    raw: RawTei
     raw = raw_teis(lambda handler, _body: raw.stopping.wait(60))
     gateway = gateways([raw.entry()], drain_s=0.5)
     stuck = threading.Thread(target=lambda: raw_post(gateway.ports[0], "/embed", b'{"inputs":"a"}', 30),
@@ -334,3 +336,28 @@ def test_an_answer_the_client_does_not_read_is_dropped(raw_teis: Callable[..., R
         assert httpx.get(gateway.url("/health")).status_code == 200
         wait_until(lambda: "the answer was cut after" in gateway.output(), 30)
         wait_until(lambda: open_fds(gateway.proc.pid) <= baseline + 1, 30, 0.2)  # + the pooled TEI connection
+
+
+def test_when_one_chunk_fails_the_others_are_cancelled(raw_teis: Callable[..., RawTei],
+                                                       gateways: Callable[..., Gateway]) -> None:
+    """Limit 1, three inputs: the chunk TEI rejects is answered at once; the two TEI is still working
+    on are cancelled (their connections closed), not awaited for answers that would be thrown away."""
+
+    def reject_bad_hold_others(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        if b"bad" in body:
+            reply(handler, 422, b'{"error":"bad input","error_type":"Validation"}')
+        else:
+            raw.stopping.wait(60)
+
+    raw = raw_teis(reject_bad_hold_others)
+    gateway = gateways([raw.entry(batch=1)])
+    r = httpx.post(gateway.url("/embed"), json={"inputs": ["slow", "bad", "slow too"]}, timeout=30)
+    assert r.status_code == 422 and r.json()["error"] == "bad input"
+    wait_until(lambda: len(raw.received) == 3, 10)
+    # only the keep-alive connection that carried the 422 is left; the two held ones were closed
+    wait_until(lambda: upstream_connections(gateway.proc.pid, raw.port) <= 1, 10)
+
+
+def upstream_connections(pid: int, port: int) -> int:
+    return sum(1 for c in psutil.Process(pid).net_connections("tcp")
+               if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED)
