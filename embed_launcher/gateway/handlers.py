@@ -89,7 +89,7 @@ class Handlers:
     # routes that keep TEI's shape -----------------------------------------------------------
     async def rerank(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
         """TEI's /rerank, or Cohere's shape posted there (RAGFlow does): told apart by `documents`."""
-        body, raw = await read_json(request, self.config.read_timeout_s)
+        body, raw = await read_json(request)
         if isinstance(body, dict) and "documents" in body and "texts" not in body:
             return await self.cohere_body(request, target, body)
         return await self.native_body(request, target, body, raw)
@@ -98,7 +98,7 @@ class Handlers:
         if request.method in ("GET", "HEAD"):
             reply = await self.upstream(self.model(target)).send("GET", target.route.path)
             return await self.relay(request, target, reply)
-        body, raw = await read_json(request, self.config.read_timeout_s)
+        body, raw = await read_json(request)
         return await self.native_body(request, target, body, raw)
 
     async def native_body(self, request: web.BaseRequest, target: Target, body: Any,
@@ -121,7 +121,7 @@ class Handlers:
         return web.Response(body=batching.merge_concat(answers), content_type=JSON)
 
     async def openai(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
-        body, raw = await read_json(request, self.config.read_timeout_s)
+        body, raw = await read_json(request)
         if not isinstance(body, dict):
             raise RequestError(422, "the body must be a JSON object")
         model = self.model(target, body.get("model"))
@@ -144,7 +144,7 @@ class Handlers:
 
     # the Cohere/Jina dialect -----------------------------------------------------------------
     async def cohere(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
-        body, _raw = await read_json(request, self.config.read_timeout_s)
+        body, _raw = await read_json(request)
         return await self.cohere_body(request, target, body)
 
     async def cohere_body(self, request: web.BaseRequest, target: Target, body: Any) -> web.StreamResponse:
@@ -204,17 +204,12 @@ def compute_tokens(reply: Reply) -> int:
         return 0
 
 
-async def read_json(request: web.BaseRequest, timeout_s: float) -> tuple[Any, bytes]:
+async def read_json(request: web.BaseRequest) -> tuple[Any, bytes]:
     """The body, parsed; TEI's 415 for another content type, 400 for bad or too deeply nested JSON."""
     if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):
         raise RequestError(415, "Expected request with `Content-Type: application/json`", "unsupported_media_type")
-    try:
-        async with asyncio.timeout(timeout_s):
-            raw = await request.read()
-        connections.body_read(request)
-    except TimeoutError:
-        raise RequestError(408, f"the request body did not arrive within {timeout_s:g} s "
-                                "(EMBED_GATEWAY_READ_TIMEOUT)", "request_timeout") from None
+    raw = await request.read()  # its deadline: the connection's (connections.DeadlineHandler)
+    connections.body_read(request)
     try:
         return json.loads(raw), raw
     except ValueError as exc:

@@ -29,8 +29,16 @@ def cut(request: web.BaseRequest) -> None:
         transport.abort()
 
 
+SMALL_BYTES = 64 * 1024  # an answer this small goes into the socket's buffer at once: nothing to wait for
+
+
 async def send(request: web.BaseRequest, response: web.StreamResponse, timeout_s: float) -> web.StreamResponse:
-    """Write a whole answer now, within ``timeout_s``: a client that does not read it loses its connection."""
+    """Write a whole answer now, within ``timeout_s``: a client that does not read it loses its connection.
+
+    A small answer is left to aiohttp (its write never waits; an unread one sits in the buffer until
+    the idle timeout closes the connection): a deadline per request costs throughput."""
+    if response.prepared or (isinstance(response, web.Response) and (response.content_length or 0) <= SMALL_BYTES):
+        return response
     try:
         async with asyncio.timeout(timeout_s):
             await response.prepare(request)
