@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -139,9 +142,9 @@ class Stack:
         return [self.small, self.m3, self.splade, self.reranker]
 
 
-def make_teis(tmp: Path, batch: int = 512) -> list[Tei]:
+def make_teis(tmp: Path, batch: int = 512, permits: str = PERMITS) -> list[Tei]:
     ports = free_ports(4)
-    return [Tei(tmp, "BAAI/bge-small-en-v1.5", "embed", ports[0], EMBED_KEY, batch),
+    return [Tei(tmp, "BAAI/bge-small-en-v1.5", "embed", ports[0], EMBED_KEY, batch, permits),
             Tei(tmp, "BAAI/bge-m3", "embed", ports[1], EMBED_KEY, batch),
             Tei(tmp, "naver/splade", "sparse", ports[2], EMBED_KEY, batch),
             Tei(tmp, "BAAI/bge-reranker-v2-m3", "rerank", ports[3], RERANK_KEY, batch)]
@@ -152,8 +155,8 @@ def stack_models(small: Tei, m3: Tei, splade: Tei, reranker: Tei) -> list[dict[s
             model_entry(splade, aliases=[], default=True), model_entry(reranker, aliases=["reranker"], default=True)]
 
 
-def start_stack(tmp: Path, batch: int = 512, **gateway: object) -> Stack:
-    teis = make_teis(tmp, batch)
+def start_stack(tmp: Path, batch: int = 512, permits: str = PERMITS, **gateway: object) -> Stack:
+    teis = make_teis(tmp, batch, permits)
     for tei in teis:
         tei.start()
     for tei in teis:
@@ -194,3 +197,73 @@ def requests_received(tei: Tei) -> int:
     text = httpx.get(tei.url + "/metrics").text
     return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
                if line.split("{", 1)[0].split(" ", 1)[0] == "te_request_count")  # fmt: skip
+
+
+class RawTei:
+    """A TEI-like server in this process, for faults the stand-in cannot make: ``answer(handler)`` writes
+    whatever it likes (half a body, nothing, a reset). /health answers 200 unless ``health`` says otherwise.
+
+    Records each request's (method, path, body) in ``received``, and every /health probe in ``probes``.
+    """
+
+    def __init__(self, answer: Callable[[BaseHTTPRequestHandler, bytes], None],
+                 health: Callable[[BaseHTTPRequestHandler], None] | None = None) -> None:
+        self.received: list[tuple[str, str, bytes]] = []
+        self.probes = 0
+        self.stopping = threading.Event()
+        raw = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path == "/health":
+                    raw.probes += 1
+                    if health is not None:
+                        health(self)
+                        return
+                reply(self, 200, b"")
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                raw.received.append(("POST", self.path, body))
+                answer(self, body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def entry(self, name: str = "raw", kind: str = "embed", batch: int = 512) -> dict[str, object]:
+        return {"name": name, "aliases": [], "kind": kind, "upstream": self.url, "max_client_batch_size": batch,
+                "default": True}
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str = "application/json",
+          headers: dict[str, str] | None = None) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def drop(handler: BaseHTTPRequestHandler) -> None:
+    """Close the connection without a word, as a TEI that crashed on the request would."""
+    handler.close_connection = True
+    handler.connection.shutdown(socket.SHUT_RDWR)

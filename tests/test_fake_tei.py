@@ -444,6 +444,10 @@ REJECTIONS = [
     ("POST", "/embed", b"{oops", {"content-type": "application/json"}, 400, None),
     ("POST", "/embed", b'{"x": 1}', {"content-type": "application/json"}, 422,
      b"Failed to deserialize the JSON body into the target type: missing field `inputs`"),
+    ("POST", "/decode", b'{"ids": [[{}]]}', {"content-type": "application/json"}, 422,
+     b"Failed to deserialize the JSON body into the target type: ids: data did not match any variant of untagged "
+     b"enum InputIds"),
+    ("POST", "/decode", b'{"ids": [1, -1]}', {"content-type": "application/json"}, 422, None),
     ("POST", "/embed", b'{"inputs": "' + b"x" * 2_000_001 + b'"}', {"content-type": "application/json"}, 413,
      b"Failed to buffer the request body: length limit exceeded"),
 ]

@@ -15,7 +15,7 @@ from gateway_harness import Stack, stack  # noqa: F401 - the fixture
 
 from embed_launcher.gateway import openapi
 from embed_launcher.gateway.config import GatewayConfig
-from embed_launcher.gateway.routes import PREFIXABLE, TABLES, Route, resolve
+from embed_launcher.gateway.routes import PREFIXABLE, TABLES, Action, Route, resolve
 from embed_launcher.gateway.shapes import RequestError
 
 HTTP_METHODS = ("get", "head", "post", "put", "patch", "delete", "options", "trace")
@@ -111,7 +111,7 @@ def test_the_document_covers_every_route_and_nothing_else(routes: str) -> None:
 def test_the_coverage_check_sees_a_route_the_document_lacks() -> None:
     """The walk above can fail: a route added to the table, or dropped from it, is reported."""
     table = dict(TABLES["all"])
-    table["/vertex"] = Route("/vertex", frozenset({"POST"}), "native", ("embed",))
+    table["/vertex"] = Route("/vertex", frozenset({"POST"}), Action.NATIVE, ("embed",))
     assert uncovered(table, openapi.document()) == ["/vertex ['post']: not in the document"]
     del table["/vertex"], table["/ping"]
     assert uncovered(table, openapi.document()) == ["/ping: documented, not served"]

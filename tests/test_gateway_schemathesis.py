@@ -5,9 +5,7 @@ content type and a body that matches the document; no 5xx; and no route answers 
 (schemathesis' ignored_auth replays requests without it). Bounded for CI: a fixed seed, derandomised,
 MAX_EXAMPLES per operation, each request within REQUEST_TIMEOUT_S (no per-example time limit: the machine
 is shared), about 30 s on 2 cores. The number of generated requests is printed at the end of the module.
-
-Checks that fail on today's gateway for reasons another branch fixes are listed in KNOWN_FAILING, with
-the failure; the integrator removes each entry once the fix is merged, and the test then holds it.
+Every check holds on every operation: none is skipped.
 """
 
 from __future__ import annotations
@@ -41,26 +39,6 @@ REQUEST_TIMEOUT_S = 30.0
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance, ignored_auth]
 UNKNOWN_MODEL = "no-such-model"
-# Known failures, each fixed on another branch (issue 16): operation → (checks skipped there, why).
-# The operation's other checks still hold. The integrator deletes an entry once its fix is merged, and
-# the check then holds for good.
-OPENAI_RELAY = ("TEI's own error relayed as it is on an OpenAI route: TEI's flat {message,code,type} (400, 422, "
-                "424) or axum's text/plain 422, not OpenAI's nested {error:{…}} (gateway branch, item 8)")
-PREFIX_404 = ("404 for an unknown model under /models/{model}/v1|v2/… comes in TEI's flat shape: the dialect of "
-              "an unresolved path is guessed from its start only (/v1/, /v2/, /embeddings) (gateway branch, item 8)")
-DECODE_CRASH = ("the TEI stand-in's /decode crashes on ids that are not integers ({\"ids\": [[{}]]}) and drops the "
-                "connection, so the gateway answers 502 after one resend; TEI answers 422 (stand-in branch; the "
-                "resend: gateway branch, item 4)")
-SHAPE = frozenset({"content_type_conformance", "response_schema_conformance"})
-KNOWN_FAILING: dict[str, tuple[frozenset[str], str]] = {
-    **{f"POST {prefix}{path}": (SHAPE, OPENAI_RELAY) for prefix in ("", "/models/{model}")
-       for path in ("/v1/embeddings", "/embeddings")},
-    **{f"POST /models/{{model}}{path}": (SHAPE, PREFIX_404) for path in ("/v1/rerank", "/v2/rerank")},
-    **{f"POST {prefix}/decode": (frozenset({"not_a_server_error"}), DECODE_CRASH)
-       for prefix in ("", "/models/{model}")},
-}
-
-
 # The harness's stack (gateway_harness.make_teis and stack_models): every name a client may use → kind.
 MODEL_KINDS = {"BAAI/bge-small-en-v1.5": "embed", "small": "embed", "BAAI/bge-m3": "embed",
                "naver/splade": "sparse", "BAAI/bge-reranker-v2-m3": "rerank", "reranker": "rerank"}
@@ -113,9 +91,7 @@ def key_for(case: Any) -> str:
 def call_and_check(case: Any, running: Stack, port_index: int, sent: list[str]) -> None:
     label = f"{case.method} {case.operation.path}"
     sent.append(f"{label} on listener {port_index}")
-    skipped = KNOWN_FAILING.get(label, (frozenset(), ""))[0]
-    checks = [check for check in CHECKS if check.__name__ not in skipped]
-    case.call_and_validate(base_url=running.gateway.url("", port_index), checks=checks, timeout=REQUEST_TIMEOUT_S,
+    case.call_and_validate(base_url=running.gateway.url("", port_index), checks=CHECKS, timeout=REQUEST_TIMEOUT_S,
                            headers={"Authorization": f"Bearer {key_for(case)}"})
 
 

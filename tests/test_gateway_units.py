@@ -9,8 +9,8 @@ import pytest
 from embed_launcher.gateway import batching, shapes
 from embed_launcher.gateway.app import Keys, authorised
 from embed_launcher.gateway.config import GatewayConfig, GatewayConfigError
-from embed_launcher.gateway.handlers import rename_model
-from embed_launcher.gateway.routes import resolve
+from embed_launcher.gateway.relay import rename_model
+from embed_launcher.gateway.routes import resolve, speaks_openai
 from embed_launcher.gateway.shapes import RequestError
 
 EXAMPLE = {
@@ -149,7 +149,8 @@ def test_keys_follow_teis_bearer_rule(keys: Keys, kind: str, header: str | None,
     ("/rerank", {"query": "q", "texts": ["a", "b", "c"]}, [2, 1]),
     ("/predict", {"inputs": ["a", "b"]}, None),  # one pair
     ("/predict", {"inputs": [["a"], ["b", "c"], ["d"]]}, [2, 1]),
-    ("/similarity", {"inputs": {"source_sentence": "s", "sentences": ["a", "b", "c"]}}, [1, 1, 1]),
+    ("/similarity", {"inputs": {"source_sentence": "s", "sentences": ["a", "b", "c"]},
+                     "parameters": {"truncate": True}}, [1, 1, 1]),
     ("/embed", {"inputs": ["a", "b"]}, None),
 ])
 def test_a_batch_over_the_limit_is_cut_in_order(route: str, body: dict[str, object], sizes: list[int] | None) -> None:
@@ -163,20 +164,31 @@ def test_a_batch_over_the_limit_is_cut_in_order(route: str, body: dict[str, obje
     parts = [batching.batch_of(c, split, route) or [] for c in chunks]
     assert [len(p) for p in parts] == sizes
     assert [x for p in parts for x in p] == batching.batch_of(body, split, route)
-    assert all({k: v for k, v in c.items() if k not in ("inputs", "input", "texts")} ==
-               {k: v for k, v in body.items() if k not in ("inputs", "input", "texts")} for c in chunks)
+    assert all(without_batch(c, split.field) == without_batch(body, split.field) for c in chunks)
+
+
+def without_batch(body: dict[str, object], field: str) -> dict[str, object]:
+    """``body`` with its batch (``field``, maybe `outer.inner`) removed: what every chunk must keep as is."""
+    copy = json.loads(json.dumps(body))
+    *outer, key = field.split(".")
+    holder = copy
+    for name in outer:
+        holder = holder[name]
+    holder.pop(key)
+    return copy
 
 
 def test_answers_join_in_order() -> None:
     assert json.loads(batching.merge_concat([b"[[1.0],[2.0]]", b" [[3.0]]\n"])) == [[1.0], [2.0], [3.0]]
-    merged = batching.merge_openai([
-        json.dumps({"data": [{"object": "embedding", "embedding": [1], "index": 0},
-                             {"object": "embedding", "embedding": [2], "index": 1}], "model": "m",
-                    "usage": {"prompt_tokens": 3, "total_tokens": 3}}).encode(),
-        json.dumps({"data": [{"object": "embedding", "embedding": [3], "index": 0}], "model": "m",
-                    "usage": {"prompt_tokens": 2, "total_tokens": 2}}).encode()])
-    assert [(d["index"], d["embedding"]) for d in merged["data"]] == [(0, [1]), (1, [2]), (2, [3])]
+    merged = json.loads(batching.merge_openai([
+        json.dumps({"object": "list", "data": [{"object": "embedding", "embedding": [1], "index": 0},
+                                               {"object": "embedding", "embedding": [2], "index": 1}],
+                    "model": "m", "usage": {"prompt_tokens": 3, "total_tokens": 3}}).encode(),
+        json.dumps({"object": "list", "data": [{"object": "embedding", "embedding": "AAA=", "index": 0}],
+                    "model": "m", "usage": {"prompt_tokens": 2, "total_tokens": 2}}).encode()], [2, 1], "small"))
+    assert [(d["index"], d["embedding"]) for d in merged["data"]] == [(0, [1]), (1, [2]), (2, "AAA=")]
     assert merged["usage"] == {"prompt_tokens": 5, "total_tokens": 5}
+    assert (merged["object"], merged["model"]) == ("list", "small")
     ranked = batching.merge_rerank([b'[{"index":1,"score":0.5},{"index":0,"score":0.1}]',
                                     b'[{"index":0,"score":0.9}]'], 2)
     assert ranked == [{"index": 2, "score": 0.9}, {"index": 1, "score": 0.5}, {"index": 0, "score": 0.1}]
@@ -218,3 +230,65 @@ def test_error_bodies_take_the_routes_shape() -> None:
 ])
 def test_the_answers_model_becomes_the_name_asked(body: bytes, expected: bytes) -> None:
     assert rename_model(body, "small") == expected
+
+
+def test_the_chunks_of_a_similarity_batch_keep_the_source_sentence_and_the_parameters() -> None:
+    """The fields beside the batch, nested ones included, reach every chunk unchanged."""
+    body = {"inputs": {"source_sentence": "s", "sentences": ["a", "b", "c"]}, "parameters": {"truncate": True}}
+    chunks = batching.chunk_bodies(body, batching.SPLITS["/similarity"], "/similarity", 2)
+    assert chunks is not None and len(chunks) == 3
+    assert all(c["inputs"]["source_sentence"] == "s" and c["parameters"] == {"truncate": True} for c in chunks)
+    assert without_batch(body, "inputs.sentences") == {"inputs": {"source_sentence": "s"},
+                                                       "parameters": {"truncate": True}}
+
+
+def test_an_openai_merge_splices_teis_bytes_and_renumbers() -> None:
+    """TEI's exact answer shape: the data bytes are kept as they are, the indexes run on across chunks."""
+    first = b'{"object":"list","data":[{"object":"embedding","embedding":[0.5,1e-3],"index":0}],' \
+            b'"model":"BAAI/x","usage":{"prompt_tokens":4,"total_tokens":4}}'
+    second = b'{"object":"list","data":[{"object":"embedding","embedding":[2.0,3.0],"index":0},' \
+             b'{"object":"embedding","embedding":[4.0,5.0],"index":1}],"model":"BAAI/x",' \
+             b'"usage":{"prompt_tokens":6,"total_tokens":6}}'
+    merged = batching.merge_openai([first, second], [1, 2], "small")
+    assert b"[0.5,1e-3]" in merged  # not re-serialised
+    parsed = json.loads(merged)
+    assert [d["index"] for d in parsed["data"]] == [0, 1, 2]
+    assert parsed["usage"] == {"prompt_tokens": 10, "total_tokens": 10} and parsed["model"] == "small"
+
+
+def test_tei_bodies_are_never_larger_than_the_clients() -> None:
+    """CJK and emoji stay raw UTF-8 (ensure_ascii would double and triple them); no spaces added."""
+    body = {"inputs": ["東京タワー" * 10, "🙂" * 10], "truncate": True}
+    client = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    assert shapes.tei_body(body) == client
+    assert len(shapes.tei_body(body)) < len(json.dumps(body).encode()) / 2
+
+
+def test_routes_dispatch_on_a_typed_action_that_still_compares_as_its_string() -> None:
+    from embed_launcher.gateway.routes import TABLES, Action
+
+    assert {r.action for r in TABLES["all"].values()} == set(Action)
+    assert TABLES["all"]["/health"].action == "health" and isinstance(TABLES["all"]["/health"].action, Action)
+    assert TABLES["all"]["/embed"].allow == "POST" and TABLES["all"]["/info"].allow == "GET, HEAD"
+
+
+def test_a_malformed_compute_tokens_header_counts_as_zero() -> None:
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from embed_launcher.gateway.handlers import compute_tokens
+    from embed_launcher.gateway.upstream import Reply
+
+    def reply(value: str) -> Reply:
+        return Reply(200, CIMultiDictProxy(CIMultiDict({"x-compute-tokens": value})), body=b"[]")
+
+    assert [compute_tokens(reply(v)) for v in ("12", "abc", "", "-3", "1.5")] == [12, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(("path", "openai"), [
+    ("/v1/embeddings", True), ("/embeddings", True), ("/v1/nothing", True), ("/v2/rerank", True),
+    ("/models/no-such/v1/rerank", True), ("/models/org%2Fname/v2/rerank", True), ("/models/x/y/embeddings", True),
+    ("/models/no-such/rerank", False), ("/embed", False), ("/models/no-such/embed", False), ("/nothing", False),
+])
+def test_an_unresolved_path_keeps_its_dialect(path: str, openai: bool) -> None:
+    """An unknown model's 404 under /models/{name}/v1|v2/… is in OpenAI's shape, like the route it aimed at."""
+    assert speaks_openai(path, "all") is openai

@@ -147,7 +147,9 @@ def test_chunk_then_merge_is_the_identity(data: st.DataObject, route: str, limit
     if split.merge == "concat":
         assert json.loads(batching.merge_concat(answers)) == [{"of": item} for item in items]
     elif split.merge == "openai":
-        merged = batching.merge_openai(answers)
+        sizes = [len(batch or []) for batch in batches]
+        merged = json.loads(batching.merge_openai(answers, sizes, "m"))
+        assert merged["model"] == "m"
         assert [d["embedding"] for d in merged["data"]] == items
         assert [d["index"] for d in merged["data"]] == list(range(len(items)))
         assert merged["usage"] == {"prompt_tokens": len(chunks), "total_tokens": len(chunks)}

@@ -94,6 +94,9 @@ class Settings:
     gateway_wait_s: float = 30.0
     gateway_workers: int = 1
     gateway_access_log: bool = False
+    gateway_max_inputs: int = 8192
+    gateway_read_timeout_s: float = 60.0
+    gateway_upstream_timeout_s: float = 600.0
     warnings: tuple[str, ...] = ()  # non-fatal notes found while loading (unknown keys...)
 
     @property
@@ -221,6 +224,9 @@ def _settings(r: Reader, env_file: Path, cwd: Path, entries: tuple[ModelEntry, .
         gateway_wait_s=r.required("EMBED_GATEWAY_WAIT", SECONDS),
         gateway_workers=r.required("EMBED_GATEWAY_WORKERS", COUNT),
         gateway_access_log=r.required("EMBED_GATEWAY_ACCESS_LOG", BOOL),
+        gateway_max_inputs=r.required("EMBED_GATEWAY_MAX_INPUTS", COUNT),
+        gateway_read_timeout_s=r.required("EMBED_GATEWAY_READ_TIMEOUT", SECONDS),
+        gateway_upstream_timeout_s=r.required("EMBED_GATEWAY_UPSTREAM_TIMEOUT", SECONDS),
     )
 
 

@@ -1,20 +1,22 @@
-"""One aiohttp application per listener: resolve the route, check the key, answer every error in JSON."""
+"""One request handler per listener: check the key, resolve the route, answer every error in JSON."""
 
 from __future__ import annotations
 
 import hmac
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from embed_launcher.gateway import shapes
+from embed_launcher.gateway import connections, shapes
 from embed_launcher.gateway.config import GatewayConfig
 from embed_launcher.gateway.handlers import Handlers
 from embed_launcher.gateway.openapi import OPENAPI_PATH, document
-from embed_launcher.gateway.routes import resolve
-from embed_launcher.gateway.upstream import UpstreamFailed, UpstreamUnavailable
+from embed_launcher.gateway.relay import send
+from embed_launcher.gateway.routes import Target, resolve, speaks_openai
+from embed_launcher.gateway.upstream import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,22 @@ def authorised(header: str | None, accepted: list[bytes]) -> bool:
     return header is not None and any(matches)
 
 
-def build_app(config: GatewayConfig, handlers: Handlers, keys: Keys, routes: str) -> web.Application:
-    """The application for one listener; ``routes`` is `all` or `rerank`."""
+Dispatch = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
+
+def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: Keys, routes: str) -> Dispatch:
+    """The request handler for one listener; ``routes`` is `all` or `rerank`."""
     openapi_body = json.dumps(document(routes)).encode()  # public metadata, like TEI's /api-doc/openapi.json
 
-    async def dispatch(request: web.Request) -> web.StreamResponse:
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        connections.started(request)
+        try:
+            response = await answer(request)
+            return await send(request, response, config.write_timeout_s)
+        finally:
+            connections.done(request)
+
+    async def answer(request: web.BaseRequest) -> web.StreamResponse:
         raw_path = request.raw_path.split("?", 1)[0]
         if raw_path == OPENAPI_PATH:
             if request.method in ("GET", "HEAD"):
@@ -59,18 +71,18 @@ def build_app(config: GatewayConfig, handlers: Handlers, keys: Keys, routes: str
             refused = shapes.error_body(405, f"{request.method} is not allowed on {OPENAPI_PATH}", False)
             return web.Response(status=405, body=refused, content_type="application/json",
                                 headers={"Allow": "GET, HEAD"})
-        openai = raw_path.startswith(("/v1/", "/v2/")) or raw_path == "/embeddings"
+        openai = speaks_openai(raw_path, routes)
         try:
-            target = resolve(raw_path, routes, config)
+            target = checked(request, raw_path)
             openai = target.route.openai
-            accepted = keys.accepted(target.key_kind(config))
-            if accepted is not None and not authorised(request.headers.get("Authorization"), accepted):
-                return web.Response(status=401)
             if request.method not in target.route.methods:
-                raise shapes.RequestError(405, f"{request.method} is not allowed on {raw_path}", "method_not_allowed")
+                raise shapes.RequestError(405, f"{request.method} is not allowed on {raw_path}", "method_not_allowed",
+                                          allow=target.route.allow)
             return await handlers.handle(request, target)
+        except Unauthorised:
+            return web.Response(status=401)
         except shapes.RequestError as err:
-            return error(err.status, err.message, openai, err.code)
+            return error(err.status, err.message, openai, err.code, err.allow)
         except web.HTTPRequestEntityTooLarge:
             return error(413, f"the request body is larger than the limit of {config.max_body_bytes} bytes", openai,
                          "payload_too_large")
@@ -78,6 +90,8 @@ def build_app(config: GatewayConfig, handlers: Handlers, keys: Keys, routes: str
             return error(503, str(exc), openai, "model_unavailable")
         except UpstreamFailed as exc:
             return error(502, str(exc), openai, "upstream_failed")
+        except UpstreamTimeout as exc:
+            return error(504, str(exc), openai, "upstream_timeout")
         except (ConnectionResetError, web.HTTPException):
             raise
         except Exception as exc:  # never a traceback to a client; one line for the operator
@@ -85,13 +99,30 @@ def build_app(config: GatewayConfig, handlers: Handlers, keys: Keys, routes: str
                   file=sys.stdout)
             return error(500, f"internal gateway error ({type(exc).__name__})", openai, "internal_error")
 
-    app = web.Application(client_max_size=config.max_body_bytes)
-    # [\s\S], not `.`: a percent-encoded line break in the path must reach dispatch, not aiohttp's text 404
-    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
-    return app
+    def checked(request: web.BaseRequest, raw_path: str) -> Target:
+        """The request's target, once its key passed: the key is checked before anything about the
+        models is said (an unknown model's 404 lists the names; a caller without a key learns nothing)."""
+        try:
+            target = resolve(raw_path, routes, config)
+        except shapes.RequestError:
+            require(request, keys.accepted("any"))
+            raise
+        require(request, keys.accepted(target.key_kind(config)))
+        return target
+
+    return dispatch
 
 
-def error(status: int, message: str, openai: bool, code: str | None = None) -> web.Response:
-    headers = {"Allow": "GET, HEAD, POST"} if status == 405 else None
+class Unauthorised(Exception):
+    """No key, or not the right one: 401 with an empty body, as TEI answers."""
+
+
+def require(request: web.BaseRequest, accepted: list[bytes] | None) -> None:
+    if accepted is not None and not authorised(request.headers.get("Authorization"), accepted):
+        raise Unauthorised
+
+
+def error(status: int, message: str, openai: bool, code: str | None = None, allow: str | None = None) -> web.Response:
+    headers = {"Allow": allow} if allow else None
     return web.Response(status=status, body=shapes.error_body(status, message, openai, code),
                         content_type="application/json", headers=headers)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,18 +77,50 @@ def merge_concat(answers: list[bytes]) -> bytes:
     return b"[" + b",".join(part for part in inner if part) + b"]"
 
 
-def merge_openai(answers: list[bytes]) -> dict[str, Any]:
-    """OpenAI embedding lists joined: `data[].index` renumbered in order, usage summed."""
-    merged: dict[str, Any] = {"object": "list", "data": [], "model": None,
-                              "usage": {"prompt_tokens": 0, "total_tokens": 0}}
-    for raw in answers:
-        part = json.loads(raw)
-        for item in part["data"]:
-            merged["data"].append({**item, "index": len(merged["data"])})
-        merged["model"] = part.get("model")
-        for key in ("prompt_tokens", "total_tokens"):
-            merged["usage"][key] += part.get("usage", {}).get(key, 0)
-    return merged
+def merge_openai(answers: list[bytes], sizes: list[int], model: str) -> bytes:
+    """OpenAI embedding lists joined without parsing the vectors: the `data` arrays' bytes spliced,
+    `index` renumbered in order, usage summed, `model` set. An answer not in TEI's shape is parsed
+    instead (correct, only slower)."""
+    parts, usage, start = [], {"prompt_tokens": 0, "total_tokens": 0}, 0
+    for raw, size in zip(answers, sizes, strict=True):
+        items, rest = _openai_parts(raw, size)
+        parts.append(INDEX.sub(_renumber(start), items))
+        start += size
+        for key in usage:
+            value = rest.get("usage", {}).get(key, 0)
+            usage[key] += value if isinstance(value, int) else 0
+    tail = json.dumps({"model": model, "usage": usage}, ensure_ascii=False, separators=(",", ":"))
+    return b'{"object":"list","data":[' + b",".join(p for p in parts if p) + b"]," + tail[1:].encode()
+
+
+INDEX = re.compile(rb'"index"\s*:\s*\d+')
+
+
+def _renumber(start: int) -> Callable[[re.Match[bytes]], bytes]:
+    counter = itertools.count(start)
+    return lambda _match: b'"index":%d' % next(counter)
+
+
+def _openai_parts(raw: bytes, size: int) -> tuple[bytes, dict[str, Any]]:
+    """The `data` array's inner bytes, and the rest of the answer parsed (small without its data).
+
+    TEI writes `{"object":"list","data":[…],"model":…,"usage":{…}}`; each item holds one `"index"`
+    and no other (vectors are numbers or base64, neither can hold a quote). Anything else: parsed.
+    """
+    opening = raw.find(b'"data"')
+    bracket = raw.find(b"[", opening)
+    closing = raw.rfind(b"]", 0, raw.rfind(b'"model"'))
+    if min(opening, bracket, closing) >= 0 and raw[opening + 6:bracket].strip() == b":":
+        items = raw[bracket + 1:closing]
+        try:
+            rest = json.loads(raw[:bracket] + b"[]" + raw[closing + 1:])
+        except ValueError:
+            rest = None
+        if isinstance(rest, dict) and rest.get("data") == [] and len(INDEX.findall(items)) == size:
+            return items.strip(), rest
+    part = json.loads(raw)
+    items = b",".join(json.dumps(item, separators=(",", ":")).encode() for item in part["data"])
+    return items, part
 
 
 def merge_rerank(answers: list[bytes], chunk_size: int) -> list[dict[str, Any]]:

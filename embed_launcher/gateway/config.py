@@ -11,6 +11,12 @@ KINDS = ("embed", "sparse", "rerank")
 ROUTE_SETS = ("all", "rerank")
 DEFAULT_WAIT_S = 30.0
 DEFAULT_MAX_BODY_BYTES = 2_000_000  # TEI's own default payload limit
+DEFAULT_MAX_INPUTS = 8192  # inputs in one request, whatever the models' batch limits (cut into chunks)
+DEFAULT_READ_TIMEOUT_S = 60.0  # a client sends a request's headers and body within this
+DEFAULT_WRITE_TIMEOUT_S = 60.0  # a client reads its answer within this, else it is dropped
+DEFAULT_IDLE_TIMEOUT_S = 75.0  # an idle keep-alive connection is closed after this
+DEFAULT_UPSTREAM_TIMEOUT_S = 600.0  # one request to a TEI, answer read in full
+DEFAULT_DRAIN_S = 5.0  # in-flight requests get this long after SIGTERM (the plan fits it in the stop timeout)
 
 
 class GatewayConfigError(ValueError):
@@ -66,6 +72,12 @@ class GatewayConfig:
     workers: int = 1
     created: int = 0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_inputs: int = DEFAULT_MAX_INPUTS
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    write_timeout_s: float = DEFAULT_WRITE_TIMEOUT_S
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    upstream_timeout_s: float = DEFAULT_UPSTREAM_TIMEOUT_S
+    drain_s: float = DEFAULT_DRAIN_S
     _index: dict[str, ModelRoute] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -114,7 +126,9 @@ class GatewayConfig:
 # Shape: the JSON types, before the records are built -------------------------------------------
 
 _TOP = {"listen": list, "models": list, "wait_s": (int, float), "access_log": bool, "workers": int,
-        "created": int, "max_body_bytes": int}
+        "created": int, "max_body_bytes": int, "max_inputs": int, "read_timeout_s": (int, float),
+        "write_timeout_s": (int, float), "idle_timeout_s": (int, float), "upstream_timeout_s": (int, float),
+        "drain_s": (int, float)}
 _LISTENER = {"host": str, "port": int, "routes": str}
 _MODEL = {"name": str, "kind": str, "upstream": str, "aliases": list, "max_client_batch_size": int, "default": bool}
 _REQUIRED = {"top": ("listen", "models"), "listener": ("host", "port"), "model": ("name", "kind", "upstream")}
@@ -163,6 +177,13 @@ def validate(config: GatewayConfig) -> list[str]:
         problems.append("workers: must be >= 1")
     if config.max_body_bytes < 1:
         problems.append("max_body_bytes: must be >= 1")
+    if config.max_inputs < 1:
+        problems.append("max_inputs: must be >= 1")
+    for name in ("read_timeout_s", "write_timeout_s", "idle_timeout_s", "upstream_timeout_s"):
+        if getattr(config, name) <= 0:
+            problems.append(f"{name}: must be > 0")
+    if config.drain_s < 0:
+        problems.append("drain_s: must be >= 0")
     return problems
 
 

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from embed_launcher.gateway import batching, shapes
+from embed_launcher.gateway import batching, connections, shapes
 from embed_launcher.gateway.config import GatewayConfig, ModelRoute
-from embed_launcher.gateway.routes import Target, default_model
+from embed_launcher.gateway.relay import JSON, relay
+from embed_launcher.gateway.routes import Action, Target, default_model
 from embed_launcher.gateway.shapes import RequestError
 from embed_launcher.gateway.upstream import Reply, Upstream
 
-RELAYED = ("content-type",)
-JSON = "application/json"
-TAIL_BYTES = 4096  # the end of an OpenAI answer that holds `"model":…` (after the data)
-MODEL_KEY = b'"model":'
-DECODER = json.JSONDecoder()
+CHUNKS_IN_FLIGHT = 4  # chunks of one request sent at once; the rest queue (TEI 429s when its permits run out)
+JSON_TYPES = ("application/json",)
+Handler = Callable[[web.BaseRequest, Target], Awaitable[web.StreamResponse]]
+
+
+class ChunkFailed(Exception):
+    """One chunk of a split batch got an error answer: the others are cancelled, this one is relayed."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
 
 
 class Handlers:
@@ -26,35 +34,29 @@ class Handlers:
 
     def __init__(self, config: GatewayConfig, upstreams: dict[str, Upstream]) -> None:
         self.config, self.upstreams = config, upstreams
+        self.actions: dict[Action, Handler] = {
+            Action.HEALTH: self.health, Action.MODELS: self.models, Action.MODEL: self.model_entry,
+            Action.OPENAI: self.openai, Action.COHERE: self.cohere, Action.RERANK: self.rerank,
+            Action.NATIVE: self.native,
+        }
 
-    async def handle(self, request: web.Request, target: Target) -> web.StreamResponse:
-        action = target.route.action
-        if action == "health":
-            return self.health()
-        if action == "models":
-            return json_response(shapes.model_list(self.config.models, self.config.created))
-        if action == "model":
-            return self.model_entry(target)
-        if request.method in ("GET", "HEAD"):
-            return await self.relay(request, await self.upstream(self.model(target)).send("GET", target.route.path))
-        body, raw = await read_json(request)
-        if action == "openai":
-            return await self.openai(request, target, body, raw)
-        if action == "cohere" or (action == "rerank" and isinstance(body, dict) and "documents" in body
-                                  and "texts" not in body):
-            return await self.cohere(target, body)
-        return await self.native(request, target, body, raw)
+    async def handle(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        return await self.actions[target.route.action](request, target)
 
     # the gateway's own answers ----------------------------------------------------------------
-    def health(self) -> web.Response:
-        waiting = [u.model.name for u in self.upstreams.values() if not u.seen_ready]
+    async def health(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        """Public: says whether every model was ready once, and names none of them."""
+        waiting = sum(1 for u in self.upstreams.values() if not u.seen_ready)
         if not waiting:
             return web.Response(status=200)
-        message = f"waiting for the first ready of {', '.join(waiting)}"
+        message = f"waiting for the first ready of {waiting} of {len(self.upstreams)} models"
         return web.Response(status=503, body=json.dumps({"error": message, "error_type": "Unhealthy"}),
                             content_type=JSON)
 
-    def model_entry(self, target: Target) -> web.Response:
+    async def models(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        return json_response(shapes.model_list(self.config.models, self.config.created))
+
+    async def model_entry(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
         asked = target.asked or ""
         model = self.config.find(asked)
         if model is None:
@@ -79,124 +81,143 @@ class Handlers:
     def upstream(self, model: ModelRoute) -> Upstream:
         return self.upstreams[model.name]
 
+    def relay(self, request: web.BaseRequest, target: Target, reply: Reply,
+              rename: str | None = None) -> Awaitable[web.StreamResponse]:
+        return relay(request, reply, openai=target.route.openai, timeout_s=self.config.write_timeout_s,
+                     rename=rename)
+
     # routes that keep TEI's shape -----------------------------------------------------------
-    async def native(self, request: web.Request, target: Target, body: Any, raw: bytes) -> web.StreamResponse:
+    async def rerank(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        """TEI's /rerank, or Cohere's shape posted there (RAGFlow does): told apart by `documents`."""
+        body, raw = await read_json(request)
+        if isinstance(body, dict) and "documents" in body and "texts" not in body:
+            return await self.cohere_body(request, target, body)
+        return await self.native_body(request, target, body, raw)
+
+    async def native(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        if request.method in ("GET", "HEAD"):
+            reply = await self.upstream(self.model(target)).send("GET", target.route.path)
+            return await self.relay(request, target, reply)
+        body, raw = await read_json(request)
+        return await self.native_body(request, target, body, raw)
+
+    async def native_body(self, request: web.BaseRequest, target: Target, body: Any,
+                          raw: bytes) -> web.StreamResponse:
         model, path = self.model(target), target.route.path
         split = batching.SPLITS.get(path)
-        chunks = batching.chunk_bodies(body, split, path, model.max_client_batch_size) if split else None
+        if split is None:
+            return await self.relay(request, target, await self.upstream(model).send("POST", path, raw))
+        self.check_inputs(batching.batch_of(body, split, path), split.field)
+        chunks = batching.chunk_bodies(body, split, path, model.max_client_batch_size)
         if chunks is None:
-            return await self.relay(request, await self.upstream(model).send("POST", path, raw))
+            return await self.relay(request, target, await self.upstream(model).send("POST", path, raw))
         replies = await self.send_all(model, path, chunks)
-        failed = first_failure(replies)
-        if failed is not None:
-            return await self.relay(request, failed)
+        if isinstance(replies, Reply):
+            return await self.relay(request, target, replies)
         answers = [r.body or b"" for r in replies]
-        if split is not None and split.merge == "rerank":
+        if split.merge == "rerank":
             size = len(batching.batch_of(chunks[0], split, path) or ())
             return json_response(batching.merge_rerank(answers, size))
         return web.Response(body=batching.merge_concat(answers), content_type=JSON)
 
-    async def openai(self, request: web.Request, target: Target, body: Any, raw: bytes) -> web.StreamResponse:
+    async def openai(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        body, raw = await read_json(request)
         if not isinstance(body, dict):
             raise RequestError(422, "the body must be a JSON object")
         model = self.model(target, body.get("model"))
         asked = body.get("model") or target.asked or model.name
         if body.get("model", model.name) != model.name:
             body = {**body, "model": model.name}  # TEI warns on every request naming another model
-            raw = json.dumps(body).encode()
-        chunks = batching.chunk_bodies(body, batching.SPLITS["/v1/embeddings"], "/v1/embeddings",
-                                       model.max_client_batch_size)
+            raw = shapes.tei_body(body)
+        split = batching.SPLITS["/v1/embeddings"]
+        self.check_inputs(batching.batch_of(body, split, "/v1/embeddings"), "input")
+        chunks = batching.chunk_bodies(body, split, "/v1/embeddings", model.max_client_batch_size)
         if chunks is None:
             reply = await self.upstream(model).send("POST", "/v1/embeddings", raw)
-            return await self.relay(request, reply, rename=asked if reply.status == 200 else None)
+            return await self.relay(request, target, reply, rename=asked if reply.status == 200 else None)
         replies = await self.send_all(model, "/v1/embeddings", chunks)
-        failed = first_failure(replies)
-        if failed is not None:
-            return await self.relay(request, failed)
-        merged = batching.merge_openai([r.body or b"" for r in replies])
-        return json_response({**merged, "model": asked})
+        if isinstance(replies, Reply):
+            return await self.relay(request, target, replies)
+        sizes = [len(batching.batch_of(c, split, "/v1/embeddings") or ()) for c in chunks]
+        return web.Response(body=batching.merge_openai([r.body or b"" for r in replies], sizes, asked),
+                            content_type=JSON)
 
     # the Cohere/Jina dialect -----------------------------------------------------------------
-    async def cohere(self, target: Target, body: Any) -> web.Response:
+    async def cohere(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        body, _raw = await read_json(request)
+        return await self.cohere_body(request, target, body)
+
+    async def cohere_body(self, request: web.BaseRequest, target: Target, body: Any) -> web.StreamResponse:
         rerank = shapes.parse_cohere(body)
+        self.check_inputs(list(rerank.texts), "documents")
         model = self.model(target, rerank.model)
         asked = rerank.model or target.asked or model.name
         tei_body = rerank.tei_body()
         chunks = batching.chunk_bodies(tei_body, batching.SPLITS["/rerank"], "/rerank", model.max_client_batch_size)
         replies = await self.send_all(model, "/rerank", chunks or [tei_body])
-        failed = first_failure(replies)
-        if failed is not None:
-            raw = failed.body or b""
-            out = shapes.reshape_tei_error(failed.status, raw) if target.route.openai else raw
-            return web.Response(status=failed.status, body=out, content_type=JSON)
+        if isinstance(replies, Reply):
+            raw = replies.body or b""
+            out = shapes.reshape_tei_error(replies.status, raw) if target.route.openai else raw
+            return web.Response(status=replies.status, body=out, content_type=JSON)
         size = len(chunks[0]["texts"]) if chunks else len(rerank.texts)
         results = batching.merge_rerank([r.body or b"" for r in replies], size)
-        tokens = sum(int(r.headers.get("x-compute-tokens", "0") or 0) for r in replies)
+        tokens = sum(compute_tokens(r) for r in replies)
         return json_response(shapes.cohere_answer(rerank, results, asked, tokens, target.route.version))
 
     # talking to TEI --------------------------------------------------------------------------
-    async def send_all(self, model: ModelRoute, path: str, bodies: list[dict[str, Any]]) -> list[Reply]:
+    def check_inputs(self, items: list[Any] | None, field: str) -> None:
+        if items is not None and len(items) > self.config.max_inputs:
+            raise RequestError(422, f"`{field}` holds {len(items)} inputs, more than the gateway's limit of "
+                                    f"{self.config.max_inputs} (EMBED_GATEWAY_MAX_INPUTS)", "too_many_inputs")
+
+    async def send_all(self, model: ModelRoute, path: str, bodies: list[dict[str, Any]]) -> list[Reply] | Reply:
+        """Every chunk's answer in order, at most CHUNKS_IN_FLIGHT at a time; or the first error answer,
+        the chunks still running then cancelled (their answers would be thrown away)."""
         upstream = self.upstream(model)
-        return list(await asyncio.gather(*(upstream.send("POST", path, json.dumps(b).encode(), whole=True)
-                                           for b in bodies)))
+        replies: list[Reply | None] = [None] * len(bodies)
+        queue = iter(enumerate(bodies))
 
-    async def relay(self, request: web.Request, reply: Reply, rename: str | None = None) -> web.StreamResponse:
-        """TEI's answer to the client as it is: status, body, content type and TEI's `x-` timing headers."""
-        headers = {k: v for k, v in reply.headers.items() if k.lower().startswith("x-")}
-        content_type = reply.headers.get("content-type")
-        if content_type:
-            headers["Content-Type"] = content_type
-        if reply.body is not None:
-            body = rename_model(reply.body, rename) if rename else reply.body
-            return web.Response(status=reply.status, body=body, headers=headers)
-        assert reply.response is not None
-        out = web.StreamResponse(status=reply.status, headers=headers)
-        if rename is None and reply.response.content_length is not None:
-            out.content_length = reply.response.content_length
+        async def sender() -> None:
+            for number, body in queue:  # one shared iterator: each sender takes the next chunk
+                reply = await upstream.send("POST", path, shapes.tei_body(body), whole=True)
+                if reply.status >= 300:
+                    raise ChunkFailed(reply)
+                replies[number] = reply
+
         try:
-            await out.prepare(request)
-            tail = b""
-            async for chunk in reply.response.content.iter_chunked(1 << 16):
-                if rename is None:
-                    await out.write(chunk)
-                    continue
-                tail += chunk
-                if len(tail) > TAIL_BYTES:
-                    await out.write(tail[:-TAIL_BYTES])
-                    tail = tail[-TAIL_BYTES:]
-            await out.write(rename_model(tail, rename) if rename else b"")
-            await out.write_eof()
-        finally:
-            reply.response.release()
-        return out
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(CHUNKS_IN_FLIGHT, len(bodies))):
+                    group.create_task(sender())
+        except BaseExceptionGroup as failed:
+            first = failed.exceptions[0]
+            if isinstance(first, ChunkFailed):
+                return first.reply
+            raise first from None
+        return [r for r in replies if r is not None]
 
 
-def rename_model(body: bytes, asked: str) -> bytes:
-    """The last `"model":"…"` of an OpenAI answer set to ``asked`` (it follows the data, so it is in the tail)."""
-    at = body.rfind(MODEL_KEY)
-    if at < 0:
-        return body
-    tail = body[at + len(MODEL_KEY):].decode("utf-8", "replace")
-    start = len(tail) - len(tail.lstrip())
-    if not tail[start:].startswith('"'):
-        return body
-    value, end = DECODER.raw_decode(tail, start)
-    if value == asked:
-        return body
-    return body[:at] + MODEL_KEY + json.dumps(asked).encode() + tail[end:].encode()
+def compute_tokens(reply: Reply) -> int:
+    """TEI's `x-compute-tokens`; a malformed one counts as 0 (usage is informative, not worth a 500)."""
+    try:
+        return max(int(reply.headers.get("x-compute-tokens", "0") or 0), 0)
+    except ValueError:
+        return 0
 
 
-def first_failure(replies: list[Reply]) -> Reply | None:
-    return next((r for r in replies if r.status >= 300), None)
-
-
-async def read_json(request: web.Request) -> tuple[Any, bytes]:
-    raw = await request.read()
+async def read_json(request: web.BaseRequest) -> tuple[Any, bytes]:
+    """The body, parsed; TEI's 415 for another content type, 400 for bad or too deeply nested JSON."""
+    if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):
+        raise RequestError(415, "Expected request with `Content-Type: application/json`", "unsupported_media_type")
+    raw = await request.read()  # its deadline: the connection's (connections.DeadlineHandler)
+    connections.body_read(request)
     try:
         return json.loads(raw), raw
     except ValueError as exc:
         raise RequestError(400, f"Failed to parse the request body as JSON: {exc}", "invalid_json") from None
+    except RecursionError:
+        raise RequestError(400, "Failed to parse the request body as JSON: nested too deeply",
+                           "invalid_json") from None
 
 
 def json_response(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=json.dumps(payload), content_type=JSON)
+    return web.Response(status=status, body=json.dumps(payload, ensure_ascii=False), content_type=JSON)

@@ -54,9 +54,10 @@ STATUS_TEXT = {
     424: "The model's server failed the inference (TEI's `Backend` error)",
     429: "The model's server is overloaded (TEI's `Overloaded` error)",
     502: "The model's server dropped the request", 503: "The model's server is not ready within the wait",
+    504: "The model's server did not answer within EMBED_GATEWAY_UPSTREAM_TIMEOUT",
 }
-POST_ERRORS = (400, 401, 404, 413, 415, 422, 424, 429, 502, 503)
-GET_ERRORS = (401, 404, 502, 503)
+POST_ERRORS = (400, 401, 404, 413, 415, 422, 424, 429, 502, 503, 504)
+GET_ERRORS = (401, 404, 502, 503, 504)
 # TEI's own rejections (axum's, before its handler runs) are text/plain; the gateway relays them as they
 # are on the native routes, where a client talks TEI's dialect.
 TEI_PLAIN_TEXT = (400, 413, 415, 422)

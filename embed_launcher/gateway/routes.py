@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from urllib.parse import unquote
 
 from embed_launcher.gateway.config import GatewayConfig, ModelRoute
@@ -14,42 +15,64 @@ MODEL_PREFIX = "/models/"
 MODEL_ENTRY = "/v1/models/"
 
 
+class Action(StrEnum):
+    """What the gateway does with a route's requests (a str: `route.action == "health"` holds)."""
+
+    HEALTH = "health"  # the gateway's own readiness, public
+    MODELS = "models"  # the OpenAI model list
+    MODEL = "model"  # one OpenAI model entry
+    OPENAI = "openai"  # OpenAI embeddings: routed by the body's `model`
+    COHERE = "cohere"  # Cohere/Jina rerank, translated to TEI's
+    RERANK = "rerank"  # TEI's /rerank, or Cohere's shape when the body has `documents`
+    NATIVE = "native"  # TEI's own route, relayed as it is
+
+
+PUBLIC = frozenset({Action.HEALTH})
+LISTINGS = frozenset({Action.MODELS, Action.MODEL})
+
+
 @dataclass(frozen=True)
 class Route:
     """A route the gateway serves: the path TEI knows it by, what the gateway does, whose default it reaches."""
 
     path: str
     methods: frozenset[str]
-    action: str  # health, models, model, openai, cohere, rerank (native or Cohere by body), native
+    action: Action
     kinds: tuple[str, ...] = ()  # the default model is the first of these kinds configured
     openai: bool = False  # errors in OpenAI's shape rather than TEI's
     version: str = "1"  # Cohere API version for the answer's meta
 
+    @property
+    def allow(self) -> str:
+        """The `Allow` header of a 405 on this route."""
+        return ", ".join(m for m in ("GET", "HEAD", "POST") if m in self.methods)
+
 
 def _table(kinds_of_neutral: tuple[str, ...], rerank_only: bool) -> dict[str, Route]:
-    rerank = ("rerank",)
+    rerank, neutral = ("rerank",), kinds_of_neutral
     routes = [
-        Route("/health", GET, "health"), Route("/ping", GET, "health"),
-        Route("/v1/rerank", POST, "cohere", rerank, openai=True), Route("/v2/rerank", POST, "cohere", rerank,
-                                                                          openai=True, version="2"),
-        Route("/rerank", POST, "rerank", rerank), Route("/predict", POST, "native", rerank),
-        Route("/info", GET, "native", kinds_of_neutral), Route("/tokenize", POST, "native", kinds_of_neutral),
-        Route("/decode", POST, "native", kinds_of_neutral), Route("/", POST, "native", kinds_of_neutral),
-        Route("/invocations", POST, "native", kinds_of_neutral),
+        Route("/health", GET, Action.HEALTH), Route("/ping", GET, Action.HEALTH),
+        Route("/v1/rerank", POST, Action.COHERE, rerank, openai=True),
+        Route("/v2/rerank", POST, Action.COHERE, rerank, openai=True, version="2"),
+        Route("/rerank", POST, Action.RERANK, rerank), Route("/predict", POST, Action.NATIVE, rerank),
+        Route("/info", GET, Action.NATIVE, kinds_of_neutral), Route("/tokenize", POST, Action.NATIVE, neutral),
+        Route("/decode", POST, Action.NATIVE, neutral), Route("/", POST, Action.NATIVE, neutral),
+        Route("/invocations", POST, Action.NATIVE, neutral),
     ]
     if not rerank_only:
         routes += [
-            Route("/v1/models", GET, "models", openai=True), Route(MODEL_ENTRY, GET, "model", openai=True),
-            Route("/v1/embeddings", POST, "openai", ("embed",), openai=True),
-            Route("/embeddings", POST, "openai", ("embed",), openai=True),
-            Route("/embed", POST, "native", ("embed",)), Route("/embed_all", POST, "native", ("embed",)),
-            Route("/similarity", POST, "native", ("embed",)), Route("/embed_sparse", POST, "native", ("sparse",)),
+            Route("/v1/models", GET, Action.MODELS, openai=True), Route(MODEL_ENTRY, GET, Action.MODEL, openai=True),
+            Route("/v1/embeddings", POST, Action.OPENAI, ("embed",), openai=True),
+            Route("/embeddings", POST, Action.OPENAI, ("embed",), openai=True),
+            Route("/embed", POST, Action.NATIVE, ("embed",)), Route("/embed_all", POST, Action.NATIVE, ("embed",)),
+            Route("/similarity", POST, Action.NATIVE, ("embed",)),
+            Route("/embed_sparse", POST, Action.NATIVE, ("sparse",)),
         ]
     return {route.path: route for route in routes}
 
 
 TABLES = {"all": _table(ANY_KIND, rerank_only=False), "rerank": _table(("rerank",), rerank_only=True)}
-PREFIXABLE = frozenset(p for p, r in TABLES["all"].items() if r.action not in ("health", "models", "model"))
+PREFIXABLE = frozenset(p for p, r in TABLES["all"].items() if r.action not in PUBLIC | LISTINGS)
 
 
 @dataclass(frozen=True)
@@ -62,9 +85,9 @@ class Target:
 
     def key_kind(self, config: GatewayConfig) -> str | None:
         """`rerank` or `embed`: which key guards this request; None for public routes, "any" for listings."""
-        if self.route.action == "health":
+        if self.route.action in PUBLIC:
             return None
-        if self.route.action in ("models", "model"):
+        if self.route.action in LISTINGS:
             return "any"
         model = self.model or default_model(self.route, config)
         kind = model.kind if model is not None else self.route.kinds[0]
@@ -90,6 +113,16 @@ def resolve(raw_path: str, routes: str, config: GatewayConfig) -> Target:
     if raw_path.startswith(MODEL_PREFIX):
         return _prefixed(unquote(raw_path[len(MODEL_PREFIX):]), table, config)
     raise RequestError(404, f"no route {raw_path}", "not_found")
+
+
+def speaks_openai(raw_path: str, routes: str) -> bool:
+    """Whether errors on ``raw_path`` take OpenAI's shape, even when it resolves to nothing (an unknown model):
+    anything under /v1/ or /v2/, and an OpenAI route after /models/{name}."""
+    if raw_path.startswith(("/v1/", "/v2/")) or raw_path == "/embeddings":
+        return True
+    path = unquote(raw_path)
+    return path.startswith(MODEL_PREFIX) and any(
+        route.openai and path.endswith(tail) for tail, route in TABLES[routes].items())
 
 
 def _prefixed(rest: str, table: dict[str, Route], config: GatewayConfig) -> Target:

@@ -13,13 +13,14 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
-from embed_launcher.gateway.app import Keys, build_app
-from embed_launcher.gateway.config import GatewayConfig
+from embed_launcher.gateway.app import Keys, build_dispatch
+from embed_launcher.gateway.config import DEFAULT_DRAIN_S, GatewayConfig
+from embed_launcher.gateway.connections import GatewayServer
 from embed_launcher.gateway.handlers import Handlers
 from embed_launcher.gateway.upstream import Upstream
 from embed_launcher.reporting.errors import LauncherError
 
-DRAIN_S = 5.0  # in-flight requests get this long after SIGTERM
+DRAIN_S = DEFAULT_DRAIN_S  # the longest drain; config.drain_s (fitted inside EMBED_STOP_TIMEOUT) is the one used
 ACCESS_FORMAT = '%a "%r" %s %b %Tfs'
 
 
@@ -35,17 +36,16 @@ async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: C
                 stop: asyncio.Event | None = None) -> None:
     """Listen, call ``ready``, serve until ``stop`` (SIGTERM or SIGINT by default), drain, close."""
     stop = stop or _stop_on_signals()
-    upstreams = {m.name: Upstream(m, keys.for_kind(m.kind), config.wait_s) for m in config.models}
+    upstreams = {m.name: Upstream(m, keys.for_kind(m.kind), config.wait_s, config.upstream_timeout_s)
+                 for m in config.models}
     for upstream in upstreams.values():
         await upstream.start()
     handlers = Handlers(config, upstreams)
-    runners: list[web.AppRunner] = []
+    runners: list[web.ServerRunner] = []
     try:
         for listener in config.listen:
-            runner = web.AppRunner(build_app(config, handlers, keys, listener.routes), handle_signals=False,
-                                   access_log=_access_logger() if config.access_log else None,
-                                   access_log_format=ACCESS_FORMAT, handler_cancellation=True,
-                                   shutdown_timeout=DRAIN_S)
+            runner = web.ServerRunner(listener_server(config, handlers, keys, listener.routes), handle_signals=False,
+                                      shutdown_timeout=config.drain_s)
             await runner.setup()
             runners.append(runner)
             try:
@@ -59,6 +59,20 @@ async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: C
         await asyncio.gather(*(r.cleanup() for r in runners))
         for upstream in upstreams.values():
             await upstream.close()
+
+
+def listener_server(config: GatewayConfig, handlers: Handlers, keys: Keys, routes: str) -> GatewayServer:
+    """aiohttp's server for one listener, with the gateway's limits on slow and idle clients."""
+
+    def request_factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+        return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop(),
+                               client_max_size=config.max_body_bytes)
+
+    return GatewayServer(build_dispatch(config, handlers, keys, routes), read_timeout_s=config.read_timeout_s,
+                         request_factory=request_factory, handler_cancellation=True,
+                         keepalive_timeout=config.idle_timeout_s,
+                         access_log=_access_logger() if config.access_log else None,
+                         access_log_format=ACCESS_FORMAT)
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -22,9 +22,9 @@ TEI_TYPES = {400: "Validation", 404: "Validation", 405: "Validation", 413: "Vali
 class RequestError(Exception):
     """A request the gateway answers itself: a status, a message and, for OpenAI's shape, a code."""
 
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None, allow: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        self.status, self.message, self.code, self.allow = status, message, code, allow
 
 
 def error_body(status: int, message: str, openai: bool, code: str | None = None) -> bytes:
@@ -34,7 +34,13 @@ def error_body(status: int, message: str, openai: bool, code: str | None = None)
                                              "code": code or status}}
     else:
         payload = {"error": message, "error_type": TEI_TYPES.get(status, "Backend")}
-    return json.dumps(payload).encode()
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
+def tei_body(payload: Any) -> bytes:
+    """A body for TEI, never larger than the client's: raw UTF-8 (ensure_ascii doubles CJK, triples
+    emoji) and no spaces between tokens."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def reshape_tei_error(status: int, raw: bytes) -> bytes:
@@ -42,11 +48,20 @@ def reshape_tei_error(status: int, raw: bytes) -> bytes:
     try:
         tei = json.loads(raw)
         message, kind = str(tei.get("error", tei.get("message"))), tei.get("error_type", tei.get("type"))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         message, kind = raw.decode("utf-8", "replace"), None
     if not isinstance(kind, str) or not kind:  # OpenAI's `type` is a string, whatever the upstream sent
         kind = OPENAI_TYPES.get(status, "api_error")
     return json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
+
+
+def is_openai_error(raw: bytes) -> bool:
+    """Whether ``raw`` is already OpenAI's nested `{"error": {"message": …}}`."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and isinstance(body.get("error"), dict) and "message" in body["error"]
 
 
 def unknown_model(asked: str, choices: Sequence[ModelRoute], route: str) -> RequestError:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from multidict import CIMultiDictProxy
 
 from embed_launcher.gateway.config import ModelRoute
@@ -25,10 +31,46 @@ class UpstreamUnavailable(Exception):
 
 
 class UpstreamFailed(Exception):
-    """The model's TEI dropped the request twice (once is forgiven: it was replaced)."""
+    """The model's TEI dropped a request it had received: it is not sent again (it may be what crashed TEI)."""
 
     def __init__(self, model: ModelRoute, reason: str) -> None:
-        super().__init__(f"model `{model.name}`: the server dropped the request again after a restart ({reason})")
+        super().__init__(f"model `{model.name}`: the server closed the connection before answering ({reason}); "
+                         "the request was not sent again")
+
+
+class UpstreamTimeout(Exception):
+    """The model's TEI did not answer within EMBED_GATEWAY_UPSTREAM_TIMEOUT."""
+
+    def __init__(self, model: ModelRoute, timeout_s: float) -> None:
+        super().__init__(f"model `{model.name}` did not answer within {timeout_s:g} s "
+                         "(EMBED_GATEWAY_UPSTREAM_TIMEOUT)")
+
+
+class Attempt:
+    """One attempt to send: whether it went out on a pooled connection (set by ``PoolConnector``)."""
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+ATTEMPT: ContextVar[Attempt | None] = ContextVar("attempt", default=None)
+
+
+class PoolConnector(aiohttp.TCPConnector):
+    """aiohttp's pool, telling the current attempt whether its connection had carried a request before
+    (aiohttp's trace hooks say the same, but cost a third of the gateway's throughput)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.used: weakref.WeakSet[object] = weakref.WeakSet()
+
+    async def connect(self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        attempt, protocol = ATTEMPT.get(), connection.protocol
+        if attempt is not None and protocol is not None:
+            attempt.reused = protocol in self.used
+            self.used.add(protocol)
+        return connection
 
 
 @dataclass
@@ -49,8 +91,8 @@ class Upstream:
     one poll loop however many requests wait.
     """
 
-    def __init__(self, model: ModelRoute, key: str | None, wait_s: float) -> None:
-        self.model, self.wait_s = model, wait_s
+    def __init__(self, model: ModelRoute, key: str | None, wait_s: float, timeout_s: float = 600.0) -> None:
+        self.model, self.wait_s, self.timeout_s = model, wait_s, timeout_s
         self.base = model.upstream.rstrip("/")
         self.headers = {"Content-Type": "application/json"}
         if key:
@@ -62,8 +104,8 @@ class Upstream:
         self._probe: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, enable_cleanup_closed=False)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S)
+        connector = PoolConnector(limit=0, keepalive_timeout=30.0, enable_cleanup_closed=False)
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=CONNECT_TIMEOUT_S)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                               skip_auto_headers=("User-Agent", "Accept-Encoding"))
         # Probes never reuse a pooled connection: a stale one would read as "down".
@@ -95,14 +137,19 @@ class Upstream:
         self.ready.set()
 
     async def healthy(self) -> bool:
-        """Whether TEI takes requests: /health answers 200, or TEI accepted the connection and its /health
-        waits behind a batch (busy is not dead: TEI binds its port only once the model is loaded)."""
+        """Whether a TEI that was down (or never ready) takes requests again: its /health answered 200.
+
+        A /health that stays silent is not enough: it may be a busy TEI (its /health waits behind the
+        batch in progress) or a hung one, and from outside nothing tells the two apart (/metrics may
+        answer from a hung process too). So a silent /health never makes a model ready; the poll goes
+        on, and a busy TEI is ready as soon as its batch ends and /health answers. A model that is
+        ready is never probed: only a refused connection marks it down, so a TEI busy under load stays
+        routable (its requests queue in TEI, as they would without the gateway).
+        """
         assert self._probe is not None
         try:
             async with self._probe.get(self.base + "/health") as response:
                 return response.status == 200
-        except aiohttp.SocketTimeoutError:
-            return True
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
@@ -115,28 +162,38 @@ class Upstream:
             raise UpstreamUnavailable(self.model, self.wait_s) from None
 
     async def send(self, method: str, path: str, body: bytes | None = None, *, whole: bool = False) -> Reply:
-        """Send once TEI is ready; resend once if it drops the request; ``whole`` reads the answer entirely.
+        """Send once TEI is ready; send again only what TEI provably never processed.
 
-        A refused connection means "restarting": wait (up to ``wait_s`` in all) and send. A request
-        dropped before its answer was read (reset, disconnected, cut short) is sent once more after
-        the replacement is ready, with a fresh wait: embedding and reranking are idempotent.
+        - No connection (refused, connect timeout): TEI is (re)starting. The model is marked down; the
+          request waits (up to ``wait_s`` in all) for /health, then goes out. Nothing was sent.
+        - Closed before any answer on a pooled keep-alive connection: the server may have closed it
+          while idle just as the request went out (the idle-close race; aiohttp retries only GET and
+          HEAD itself). Sent again once, on a new connection, with no wait: TEI is not down.
+        - Closed before the answer on a new connection, or a second time: TEI received the request and
+          died or dropped it. It is not sent again (into the replacement it could crash that one too):
+          UpstreamFailed, a 502. The model is not marked down for everyone: if TEI is gone, the next
+          request's refused connection says so.
+        - No answer within ``timeout_s`` (EMBED_GATEWAY_UPSTREAM_TIMEOUT): UpstreamTimeout, a 504.
         """
         loop = asyncio.get_running_loop()
         deadline, resent = loop.time() + self.wait_s, False
         while True:
             await self._wait_ready(deadline)
+            attempt = Attempt()
             try:
-                return await self._attempt(method, path, body, whole)
-            except (TimeoutError, aiohttp.ClientConnectorError):
+                return await self._attempt(method, path, body, whole, attempt)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
                 self.mark_down()  # nobody listening: the TEI is (re)starting
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
-                if resent:
+                if resent or not attempt.reused:
                     raise UpstreamFailed(self.model, type(exc).__name__) from None
-                resent, deadline = True, loop.time() + self.wait_s
-                self.mark_down()
+                resent = True
+            except TimeoutError:
+                raise UpstreamTimeout(self.model, self.timeout_s) from None
 
-    async def _attempt(self, method: str, path: str, body: bytes | None, whole: bool) -> Reply:
+    async def _attempt(self, method: str, path: str, body: bytes | None, whole: bool, attempt: Attempt) -> Reply:
         assert self._session is not None
+        ATTEMPT.set(attempt)
         response = await self._session.request(method, self.base + path, data=body, headers=self.headers)
         try:
             length = response.content_length

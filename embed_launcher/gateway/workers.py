@@ -11,10 +11,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 
+from embed_launcher.gateway.config import DEFAULT_DRAIN_S
 from embed_launcher.reporting.errors import LauncherError
 
 READY_FD_VAR = "EMBED_GATEWAY_READY_FD"
-STOP_GRACE_S = 10.0  # workers drain for 5 s; past this they are killed
+STOP_GRACE_S = 2 * DEFAULT_DRAIN_S  # after a worker crashed the others drain (DEFAULT_DRAIN_S at most), then die
 
 
 class Workers:

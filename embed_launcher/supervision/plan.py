@@ -1,4 +1,6 @@
-"""Plan: settings and resolved inputs -> one immutable child spec per TEI, and the gateway's (pure)."""
+"""Plan: settings and resolved inputs -> one immutable child spec per TEI, and the gateway's (pure).
+
+The gateway's own configuration (EMBED_GATEWAY_CONFIG) is built in gateway_plan."""
 
 from __future__ import annotations
 
@@ -9,12 +11,9 @@ from pathlib import Path
 
 from embed_launcher.config.services import ServiceSettings
 from embed_launcher.config.settings import RERANK, Settings
-from embed_launcher.gateway.config import GatewayConfig, Listener, ModelRoute
+from embed_launcher.supervision.gateway_plan import LOOPBACK, gateway_config
 
 GATEWAY = "gateway"
-LOOPBACK = "127.0.0.1"
-TEI_DEFAULT_CLIENT_BATCH = 32  # TEI's own --max-client-batch-size
-TEI_DEFAULT_PAYLOAD_LIMIT = 2_000_000  # TEI's own --payload-limit
 
 # What a TEI child may inherit from the launcher's environment: the loader's, the runtime
 # libraries' and the proxy's needs. Everything else is dropped, because TEI reads HOSTNAME,
@@ -177,42 +176,4 @@ def gateway_spec(
         metrics_url="",  # it serves no /metrics: a silent /health is a failed check, not "busy"
         secrets=tuple(k for k in (embed_key, rerank_key) if k),
         listening_is_ready=True,
-    )
-
-
-def gateway_listen(settings: Settings) -> tuple[Listener, ...]:
-    """The public ports: the embeddings door serves every route; the reranker's door its own routes."""
-    doors: list[Listener] = []
-    if any(s.kind != RERANK for s in settings.services):
-        doors.append(Listener(settings.host, settings.embed.port, "all"))
-    if settings.rerank.enabled and not any(d.port == settings.rerank.port for d in doors):
-        doors.append(Listener(settings.host, settings.rerank.port, "rerank" if doors else "all"))
-    return tuple(doors)
-
-
-def gateway_config(settings: Settings, children: list[ChildSpec], *, created: int) -> GatewayConfig:
-    """The gateway's EMBED_GATEWAY_CONFIG (no secrets): where it listens, and each model's TEI."""
-    upstream = {c.name: f"http://{LOOPBACK}:{c.port}" for c in children}
-    models = []
-    for s in settings.services:
-        batch = s.tei_arg("--max-client-batch-size")
-        models.append(
-            ModelRoute(
-                name=s.served_name,
-                kind=s.kind,
-                upstream=upstream[s.name],
-                aliases=(s.model,) if s.served_name != s.model else (),
-                max_client_batch_size=int(batch) if batch else TEI_DEFAULT_CLIENT_BATCH,
-                default=s.default,
-            )
-        )
-    limits = [int(s.tei_arg("--payload-limit") or TEI_DEFAULT_PAYLOAD_LIMIT) for s in settings.services]
-    return GatewayConfig(
-        listen=gateway_listen(settings),
-        models=tuple(models),
-        wait_s=settings.gateway_wait_s,
-        access_log=settings.gateway_access_log,
-        workers=settings.gateway_workers,
-        created=created,
-        max_body_bytes=max(limits),  # each TEI still applies its own limit
     )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from fake_tei import model as fm
 from fake_tei.api import SERVER_FILE, SERVER_TARGET, ApiError, Engine, Timing
 from fake_tei.log import WARN, Span
-from fake_tei.schema import Body
+from fake_tei.schema import Body, is_ids
 
 PREDICT_EXPECTING = ("a string, a pair of strings [string, string] or a batch of mixed strings and pairs "
                      "[[string], [string, string], ...]")
@@ -123,10 +124,11 @@ def tokenize(engine: Engine, body: Body, timing: Timing) -> object:
 
 def decode(engine: Engine, body: Body, timing: Timing) -> object:
     raw = body.required("ids")
-    if isinstance(raw, list) and all(isinstance(v, int) for v in raw):
+    # serde's untagged InputIds: Single(Vec<u32>), else Batch(Vec<Vec<u32>>), else neither
+    if is_ids(raw):
         batch = [raw]
-    elif isinstance(raw, list) and all(isinstance(v, list) for v in raw):
-        batch = raw
+    elif isinstance(raw, list) and all(is_ids(v) for v in raw):
+        batch = cast("list[list[int]]", raw)
         engine.check_batch(len(batch), 1489)
     else:
         body.fail("ids", "data did not match any variant of untagged enum InputIds")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NoReturn
+from typing import NoReturn, TypeGuard
 
 
 class Rejection(Exception):
@@ -93,9 +93,9 @@ class Body:
     def inputs(self, key: str) -> tuple[bool, list[str | list[int]]]:
         """TEI's untagged `Input`: (is_batch, items). A flat integer list is ONE token-id input."""
         value = self.required(key)
-        if isinstance(value, str) or _is_ids(value):
+        if isinstance(value, str) or is_ids(value):
             return False, [_input(value)]
-        if isinstance(value, list) and all(isinstance(v, str) or _is_ids(v) for v in value):
+        if isinstance(value, list) and all(isinstance(v, str) or is_ids(v) for v in value):
             return True, [_input(v) for v in value]
         self.fail(key, "data did not match any variant of untagged enum Input")
 
@@ -104,7 +104,7 @@ def _input(value: object) -> str | list[int]:
     return value if isinstance(value, str) else [int(v) for v in value]  # type: ignore[attr-defined]
 
 
-def _is_ids(value: object) -> bool:
+def is_ids(value: object) -> TypeGuard[list[int]]:
     return isinstance(value, list) and all(
         isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 for v in value)
 
