@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from collections.abc import Callable
 
@@ -71,3 +73,25 @@ def test_only_a_single_strict_dotted_quad_is_accepted() -> None:
     assert parse_ipv4("198.51.100.4\n1.2.3.4") is None
     assert parse_ipv4("<html>") is None
     assert parse_ipv4("999.1.1.1") is None
+
+
+def test_a_full_disk_when_saving_the_address_is_one_warning_not_a_thread_traceback() -> None:
+    """The lookup ends after start-up, in its own thread: a failed write of .server_addr (ENOSPC, EROFS)
+    warns once, naming the file, and the address is still used."""
+    warnings: list[str] = []
+    crashes: list[threading.ExceptHookArgs] = []
+
+    def full(addr: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/.server_addr")
+
+    previous, threading.excepthook = threading.excepthook, crashes.append
+    try:
+        lookup = AddressLookup(None, enabled=True, fetch=lambda url, timeout: "203.0.113.9", on_found=full,
+                               warn=warnings.append)
+        lookup.start()
+        lookup.join(5.0)
+    finally:
+        threading.excepthook = previous
+    assert crashes == []
+    assert warnings == ["Warning: cannot write /data/.server_addr (No space left on device); serving continues"]
+    assert lookup.address == "203.0.113.9"

@@ -44,11 +44,13 @@ class AddressLookup:
         fallback: str = UNKNOWN,
         fetch: Callable[[str, float], str] = fetch_text,
         on_found: Callable[[str], None] = lambda addr: None,
+        warn: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.result: str | None = given
         self.fallback = fallback
         self._fetch = fetch
         self._on_found = on_found
+        self._warn = warn
         self._thread: threading.Thread | None = None
         if given is None and enabled:
             self._thread = threading.Thread(target=self._lookup, name="address-lookup", daemon=True)
@@ -67,7 +69,11 @@ class AddressLookup:
                 continue
             if found:
                 self.result = found
-                self._on_found(found)
+                try:
+                    self._on_found(found)
+                except OSError as exc:  # a full or read-only data volume: the address stays known in memory
+                    where = exc.filename or "the server address"
+                    self._warn(f"Warning: cannot write {where} ({exc.strerror or exc}); serving continues")
                 return
 
     def join(self, timeout_s: float) -> None:

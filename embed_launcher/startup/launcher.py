@@ -180,6 +180,7 @@ class Launcher:
             enabled=not settings.local_only,
             fallback=fallback_address(settings.host, in_container(self.environ)),
             on_found=data.write_server_addr,
+            warn=self.console.warn,
         )
         lookup.start()
         return lookup
