@@ -156,7 +156,7 @@ def test_any_presented_key_may_pass() -> None:
 GOOD = """# keys for the search team
 [[keys]]
 id = "search"
-sha256 = "%s"
+sha256 = "HASH_A"
 scopes = ["embed"]
 models = ["small", "BAAI/bge-m3"]
 expires = 2027-01-01T00:00:00Z
@@ -164,9 +164,9 @@ rpm = 600
 
 [[keys]]
 id = "ranker"
-sha256 = "%s"
+sha256 = "HASH_B"
 expires = "2027-06-01T00:00:00+02:00"
-""" % (hash_key("a"), hash_key("b").upper())
+""".replace("HASH_A", hash_key("a")).replace("HASH_B", hash_key("b").upper())
 
 
 def test_a_good_file() -> None:
@@ -179,19 +179,23 @@ def test_a_good_file() -> None:
     assert parse_keys("", "k.toml") == ()
 
 
+def table(extra: str = "", ident: str = "a", lead: str = "") -> str:
+    """One [[keys]] table with a valid hash, ``extra`` lines appended, ``lead`` lines before it."""
+    return f'{lead}[[keys]]\nid = "{ident}"\nsha256 = "{hash_key(ident)}"\n{extra}'
+
+
 @pytest.mark.parametrize(("text", "line", "problem"), [
-    ("[[keys]]\nid = \"a\"\nsha256 = \"abc\"\n", 1, "64 hexadecimal"),
-    ("[[keys]]\nid = \"a\"\nsha256 = \"%s\"\nscopes = [\"admin\"]\n" % hash_key("a"), 1, "not admin"),
-    ("\n\n[[keys]]\nid = \"a\"\nsha256 = \"%s\"\nexpires = 2027-01-01T00:00:00\n" % hash_key("a"), 3, "offset"),
-    ("[[keys]]\nid = \"a\"\nsha256 = \"%s\"\nexpires = \"soon\"\n" % hash_key("a"), 1, "RFC 3339"),
-    ("[[keys]]\nid = \"a\"\nsha256 = \"%s\"\nrpm = 0\n" % hash_key("a"), 1, "rpm"),
-    ("[[keys]]\nid = \"a\"\nsha256 = \"%s\"\nmodels = []\n" % hash_key("a"), 1, "models"),
-    ("[[keys]]\nid = \"a\"\nsha256 = \"%s\"\nkey = \"k\"\n" % hash_key("a"), 1, "unknown field 'key'"),
-    ("[[keys]]\nid = \"default\"\nsha256 = \"%s\"\n" % hash_key("a"), 1, "reserved"),
-    ("[[keys]]\nid = \"a b\"\nsha256 = \"%s\"\n" % hash_key("a"), 1, "`id`"),
-    ("[[keys]]\nid = \"a\"\nsha256 = \"%s\"\n[[keys]]\nid = \"a\"\nsha256 = \"%s\"\n" % (hash_key("a"), hash_key("b")),
-     4, "used twice"),
-    ("[[keys]]\nid = \"a\"\nsha256 = = \"x\"\n", 3, "not valid TOML"),
+    ('[[keys]]\nid = "a"\nsha256 = "abc"\n', 1, "64 hexadecimal"),
+    (table('scopes = ["admin"]\n'), 1, "not admin"),
+    (table("expires = 2027-01-01T00:00:00\n", lead="\n\n"), 3, "offset"),
+    (table('expires = "soon"\n'), 1, "RFC 3339"),
+    (table("rpm = 0\n"), 1, "rpm"),
+    (table("models = []\n"), 1, "models"),
+    (table('key = "k"\n'), 1, "unknown field 'key'"),
+    (table(ident="default"), 1, "reserved"),
+    (table(ident="a b"), 1, "`id`"),
+    (table() + table(), 4, "used twice"),
+    ('[[keys]]\nid = "a"\nsha256 = = "x"\n', 3, "not valid TOML"),
     ("keys = 1\n", 0, "array of tables"),
     ("[other]\nx = 1\n", 0, "unknown top-level key 'other'"),
 ])
