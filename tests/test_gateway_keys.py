@@ -234,3 +234,20 @@ def test_a_deleted_file_revokes_its_keys_and_keeps_the_default(tmp_path: Path) -
         assert status_with(url, EMBED_KEY) == 200
     finally:
         stop_stack(stack)
+
+
+def test_the_access_log_names_the_key_id_never_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "keys.toml"
+    write_keys(path, [KeyEntry("search-app", hash_key("k-search-app"))])
+    stack = start_stack(tmp_path, env={"EMBED_API_KEYS_FILE": str(path)}, access_log=True)
+    try:
+        url = stack.gateway.url("/v1/embeddings")
+        assert httpx.post(url, json=EMBED_BODY, headers={"X-API-Key": "k-search-app"}).status_code == 200
+        assert httpx.post(url, json=EMBED_BODY, headers=bearer(EMBED_KEY)).status_code == 200
+        assert httpx.post(url, json=EMBED_BODY, headers=bearer("wrong")).status_code == 401
+        stack.gateway.wait_for('"POST /v1/embeddings HTTP/1.1" 401')
+        lines = [line for line in stack.gateway.output().splitlines() if "POST /v1/embeddings" in line]
+        assert [line.rsplit(" ", 1)[1] for line in lines] == ["key=search-app", "key=default", "key=-"], lines
+        assert not any(secret in stack.gateway.output() for secret in ("k-search-app", EMBED_KEY))
+    finally:
+        stop_stack(stack)

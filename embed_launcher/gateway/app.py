@@ -41,6 +41,7 @@ class Keys:
 # The key that passed for the request being handled: each request sets it before its handler runs,
 # and GuardedHandlers reads it once the model is known (from the path, the body or the default).
 GRANT: ContextVar[Grant | None] = ContextVar("grant", default=None)
+KEY_ID = web.RequestKey("key_id", str)  # the id of the key that passed, for the access log
 
 
 class GuardedHandlers(Handlers):
@@ -119,7 +120,10 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
         except shapes.RequestError:
             require(request, keys, "any")
             raise
-        GRANT.set(require(request, keys, target.key_kind(config)))
+        grant = require(request, keys, target.key_kind(config))
+        GRANT.set(grant)
+        if grant is not None:
+            request[KEY_ID] = grant.id
         if target.model is not None:
             refusal = model_refusal(GRANT.get(), target.model.names, target.asked)
             if refusal is not None:

@@ -13,8 +13,9 @@ from typing import Any
 
 import uvloop
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
-from embed_launcher.gateway.app import GuardedHandlers, Keys, build_dispatch
+from embed_launcher.gateway.app import KEY_ID, GuardedHandlers, Keys, build_dispatch
 from embed_launcher.gateway.config import DEFAULT_DRAIN_S, GatewayConfig
 from embed_launcher.gateway.connections import GatewayServer
 from embed_launcher.gateway.handlers import Handlers
@@ -23,7 +24,16 @@ from embed_launcher.gateway.upstream import Upstream
 from embed_launcher.reporting.errors import LauncherError
 
 DRAIN_S = DEFAULT_DRAIN_S  # the longest drain; config.drain_s (fitted inside EMBED_STOP_TIMEOUT) is the one used
-ACCESS_FORMAT = '%a "%r" %s %b %Tfs'
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line per request: client, request line, status, bytes, seconds, and the id of the key that
+    passed (`-` for none): never the key itself."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        line = f"{request.method} {request.path_qs} HTTP/{request.version.major}.{request.version.minor}"
+        self.logger.info('%s "%s" %s %s %.6fs key=%s', request.remote or "-", line, response.status,
+                         response.body_length, time, request.get(KEY_ID) or "-")
 
 
 class ListenError(LauncherError):
@@ -83,7 +93,7 @@ def listener_server(config: GatewayConfig, handlers: Handlers, keys: KeyStore, r
                          request_factory=request_factory, handler_cancellation=True,
                          keepalive_timeout=config.idle_timeout_s,
                          access_log=_access_logger() if config.access_log else None,
-                         access_log_format=ACCESS_FORMAT)
+                         access_log_class=AccessLog)
 
 
 def _stop_on_signals() -> asyncio.Event:
