@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from embed_launcher.gateway.keyfile import (
     with_entry,
     without_entry,
 )
+from embed_launcher.gateway.keyuse import UseRecord, read_uses, use_file
 
 T0 = datetime(2026, 12, 5, 12, 0, tzinfo=UTC).timestamp()
 FILE_KEYS = (
@@ -224,3 +226,32 @@ def test_expires_from_the_command_line() -> None:
     for bad in ("2027-01-01T00:00:00", "tomorrow"):
         with pytest.raises(ValueError):
             parse_expires(bad)
+
+
+# the last-use record ------------------------------------------------------------------------------
+def test_the_use_record_is_written_at_most_every_interval_and_only_when_changed(tmp_path: Path) -> None:
+    lines: list[str] = []
+    record = UseRecord(use_file(tmp_path, "3"), lines.append)
+    record.flush(0.0)
+    assert not (tmp_path / ".key_use.3.json").exists()  # nothing used yet: nothing written
+    record.used("a", 100.0)
+    record.flush(0.0)
+    assert read_uses(tmp_path) == {"a": 100.0}
+    record.used("a", 200.0)
+    record.flush(5.0)
+    assert read_uses(tmp_path) == {"a": 100.0}  # not before WRITE_EVERY_S
+    record.flush(10.0)
+    assert read_uses(tmp_path) == {"a": 200.0}
+    record.used("b", 300.0)
+    record.flush(11.0, force=True)  # at stop
+    assert read_uses(tmp_path) == {"a": 200.0, "b": 300.0}
+    assert [p.name for p in tmp_path.iterdir()] == [".key_use.3.json"] and lines == []
+
+
+def test_a_use_record_that_cannot_be_written_warns_once(tmp_path: Path) -> None:
+    lines: list[str] = []
+    record = UseRecord(use_file(tmp_path / "missing", "0"), lines.append)
+    for t in (0.0, 10.0, 20.0):
+        record.used("a", t)
+        record.flush(t)
+    assert len(lines) == 1 and "cannot record the keys' last use" in lines[0] and "Serving goes on" in lines[0]

@@ -3,12 +3,14 @@ and the same file used by a real gateway (a key added by embed_manage works, a r
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -71,8 +73,21 @@ def test_listkeys_shows_ids_scopes_models_expiry_and_last_use(manage: Manage) ->
     search = next(line for line in listed.output.splitlines() if line.strip().startswith("search"))
     ranker = next(line for line in listed.output.splitlines() if line.strip().startswith("ranker"))
     assert "embed" in search and "small" in search and "2020-01-01T00:00:00Z (expired)" in search
-    assert "rerank (5 rpm)" in ranker and "all" in ranker and "never" in ranker and "unknown" in ranker
+    assert "rerank (5 rpm)" in ranker and "all" in ranker and "never" in ranker and ranker.rstrip().endswith(" -")
     assert "embed-" not in listed.output  # never a key
+
+
+def test_listkeys_shows_the_latest_use_any_worker_recorded(manage: Manage, data: Path) -> None:
+    added_key(manage("--addkey", "search"))
+    added_key(manage("--addkey", "idle"))
+    when = datetime(2026, 12, 5, 12, 0, tzinfo=UTC).timestamp()
+    (data / ".key_use.0.json").write_text(json.dumps({"search": when - 60, "gone": when}))
+    (data / ".key_use.1.json").write_text(json.dumps({"search": when}))
+    (data / ".key_use.2.json").write_text("{half")  # a torn or foreign file is skipped
+    listed = manage("--listkeys")
+    search = next(line for line in listed.output.splitlines() if line.strip().startswith("search"))
+    idle = next(line for line in listed.output.splitlines() if line.strip().startswith("idle"))
+    assert search.rstrip().endswith("2026-12-05T12:00:00Z") and idle.rstrip().endswith(" -")
 
 
 def test_revokekey_removes_only_that_key_and_keeps_comments(manage: Manage, data: Path) -> None:
@@ -150,3 +165,20 @@ def test_a_key_added_with_embed_manage_works_at_once_and_a_revoked_one_is_refuse
         wait_until(lambda: status(key) == 401, 15)
     finally:
         stop_stack(stack)
+
+
+def test_the_gateway_records_last_use_for_listkeys(manage: Manage, data: Path, tmp_path: Path) -> None:
+    """Each worker writes its own record (at stop at the latest); --listkeys shows the latest use."""
+    key = added_key(manage("--addkey", "app"))
+    stack = start_stack(tmp_path, workers=2, env={"EMBED_API_KEYS_FILE": str(data / "keys.toml"),
+                                                  "EMBED_GATEWAY_STATE_DIR": str(data)})
+    try:
+        url = stack.gateway.url("/v1/embeddings")
+        for _ in range(10):  # over several connections: the kernel spreads them over the workers
+            assert httpx.post(url, json={"input": "x"}, headers={"api-key": key}).status_code == 200
+    finally:
+        stop_stack(stack)
+    assert {p.name for p in data.glob(".key_use.*")} <= {".key_use.0.json", ".key_use.1.json"}
+    listed = manage("--listkeys")
+    app = next(line for line in listed.output.splitlines() if line.strip().startswith("app"))
+    assert re.search(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ$", app.rstrip()), listed.output

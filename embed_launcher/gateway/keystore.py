@@ -16,6 +16,7 @@ from pathlib import Path
 
 from embed_launcher.gateway.access import Bucket, Decision, KeyRing, Need, candidates, decide
 from embed_launcher.gateway.keyfile import KeyEntry, KeyFileError, parse_keys
+from embed_launcher.gateway.keyuse import UseRecord
 
 POLL_S = 0.5  # a change applies within 2 s: poll, read and swap take far less than the rest
 LOG_EVERY_S = 10.0  # 429s of one key are logged at most this often (a client over its limit retries a lot)
@@ -48,8 +49,9 @@ class KeyStore:
 
     def __init__(self, embed_key: str | None, rerank_key: str | None, path: Path | None, *, workers: int = 1,
                  say: Callable[[str], None] = print, wall: Callable[[], float] = time.time,
-                 mono: Callable[[], float] = time.monotonic) -> None:
+                 mono: Callable[[], float] = time.monotonic, uses: UseRecord | None = None) -> None:
         self.embed_key, self.rerank_key, self.path = embed_key, rerank_key, path
+        self.uses = uses or UseRecord(None, say)
         self.workers, self.say, self.wall, self.mono = workers, say, wall, mono
         self.buckets: dict[str, Bucket] = {}
         self.seen: Signature = None
@@ -60,8 +62,12 @@ class KeyStore:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], workers: int = 1) -> KeyStore:
         path = environ.get(KEYS_FILE_VAR) or None
+
+        def say(line: str) -> None:
+            print(line, flush=True)
+
         return cls(environ.get("EMBED_GATEWAY_EMBED_KEY") or None, environ.get("EMBED_GATEWAY_RERANK_KEY") or None,
-                   Path(path) if path else None, workers=workers, say=lambda line: print(line, flush=True))
+                   Path(path) if path else None, workers=workers, say=say, uses=UseRecord.from_environ(environ, say))
 
     def _initial(self) -> KeyRing:
         """At start the launcher has checked the file; if it broke since, serve the implicit key only
@@ -79,8 +85,11 @@ class KeyStore:
         return KeyRing.build(self.embed_key, self.rerank_key, keys)
 
     def decide(self, headers: Mapping[str, str], need: Need) -> Decision:
-        decision = decide(self.ring, candidates(headers), need, wall=self.wall(), mono=self.mono(),
+        wall = self.wall()
+        decision = decide(self.ring, candidates(headers), need, wall=wall, mono=self.mono(),
                           buckets=self.buckets, share=self.workers)
+        if decision.grant is not None:
+            self.uses.used(decision.grant.id, wall)
         if decision.status == 429 and decision.grant is not None:
             now = self.mono()
             if now - self.last_429.get(decision.grant.id, float("-inf")) >= LOG_EVERY_S:
@@ -118,11 +127,12 @@ class KeyStore:
                 await asyncio.wait_for(stop.wait(), interval_s)
             except TimeoutError:
                 pass
-            if not stop.is_set():
-                try:
+            try:
+                if not stop.is_set():
                     self.poll()
-                except Exception as exc:  # a bug here must not take the gateway down
-                    self.say(f"Error: watching the keys file failed ({type(exc).__name__}: {exc})")
+                self.uses.flush(self.mono(), force=stop.is_set())
+            except Exception as exc:  # a bug here must not take the gateway down
+                self.say(f"Error: watching the keys file failed ({type(exc).__name__}: {exc})")
 
 
 def loaded_line(path: Path, keys: tuple[KeyEntry, ...]) -> str:

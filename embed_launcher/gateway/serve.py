@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -77,6 +78,8 @@ async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: C
         await stop.wait()
     finally:
         watcher.cancel()
+        with contextlib.suppress(Exception):  # best-effort: the last uses since the previous write
+            store.uses.flush(time.monotonic(), force=True)
         await asyncio.gather(*(r.cleanup() for r in runners))
         for upstream in upstreams.values():
             await upstream.close()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from embed_launcher.gateway.config import DEFAULT_DRAIN_S
+from embed_launcher.gateway.keyuse import WORKER_VAR
 from embed_launcher.reporting.errors import LauncherError
 
 READY_FD_VAR = "EMBED_GATEWAY_READY_FD"
@@ -53,8 +54,9 @@ class Workers:
         env = {**self.environ, READY_FD_VAR: str(write_fd)}
         argv = [sys.executable, "-m", "embed_launcher.gateway", "--worker"]
         try:
-            for _ in range(self.count):
-                self.procs.append(self.spawn(argv, env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL))
+            for index in range(self.count):  # the index names the worker's key-use file (gateway/keyuse.py)
+                self.procs.append(self.spawn(argv, env={**env, WORKER_VAR: str(index)}, pass_fds=(write_fd,),
+                                             stdin=subprocess.DEVNULL))
         except BaseException:
             os.close(read_fd)
             self.kill_workers()

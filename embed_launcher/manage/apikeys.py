@@ -29,18 +29,24 @@ from embed_launcher.gateway.keyfile import (
     with_entry,
     without_entry,
 )
+from embed_launcher.gateway.keyuse import WRITE_EVERY_S, read_uses
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, LauncherError
 
-LAST_USE = "unknown"  # the gateway keeps no per-key state on disk (see docs/operations.md, "Managing keys")
+NO_RECORD = "-"  # the gateway has not recorded a use (none yet, or it could not write its record)
 ROW = "  {id:<20} {scopes:<22} {models:<30} {expires:<22} {last}"
 
 
 def keys_file(environ: Mapping[str, str], console: Console) -> Path:
     """The file the launcher would use (EMBED_API_KEYS_FILE from the environment or the env file)."""
-    path = load(environ, console.warn).keys_file
-    assert path is not None  # the settings always name one (the data directory's by default)
-    return path
+    return locations(environ, console)[0]
+
+
+def locations(environ: Mapping[str, str], console: Console) -> tuple[Path, Path]:
+    """(the keys file, the data directory where the gateway records each key's last use)."""
+    settings = load(environ, console.warn)
+    assert settings.keys_file is not None  # the settings always name one (the data directory's by default)
+    return settings.keys_file, settings.data_dir
 
 
 @contextlib.contextmanager
@@ -149,27 +155,34 @@ def write(path: Path, text: str) -> None:
 
 
 def list_keys(environ: Mapping[str, str], console: Console) -> int:
-    path = keys_file(environ, console)
+    path, data_dir = locations(environ, console)
     _, keys = current(path)
+    uses = read_uses(data_dir)
     lines = ["", f"API keys in {path}" + ("" if path.exists() else " (no file yet)") + ":", "",
              ROW.format(id="Id", scopes="Scopes", models="Models", expires="Expires", last="Last use"),
              ROW.format(id="--", scopes="------", models="------", expires="-------", last="--------")]
-    lines += [row(k) for k in keys]
+    lines += [row(k, uses.get(k.id)) for k in keys]
     lines += ["", "  The default key (embed_manage --getkey) is not listed: it is set by EMBED_API_KEY.",
-              f"  Last use is {LAST_USE}: the gateway keeps no per-key state on disk.", ""]
+              f"  Last use: recorded by the gateway in {data_dir} at most every {WRITE_EVERY_S:g} s"
+              f" ('{NO_RECORD}': none recorded).", ""]
     console.lines(lines)
     return EXIT_OK
 
 
-def row(key: KeyEntry, now: datetime | None = None) -> str:
+def row(key: KeyEntry, last_use: float | None, now: datetime | None = None) -> str:
     expires = "never"
     if key.expires is not None:
-        expires = key.expires.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        expires = stamp(key.expires)
         if key.expires <= (now or datetime.now(UTC)):
             expires += " (expired)"
     rpm = f" ({key.rpm} rpm)" if key.rpm else ""
+    last = stamp(datetime.fromtimestamp(last_use, UTC)) if last_use else NO_RECORD
     return ROW.format(id=key.id, scopes=",".join(key.scopes) + rpm, models=names(key.models), expires=expires,
-                      last=LAST_USE)
+                      last=last)
+
+
+def stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def names(models: Sequence[str] | None) -> str:
