@@ -79,9 +79,12 @@ class KeyRing:
     keys: tuple[KeyEntry, ...] = ()
     closed: bool = False
     digests: tuple[bytes, ...] = field(default=(), init=False, repr=False, compare=False)
+    guarded: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Computed once per reload, not per request: the digests to compare, the scopes some key covers.
         object.__setattr__(self, "digests", tuple(bytes.fromhex(k.sha256) for k in self.keys))
+        object.__setattr__(self, "guarded", frozenset(s for k in self.keys for s in k.scopes))
 
     @classmethod
     def build(cls, embed_key: str | None, rerank_key: str | None, file_keys: Sequence[KeyEntry] = (),
@@ -105,7 +108,7 @@ class KeyRing:
             return False
         if need == "any":
             return not self.keys
-        return not any(need in k.scopes for k in self.keys)
+        return need not in self.guarded
 
     def match(self, candidates: Sequence[str]) -> KeyEntry | None:
         """The key among ``candidates``, compared with every key in force (no early exit)."""

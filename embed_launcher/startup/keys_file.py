@@ -24,6 +24,8 @@ def check_keys_file(settings: Settings, warn: Callable[[str], None],
     if settings.keys_file_given and not path.exists():
         raise ConfigError([f"EMBED_API_KEYS_FILE names {path}, which does not exist. Create it"
                            " (embed_manage --addkey ID writes it) or unset EMBED_API_KEYS_FILE."])
+    if not settings.keys_file_given and not path.is_file():
+        return ()  # no keys yet; a data directory that is not usable is reported by its own check
     try:
         keys = read(path)
     except KeyFileError as exc:
