@@ -75,6 +75,26 @@ def test_a_key_outside_its_scope_or_models_gets_403_in_the_routes_shape(
     assert not any(other in message for other in ("ranker", "limited", "reranker", "splade", EMBEDDER))
 
 
+def test_a_key_limited_to_some_models_sees_only_those(keyed: tuple[Stack, Path]) -> None:
+    """In /v1/models and in the names a 404 lists: never another model."""
+    stack, _ = keyed
+    listed = httpx.get(stack.gateway.url("/v1/models"), headers=bearer(EMBEDDER)).json()
+    assert [m["id"] for m in listed["data"]] == ["BAAI/bge-small-en-v1.5"]
+    full = httpx.get(stack.gateway.url("/v1/models"), headers=bearer(EMBED_KEY)).json()
+    assert len(full["data"]) == 4  # the default key: every model
+    answers = [
+        httpx.get(stack.gateway.url("/v1/models/BAAI%2Fbge-m3"), headers=bearer(EMBEDDER)),
+        httpx.post(stack.gateway.url("/v1/embeddings"), json={"input": "x", "model": "nope"}, headers=bearer(EMBEDDER)),
+        httpx.post(stack.gateway.url("/models/nope/embed"), json={"inputs": "x"}, headers=bearer(EMBEDDER)),
+    ]
+    for answer in answers:
+        assert answer.status_code == 404, answer.text
+        assert "small" in answer.text, answer.text
+        assert "reranker" not in answer.text and "splade" not in answer.text, answer.text
+    assert answers[0].text.count("bge-m3") == 1  # only where it repeats the name the client asked for
+    assert "bge-m3" not in answers[1].text and "bge-m3" not in answers[2].text
+
+
 def test_the_model_list_and_a_permitted_model_pass(keyed: tuple[Stack, Path]) -> None:
     stack, _ = keyed
     assert httpx.get(stack.gateway.url("/v1/models"), headers=bearer(EMBEDDER)).status_code == 200

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -45,14 +45,45 @@ KEY_ID = web.RequestKey("key_id", str)  # the id of the key that passed, for the
 
 
 class GuardedHandlers(Handlers):
-    """The route handlers, refusing a model outside the key's models with 403 where the model is chosen."""
+    """The route handlers, refusing a model outside the key's models with 403 where the model is chosen.
+
+    A key limited to some models sees only those: in `/v1/models`, and in the names a 404 lists.
+    """
+
+    def visible(self, models: Sequence[ModelRoute]) -> list[ModelRoute]:
+        grant = GRANT.get()
+        return [m for m in models if grant is None or grant.allows(m.names)]
 
     def model(self, target: Target, asked: Any = None) -> ModelRoute:
-        model = super().model(target, asked)
+        try:
+            model = super().model(target, asked)
+        except shapes.RequestError as err:
+            if err.code != "model_not_found" or not asked:
+                raise
+            raise shapes.unknown_model(str(asked), self.visible(self.config.of_kind(*target.route.kinds)),
+                                       target.route.path) from None
         refusal = model_refusal(GRANT.get(), model.names, asked or target.asked)
         if refusal is not None:
             raise Forbidden(refusal)
         return model
+
+    async def models(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        listed = shapes.model_list(self.visible(self.config.models), self.config.created)
+        return web.Response(body=json.dumps(listed, ensure_ascii=False), content_type="application/json")
+
+    async def model_entry(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        model = self.config.find(target.asked or "")
+        if model is not None and not self.visible([model]):  # as if it did not exist
+            raise shapes.unknown_model(target.asked or "", self.visible(self.config.models), "/v1/models")
+        return await super().model_entry(request, target)
+
+
+def hidden_names(err: shapes.RequestError, grant: Grant | None, config: GatewayConfig) -> shapes.RequestError:
+    """A 404 of the route table names every model; a key limited to some gets one naming only those."""
+    if grant is None or grant.models is None or err.status != 404:
+        return err
+    names = ", ".join(n for m in config.models if grant.allows(m.names) for n in m.names) or "none"
+    return shapes.RequestError(404, f"no such route or model here; the models this key may use: {names}", err.code)
 
 
 Dispatch = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -117,9 +148,8 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
         GRANT.set(None)
         try:
             target = resolve(raw_path, routes, config)
-        except shapes.RequestError:
-            require(request, keys, "any")
-            raise
+        except shapes.RequestError as err:
+            raise hidden_names(err, require(request, keys, "any"), config) from None
         grant = require(request, keys, target.key_kind(config))
         GRANT.set(grant)
         if grant is not None:
