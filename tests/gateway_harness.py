@@ -109,13 +109,14 @@ def model_entry(tei: Tei, *, aliases: list[str], default: bool) -> dict[str, obj
 
 
 def start_gateway(tmp: Path, models: list[dict[str, object]], *, keys: tuple[str, str] | None = (EMBED_KEY,
-                  RERANK_KEY), workers: int = 1, wait_s: float = 10.0, **extra: object) -> Gateway:
+                  RERANK_KEY), workers: int = 1, wait_s: float = 10.0, env: dict[str, str] | None = None,
+                  **extra: object) -> Gateway:
     ports = free_ports(2)
     config = {"listen": [{"host": "127.0.0.1", "port": ports[0], "routes": "all"},
                          {"host": "127.0.0.1", "port": ports[1], "routes": "rerank"}],
               "models": models, "wait_s": wait_s, "access_log": False, "workers": workers, "created": CREATED,
               **extra}
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "EMBED_GATEWAY_CONFIG": json.dumps(config)}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "EMBED_GATEWAY_CONFIG": json.dumps(config), **(env or {})}
     if keys:
         env["EMBED_GATEWAY_EMBED_KEY"], env["EMBED_GATEWAY_RERANK_KEY"] = keys
     log = tmp / f"gateway-{ports[0]}.log"

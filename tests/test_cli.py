@@ -63,6 +63,28 @@ def test_check_validates_and_exits_0_or_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "EMBED_PORT" in result.output
 
 
+def test_a_bad_keys_file_is_a_configuration_error(tmp_path: Path) -> None:
+    """At start the keys file is configuration: exit 2, one message naming the file, the line and the problem."""
+    tei = tmp_path / "tei"
+    tei.write_text("#!/bin/sh\n")
+    tei.chmod(0o755)
+    keys = tmp_path / "keys.toml"
+    env = {"EMBED_TEI_BIN": str(tei), "EMBED_ENV_FILE": str(tmp_path / "none.env"), "EMBED_DATA_DIR": str(tmp_path),
+           "EMBED_API_KEYS_FILE": str(keys)}
+    result = CliRunner().invoke(launcher_command, ["--check"], env=env)
+    assert result.exit_code == 2 and f"EMBED_API_KEYS_FILE names {keys}, which does not exist" in result.output
+    keys.write_text('\n[[keys]]\nid = "app"\nsha256 = "not-a-hash"\n')
+    result = CliRunner().invoke(launcher_command, ["--check"], env=env)
+    assert result.exit_code == 2 and f"keys file {keys} line 2: `sha256` must be" in result.output
+    assert "Traceback" not in result.output
+    (tmp_path / "keys.toml").write_text("[[keys]]\nid = 'x'\n")  # the default location is checked too
+    del env["EMBED_API_KEYS_FILE"]
+    result = CliRunner().invoke(launcher_command, ["--check"], env=env)
+    assert result.exit_code == 2 and "line 1" in result.output
+    keys.unlink()
+    assert CliRunner().invoke(launcher_command, ["--check"], env=env).exit_code == 0  # absent: no keys yet
+
+
 def test_version() -> None:
     """-V prints the version."""
     result = CliRunner().invoke(launcher_command, ["--version"])

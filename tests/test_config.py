@@ -80,6 +80,7 @@ def test_defaults_match_the_original_and_the_design() -> None:
                               18000, DEFAULT_ARGS),
         rerank=ServiceSettings(RERANK, False, "BAAI/bge-reranker-v2-m3", 8001, None, None, None,
                                18001, DEFAULT_ARGS, kind=RERANK),
+        keys_file=DATA_DIR_DEFAULT / "keys.toml",
         warnings=(),
     )
 
@@ -112,6 +113,8 @@ PARSED: list[tuple[str, str, Getter, object]] = [
     ("EMBED_LOCAL_ONLY", "true", lambda s: s.local_only, True),
     ("EMBED_GATEWAY", "true", lambda s: s.gateway, True),
     ("EMBED_GATEWAY_WAIT", "5", lambda s: s.gateway_wait_s, 5.0),
+    ("EMBED_API_KEYS_FILE", "/etc/keys.toml", lambda s: (s.keys_file, s.keys_file_given, s.gateway),
+     (Path("/etc/keys.toml"), True, True)),
     ("EMBED_GATEWAY_WORKERS", "2", lambda s: s.gateway_workers, 2),
     ("EMBED_GATEWAY_ACCESS_LOG", "yes", lambda s: s.gateway_access_log, True),
     ("EMBED_GATEWAY_MAX_INPUTS", "100", lambda s: s.gateway_max_inputs, 100),
@@ -668,3 +671,9 @@ def test_tei_arg_reads_one_flag_of_a_service() -> None:
     assert settings.embed.tei_arg("--dtype") == "float16"
     assert settings.embed.tei_arg("--pooling") is None
     assert settings.rerank.tei_arg("--dtype") is None
+
+
+def test_a_keys_file_and_no_gateway_is_refused() -> None:
+    """The keys file's keys are checked by the gateway: EMBED_GATEWAY=false would silently ignore them."""
+    with pytest.raises(ConfigError, match="EMBED_API_KEYS_FILE is set, but EMBED_GATEWAY is false"):
+        load({"EMBED_API_KEYS_FILE": "/etc/keys.toml", "EMBED_GATEWAY": "false"})

@@ -43,14 +43,21 @@ PROTECTED = [
 @pytest.mark.parametrize(("port", "method", "path", "body", "key"), PROTECTED)
 def test_every_route_but_health_needs_its_key(stack: Stack, port: int, method: str, path: str,  # noqa: F811
                                               body: object, key: str) -> None:
-    """No key, a wrong key, the other family's key: 401 with an empty body. The right key: 200."""
+    """No key, a wrong key: 401 with an empty body. The other family's key is a valid key outside its
+    scope: 403 naming only its own scope. The right key, in any of the header forms: 200."""
     url = stack.gateway.url(path, port)
     other = RERANK_KEY if key == EMBED_KEY else EMBED_KEY
-    wrong_keys = [None, "nope", f"bearer {key}"] + ([] if path.startswith("/v1/models") else [other])
-    for wrong in wrong_keys:
-        headers = {} if wrong is None else {"Authorization": wrong if wrong.startswith("bearer") else f"Bearer {wrong}"}
+    for wrong in [None, "nope", f"Bearer{key}", f"Basic {key}"]:
+        headers = {} if wrong is None else {"Authorization": wrong if " " in wrong or wrong.startswith("Bearer")
+                                            else f"Bearer {wrong}"}
         denied = httpx.request(method, url, json=body, headers=headers)
         assert (denied.status_code, denied.content) == (401, b""), (wrong, denied.text)
+    if not path.startswith("/v1/models"):
+        refused = httpx.request(method, url, json=body, headers=auth(other))
+        assert refused.status_code == 403, refused.text
+        assert other not in refused.text and "default" in refused.text
+    for headers in ({"Authorization": f"bearer {key}"}, {"Authorization": key}, {"X-API-Key": key}, {"api-key": key}):
+        assert httpx.request(method, url, json=body, headers=headers).status_code == 200, headers
     allowed = httpx.request(method, url, json=body, headers=auth(key))
     assert allowed.status_code == 200, allowed.text
 

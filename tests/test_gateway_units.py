@@ -7,7 +7,6 @@ import json
 import pytest
 
 from embed_launcher.gateway import batching, shapes
-from embed_launcher.gateway.app import Keys, authorised
 from embed_launcher.gateway.config import GatewayConfig, GatewayConfigError
 from embed_launcher.gateway.relay import rename_model
 from embed_launcher.gateway.routes import resolve, speaks_openai
@@ -121,23 +120,6 @@ def test_paths_outside_a_listener_are_404(path: str, routes: str) -> None:
 def test_the_entry_route_takes_the_id_encoded_or_not() -> None:
     assert resolve("/v1/models/BAAI%2Fbge-m3", "all", CONFIG).asked == "BAAI/bge-m3"
     assert resolve("/v1/models/BAAI/bge-m3", "all", CONFIG).asked == "BAAI/bge-m3"
-
-
-# keys ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("keys", "kind", "header", "ok"), [
-    (Keys("e", "r"), "embed", "Bearer e", True),
-    (Keys("e", "r"), "embed", "Bearer r", False),
-    (Keys("e", "r"), "rerank", "Bearer r", True),
-    (Keys("e", "r"), "any", "Bearer r", True),
-    (Keys("e", "r"), "embed", "bearer e", False),  # TEI's rule: byte for byte
-    (Keys("e", "r"), "embed", "Bearer e ", False),
-    (Keys("e", "r"), "embed", None, False),
-    (Keys("e", None), "rerank", None, True),  # that family's auth is off
-    (Keys(None, None), "any", None, True),
-])
-def test_keys_follow_teis_bearer_rule(keys: Keys, kind: str, header: str | None, ok: bool) -> None:
-    accepted = keys.accepted(kind)
-    assert (accepted is None or authorised(header, accepted)) is ok
 
 
 # batches ------------------------------------------------------------------------------------------

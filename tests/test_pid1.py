@@ -97,7 +97,7 @@ def start(wrapped: Wrapped, prefix: list[str], tmp_path: Path, hub: HubStandIn, 
     return wrapped(prefix, launcher_env(tmp_path, hub.endpoint, tei.path))
 
 
-@pytest.mark.parametrize("sig", ["TERM", "INT", "HUP", "QUIT"])
+@pytest.mark.parametrize("sig", ["TERM", "INT", "QUIT"])
 def test_kill_1_stops_everything_cleanly_and_children_get_default_signals(
     wrapped: Wrapped, unshare_prefix: list[str], tmp_path: Path, hub: HubStandIn, sig: str
 ) -> None:
@@ -116,6 +116,24 @@ def test_kill_1_stops_everything_cleanly_and_children_get_default_signals(
     assert f"Stopping services... (SIG{sig} received)" in run.output()
     assert "killing" not in run.output()  # the child stopped by itself, within the timeout
     assert signal_log.read_text().split() == ["TERM"]
+
+
+def test_kill_hup_1_stops_nothing_and_a_later_term_still_stops_cleanly(
+    wrapped: Wrapped, unshare_prefix: list[str], tmp_path: Path, hub: HubStandIn
+) -> None:
+    """SIGHUP (`systemctl reload`, `docker kill -s HUP`) is a reload, never a stop, even as PID 1."""
+    signal_log = tmp_path / "signals.log"
+    tei = service_tei(tmp_path, common={"signal_log": signal_log}, record_signals=True)
+    run = wrapped(unshare_prefix, {**launcher_env(tmp_path, hub.endpoint, tei.path), "EMBED_STOP_TIMEOUT": "60"})
+    run.wait_for(EMBED_READY)
+    pid = launcher_pid(run)
+    kill_pid_1(pid, "HUP", unshare_prefix)
+    run.wait_for("SIGHUP received: nothing to reload")  # one model: no gateway, so no keys file to re-read
+    assert psutil.pid_exists(pid) and "Stopping services" not in run.output()
+    kill_pid_1(pid, "TERM", unshare_prefix)
+    code, _ = exited_within(run, 30)
+    assert code == 0 and "Stopping services... (SIGTERM received)" in run.output(), run.output()
+    assert signal_log.read_text().split() == ["TERM"]  # TEI never saw the SIGHUP
 
 
 def test_orphans_are_reaped_and_true_exit_codes_reported(

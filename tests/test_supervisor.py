@@ -87,8 +87,9 @@ class Harness:
         self.out, self.err = io.StringIO(), io.StringIO()
         self.exits: list[tuple[int, int]] = []
         specs = [
-            ChildSpec(name=n, label={"embed": "Embeddings", "rerank": "Reranker"}[n], model="m", argv=("tei",),
-                      env={}, port=8000 + i, health_url=f"http://127.0.0.1:{8000 + i}/health")
+            ChildSpec(name=n, label={"embed": "Embeddings", "rerank": "Reranker"}.get(n, "Gateway"), model="m",
+                      argv=("tei",), env={}, port=8000 + i, health_url=f"http://127.0.0.1:{8000 + i}/health",
+                      kind="gateway" if n == "gateway" else "embed")
             for i, n in enumerate(names)
         ]  # fmt: skip
         base: dict[str, Any] = dict(ready_timeout_s=30.0, stop_timeout_s=8.0, health_interval_s=10.0, health_failures=3)
@@ -207,6 +208,28 @@ def test_sigterm_stops_gracefully_and_a_second_signal_kills(h: Harness) -> None:
     h.sup.handle_signal(signal.SIGINT)
     assert {(p, signal.SIGKILL) for p in pids} <= set(h.spawner.signals)
     assert h.sup.exit_code == 1
+
+
+def test_sighup_is_passed_to_the_gateway_and_stops_nothing() -> None:
+    """systemctl reload (ExecReload= sends SIGHUP): the gateway re-reads the keys file; no child stops."""
+    h = Harness(("embed", "gateway"))
+    h.sup.start_all(0.0)
+    h.ready("embed")
+    h.ready("gateway")
+    h.sup.handle_signal(signal.SIGHUP)
+    h.sup.handle_signal(signal.SIGHUP)
+    assert h.spawner.signals == [(h.pid("gateway"), signal.SIGHUP)] * 2
+    assert not h.sup.stopping and h.sup.exit_code == 0
+    assert "the gateway re-reads the keys file" in h.out.getvalue()
+    h.sup.handle_signal(signal.SIGTERM)  # a later stop is still the first stop: graceful, exit 0
+    assert h.sup.exit_code == 0 and (h.pid("embed"), signal.SIGTERM) in h.spawner.signals
+    assert not any(sig == signal.SIGKILL for _, sig in h.spawner.signals)
+
+
+def test_sighup_without_a_gateway_is_only_noted(h: Harness) -> None:
+    h.sup.handle_signal(signal.SIGHUP)
+    assert h.spawner.signals == [] and not h.sup.stopping
+    assert "nothing to reload" in h.out.getvalue()
 
 
 def test_children_that_ignore_sigterm_are_killed_at_the_stop_deadline(h: Harness) -> None:

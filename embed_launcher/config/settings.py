@@ -38,6 +38,7 @@ from embed_launcher.config.variables import (
     DATA_DIR_DEFAULT,
     EMBED,
     ENV_FILE_DEFAULT,
+    KEYS_FILE_DEFAULT,
     PREFIXES,
     RERANK,
     TUNABLES,
@@ -90,6 +91,8 @@ class Settings:
     rerank: ServiceSettings  # the default reranker (its door: RERANK_PORT)
     extra: tuple[ServiceSettings, ...] = ()  # every other model: more of a kind, and sparse models
     models_file: Path | None = None
+    keys_file: Path | None = None  # EMBED_API_KEYS_FILE, else <data dir>/keys.toml (watched even while absent)
+    keys_file_given: bool = False  # EMBED_API_KEYS_FILE was set: the file must exist, and the gateway is on
     gateway: bool = False  # one gateway serves the public ports; the TEIs listen on 127.0.0.1
     gateway_wait_s: float = 30.0
     gateway_workers: int = 1
@@ -197,8 +200,10 @@ def _settings(r: Reader, env_file: Path, cwd: Path, entries: tuple[ModelEntry, .
         r.problems.append(f"EMBED_RESTART_MAX_DELAY must be at least EMBED_RESTART_DELAY "
                           f"({delay:g}); got {max_delay:g}.")
     models_file = r.optional("EMBED_MODELS_FILE", TEXT)
+    data_dir = cwd / r.required("EMBED_DATA_DIR", TEXT)  # absolute paths stay as they are
+    keys_file = r.optional("EMBED_API_KEYS_FILE", TEXT)
     return Settings(
-        data_dir=cwd / r.required("EMBED_DATA_DIR", TEXT),  # absolute paths stay as they are
+        data_dir=data_dir,
         env_file=env_file,
         tei_bin=r.optional("EMBED_TEI_BIN", TEXT),
         host=r.required("EMBED_HOST", HOST),
@@ -220,6 +225,8 @@ def _settings(r: Reader, env_file: Path, cwd: Path, entries: tuple[ModelEntry, .
         rerank=rerank,
         extra=extra,
         models_file=cwd / models_file if models_file else None,
+        keys_file=cwd / keys_file if keys_file else data_dir / KEYS_FILE_DEFAULT,
+        keys_file_given=bool(keys_file),
         gateway=gateway,
         gateway_wait_s=r.required("EMBED_GATEWAY_WAIT", SECONDS),
         gateway_workers=r.required("EMBED_GATEWAY_WORKERS", COUNT),
@@ -255,8 +262,13 @@ def _extra_services(
 
 
 def _gateway(r: Reader, services: list[ServiceSettings]) -> bool:
-    """EMBED_GATEWAY: auto = on when a public port has more than one model behind it."""
+    """EMBED_GATEWAY: auto = on when a public port has more than one model behind it, or a keys file is set
+    (only the gateway knows the keys file's keys)."""
     setting = r.required("EMBED_GATEWAY", AUTO_BOOL)
+    keys_file = r.optional("EMBED_API_KEYS_FILE", TEXT)
+    if setting is False and keys_file:
+        r.problems.append("EMBED_API_KEYS_FILE is set, but EMBED_GATEWAY is false: the keys file's keys are checked"
+                          " by the gateway. Set EMBED_GATEWAY=auto, or unset EMBED_API_KEYS_FILE.")
     per_port: dict[int, list[ServiceSettings]] = {}
     for s in services:
         per_port.setdefault(s.port, []).append(s)
@@ -267,6 +279,6 @@ def _gateway(r: Reader, services: list[ServiceSettings]) -> bool:
             f"EMBED_GATEWAY is false, but port {crowded[0][0].port} would serve {len(crowded[0])} models ({names}):"
             " several models behind one port need the gateway. Set EMBED_GATEWAY=auto, or serve one model."
         )
-    return setting is True or bool(crowded)
+    return setting is True or bool(crowded) or (setting == "auto" and bool(keys_file))
 
 

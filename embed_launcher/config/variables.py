@@ -12,6 +12,7 @@ EMBED = "embed"
 RERANK = "rerank"
 ENV_FILE_DEFAULT = Path("/embed.env")
 DATA_DIR_DEFAULT = Path("/var/lib/embeddings")
+KEYS_FILE_DEFAULT = "keys.toml"  # in the data directory, when EMBED_API_KEYS_FILE is not set
 PREFIXES = {EMBED: "EMBED_", RERANK: "RERANK_"}
 PROMETHEUS_OFFSET = 10000  # default Prometheus port = service port + this (or minus, past 65535)
 
@@ -108,6 +109,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("EMBED_GATEWAY", "auto",
              "One gateway in front of every model: auto (on when a port has more than one model), true or false",
              _GW),
+    Variable("EMBED_API_KEYS_FILE", "",
+             "TOML file of API keys ([[keys]]: id, sha256, scopes, models, expires, rpm), watched by the gateway:"
+             " changes apply within 2 s; setting it turns the gateway on", _GW,
+             note="<data dir>/keys.toml, where embed_manage --addkey writes", example="/etc/embed-launcher/keys.toml"),
     Variable("EMBED_GATEWAY_WAIT", "30",
              "Seconds a request waits for its model's TEI while that TEI starts or restarts", _GW),
     Variable("EMBED_GATEWAY_WORKERS", "1", "Gateway processes sharing the public ports (SO_REUSEPORT)",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from embed_launcher.gateway.app import Keys
 from embed_launcher.gateway.config import GatewayConfig, GatewayConfigError
+from embed_launcher.gateway.keystore import KeyStore
 from embed_launcher.gateway.serve import ready_line, run_single, run_worker, say
 from embed_launcher.gateway.workers import READY_FD_VAR, Workers
 from embed_launcher.reporting.console import Console
@@ -25,11 +27,13 @@ def load(environ: dict[str, str]) -> GatewayConfig:
 
 
 def main(argv: list[str], environ: dict[str, str]) -> int:
+    # SIGHUP means "re-read the keys file": until the loop handles it, it must not kill a starting gateway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config, keys = load(environ), Keys.from_environ(environ)
     if "--worker" in argv:
-        return run_worker(config, keys, int(environ[READY_FD_VAR]))
+        return run_worker(config, keys, KeyStore.from_environ(environ, config.workers), int(environ[READY_FD_VAR]))
     if config.workers == 1:
-        return run_single(config, keys)
+        return run_single(config, keys, KeyStore.from_environ(environ))
     return Workers(config.workers, environ, say, ready_line(config)).run()
 
 

@@ -1,18 +1,21 @@
-"""One request handler per listener: check the key, resolve the route, answer every error in JSON."""
+"""One request handler per listener: check the key (401/403/429), resolve the route, answer every error in JSON."""
 
 from __future__ import annotations
 
-import hmac
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from embed_launcher.gateway import connections, shapes
-from embed_launcher.gateway.config import GatewayConfig
+from embed_launcher.gateway.access import Grant, Need, model_refusal
+from embed_launcher.gateway.config import GatewayConfig, ModelRoute
 from embed_launcher.gateway.handlers import Handlers
+from embed_launcher.gateway.keystore import KeyStore
 from embed_launcher.gateway.openapi import OPENAPI_PATH, document
 from embed_launcher.gateway.relay import send
 from embed_launcher.gateway.routes import Target, resolve, speaks_openai
@@ -21,7 +24,8 @@ from embed_launcher.gateway.upstream import UpstreamFailed, UpstreamTimeout, Ups
 
 @dataclass(frozen=True)
 class Keys:
-    """The two API keys (None: that family of routes is open). The reranking routes take the reranker's."""
+    """The implicit key ``default`` per kind (None: not set). The gateway sends it to the TEIs behind it;
+    what clients may present is the KeyStore's business (this key plus the keys file's)."""
 
     embed: str | None = None
     rerank: str | None = None
@@ -33,25 +37,59 @@ class Keys:
     def for_kind(self, kind: str) -> str | None:
         return self.rerank if kind == "rerank" else self.embed
 
-    def accepted(self, key_kind: str | None) -> list[bytes] | None:
-        """The exact `Authorization` values that pass (TEI's rule: `Bearer <key>`, byte for byte); None: open."""
-        if key_kind is None:
-            return None
-        keys = (self.embed, self.rerank) if key_kind == "any" else (self.for_kind(key_kind),)
-        return [f"Bearer {k}".encode() for k in keys if k] or None
+
+# The key that passed for the request being handled: each request sets it before its handler runs,
+# and GuardedHandlers reads it once the model is known (from the path, the body or the default).
+GRANT: ContextVar[Grant | None] = ContextVar("grant", default=None)
+KEY_ID = web.RequestKey("key_id", str)  # the id of the key that passed, for the access log
 
 
-def authorised(header: str | None, accepted: list[bytes]) -> bool:
-    """Constant-time against every accepted value (no early exit that would tell which one came close)."""
-    given = (header or "").encode("utf-8", "surrogateescape")
-    matches = [hmac.compare_digest(given, expected) for expected in accepted]
-    return header is not None and any(matches)
+class GuardedHandlers(Handlers):
+    """The route handlers, refusing a model outside the key's models with 403 where the model is chosen.
+
+    A key limited to some models sees only those: in `/v1/models`, and in the names a 404 lists.
+    """
+
+    def visible(self, models: Sequence[ModelRoute]) -> list[ModelRoute]:
+        grant = GRANT.get()
+        return [m for m in models if grant is None or grant.allows(m.names)]
+
+    def model(self, target: Target, asked: Any = None) -> ModelRoute:
+        try:
+            model = super().model(target, asked)
+        except shapes.RequestError as err:
+            if err.code != "model_not_found" or not asked:
+                raise
+            raise shapes.unknown_model(str(asked), self.visible(self.config.of_kind(*target.route.kinds)),
+                                       target.route.path) from None
+        refusal = model_refusal(GRANT.get(), model.names, asked or target.asked)
+        if refusal is not None:
+            raise Forbidden(refusal)
+        return model
+
+    async def models(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        listed = shapes.model_list(self.visible(self.config.models), self.config.created)
+        return web.Response(body=json.dumps(listed, ensure_ascii=False), content_type="application/json")
+
+    async def model_entry(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        model = self.config.find(target.asked or "")
+        if model is not None and not self.visible([model]):  # as if it did not exist
+            raise shapes.unknown_model(target.asked or "", self.visible(self.config.models), "/v1/models")
+        return await super().model_entry(request, target)
+
+
+def hidden_names(err: shapes.RequestError, grant: Grant | None, config: GatewayConfig) -> shapes.RequestError:
+    """A 404 of the route table names every model; a key limited to some gets one naming only those."""
+    if grant is None or grant.models is None or err.status != 404:
+        return err
+    names = ", ".join(n for m in config.models if grant.allows(m.names) for n in m.names) or "none"
+    return shapes.RequestError(404, f"no such route or model here; the models this key may use: {names}", err.code)
 
 
 Dispatch = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
-def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: Keys, routes: str) -> Dispatch:
+def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, routes: str) -> Dispatch:
     """The request handler for one listener; ``routes`` is `all` or `rerank`."""
     openapi_body = json.dumps(document(routes)).encode()  # public metadata, like TEI's /api-doc/openapi.json
 
@@ -81,6 +119,11 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: Keys, routes
             return await handlers.handle(request, target)
         except Unauthorised:
             return web.Response(status=401)
+        except Forbidden as exc:
+            say_refusal(request, exc)
+            return error(403, str(exc), openai, "forbidden")
+        except RateLimited as exc:
+            return error(429, str(exc), openai, "rate_limit_exceeded", retry_after=exc.retry_after_s)
         except shapes.RequestError as err:
             return error(err.status, err.message, openai, err.code, err.allow)
         except web.HTTPRequestEntityTooLarge:
@@ -102,27 +145,61 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: Keys, routes
     def checked(request: web.BaseRequest, raw_path: str) -> Target:
         """The request's target, once its key passed: the key is checked before anything about the
         models is said (an unknown model's 404 lists the names; a caller without a key learns nothing)."""
+        GRANT.set(None)
         try:
             target = resolve(raw_path, routes, config)
-        except shapes.RequestError:
-            require(request, keys.accepted("any"))
-            raise
-        require(request, keys.accepted(target.key_kind(config)))
+        except shapes.RequestError as err:
+            raise hidden_names(err, require(request, keys, "any"), config) from None
+        grant = require(request, keys, target.key_kind(config))
+        GRANT.set(grant)
+        if grant is not None:
+            request[KEY_ID] = grant.id
+        if target.model is not None:
+            refusal = model_refusal(GRANT.get(), target.model.names, target.asked)
+            if refusal is not None:
+                raise Forbidden(refusal)
         return target
 
     return dispatch
 
 
 class Unauthorised(Exception):
-    """No key, or not the right one: 401 with an empty body, as TEI answers."""
+    """No key, an unknown or an expired one: 401 with an empty body, as TEI answers."""
 
 
-def require(request: web.BaseRequest, accepted: list[bytes] | None) -> None:
-    if accepted is not None and not authorised(request.headers.get("Authorization"), accepted):
+class Forbidden(Exception):
+    """A valid key outside its scopes or models: 403 in the route's error shape, naming what it may use."""
+
+
+class RateLimited(Exception):
+    """A valid key over its rpm: 429 with Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def require(request: web.BaseRequest, keys: KeyStore, need: Need) -> Grant | None:
+    """The key's grant (None on an open route); raise for 401, 403 or 429."""
+    decision = keys.decide(request.headers, need)
+    if decision.status == 401:
         raise Unauthorised
+    if decision.status == 403:
+        raise Forbidden(decision.message)
+    if decision.status == 429:
+        raise RateLimited(decision.message, decision.retry_after_s or 1)
+    return decision.grant
 
 
-def error(status: int, message: str, openai: bool, code: str | None = None, allow: str | None = None) -> web.Response:
-    headers = {"Allow": allow} if allow else None
+def say_refusal(request: web.BaseRequest, exc: Forbidden) -> None:
+    """One log line per 403: the message names the key's id, never the key."""
+    print(f"Refused: {request.method} {request.raw_path.split('?', 1)[0]}: {exc}", flush=True, file=sys.stdout)
+
+
+def error(status: int, message: str, openai: bool, code: str | None = None, allow: str | None = None,
+          retry_after: int | None = None) -> web.Response:
+    headers = {"Allow": allow} if allow else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return web.Response(status=status, body=shapes.error_body(status, message, openai, code),
                         content_type="application/json", headers=headers)

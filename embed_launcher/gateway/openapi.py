@@ -47,17 +47,18 @@ _MISSING = set(TABLES["all"]) - set(BODIES)
 assert not _MISSING, f"routes without bodies in openapi.BODIES: {sorted(_MISSING)}"
 
 STATUS_TEXT = {
-    400: "The body is not JSON, or an input is empty", 401: "Missing or wrong key (`Authorization: Bearer <key>`)",
+    400: "The body is not JSON, or an input is empty", 401: "Missing, wrong or expired key",
+    403: "The key may not use this route's scope or this model (the message says what it may use)",
     404: "No such model here (or no model of the route's kind is configured)",
     413: "The body is larger than the limit", 415: "The body is not `Content-Type: application/json`",
     422: "The body does not fit the route's schema, or an input is too long or the batch too large",
     424: "The model's server failed the inference (TEI's `Backend` error)",
-    429: "The model's server is overloaded (TEI's `Overloaded` error)",
+    429: "The key is over its rpm (`Retry-After`), or the model's server is overloaded (TEI's `Overloaded`)",
     502: "The model's server dropped the request", 503: "The model's server is not ready within the wait",
     504: "The model's server did not answer within EMBED_GATEWAY_UPSTREAM_TIMEOUT",
 }
-POST_ERRORS = (400, 401, 404, 413, 415, 422, 424, 429, 502, 503, 504)
-GET_ERRORS = (401, 404, 502, 503, 504)
+POST_ERRORS = (400, 401, 403, 404, 413, 415, 422, 424, 429, 502, 503, 504)
+GET_ERRORS = (401, 403, 404, 429, 502, 503, 504)
 # TEI's own rejections (axum's, before its handler runs) are text/plain; the gateway relays them as they
 # are on the native routes, where a client talks TEI's dialect.
 TEI_PLAIN_TEXT = (400, 413, 415, 422)
@@ -156,9 +157,9 @@ def _responses(route: Route, method: str, answer: Schema | None) -> dict[str, An
     if route.action == "health":
         statuses: tuple[int, ...] = (503,)
     elif route.action == "models":
-        statuses = (401,)
+        statuses = (401, 429)
     elif route.action == "model":
-        statuses = (401, 404)
+        statuses = (401, 404, 429)
     else:
         statuses = POST_ERRORS if method == "POST" else GET_ERRORS
     for status in statuses:

@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import uvloop
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
-from embed_launcher.gateway.app import Keys, build_dispatch
+from embed_launcher.gateway.app import KEY_ID, GuardedHandlers, Keys, build_dispatch
 from embed_launcher.gateway.config import DEFAULT_DRAIN_S, GatewayConfig
 from embed_launcher.gateway.connections import GatewayServer
 from embed_launcher.gateway.handlers import Handlers
+from embed_launcher.gateway.keystore import KeyStore
 from embed_launcher.gateway.upstream import Upstream
 from embed_launcher.reporting.errors import LauncherError
 
 DRAIN_S = DEFAULT_DRAIN_S  # the longest drain; config.drain_s (fitted inside EMBED_STOP_TIMEOUT) is the one used
-ACCESS_FORMAT = '%a "%r" %s %b %Tfs'
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line per request: client, request line, status, bytes, seconds, and the id of the key that
+    passed (`-` for none): never the key itself."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        line = f"{request.method} {request.path_qs} HTTP/{request.version.major}.{request.version.minor}"
+        self.logger.info('%s "%s" %s %s %.6fs key=%s', request.remote or "-", line, response.status,
+                         response.body_length, time, request.get(KEY_ID) or "-")
 
 
 class ListenError(LauncherError):
@@ -33,18 +46,26 @@ def say(line: str) -> None:
 
 
 async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: Callable[[], None],
-                stop: asyncio.Event | None = None) -> None:
-    """Listen, call ``ready``, serve until ``stop`` (SIGTERM or SIGINT by default), drain, close."""
+                stop: asyncio.Event | None = None, store: KeyStore | None = None) -> None:
+    """Listen, call ``ready``, serve until ``stop`` (SIGTERM or SIGINT by default), drain, close.
+
+    ``store``: the keys clients may present (default: the implicit key only); its file is watched,
+    and SIGHUP re-reads it at once.
+    """
     stop = stop or _stop_on_signals()
+    store = store or KeyStore(keys.embed, keys.rerank, None, workers=config.workers, say=say)
+    with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (an in-process test): no SIGHUP
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: store.poll(force=True))
+    watcher = asyncio.create_task(store.watch(stop))
     upstreams = {m.name: Upstream(m, keys.for_kind(m.kind), config.wait_s, config.upstream_timeout_s)
                  for m in config.models}
     for upstream in upstreams.values():
         await upstream.start()
-    handlers = Handlers(config, upstreams)
+    handlers = GuardedHandlers(config, upstreams)
     runners: list[web.ServerRunner] = []
     try:
         for listener in config.listen:
-            runner = web.ServerRunner(listener_server(config, handlers, keys, listener.routes), handle_signals=False,
+            runner = web.ServerRunner(listener_server(config, handlers, store, listener.routes), handle_signals=False,
                                       shutdown_timeout=config.drain_s)
             await runner.setup()
             runners.append(runner)
@@ -56,12 +77,15 @@ async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: C
         ready()
         await stop.wait()
     finally:
+        watcher.cancel()
+        with contextlib.suppress(Exception):  # best-effort: the last uses since the previous write
+            store.uses.flush(time.monotonic(), force=True)
         await asyncio.gather(*(r.cleanup() for r in runners))
         for upstream in upstreams.values():
             await upstream.close()
 
 
-def listener_server(config: GatewayConfig, handlers: Handlers, keys: Keys, routes: str) -> GatewayServer:
+def listener_server(config: GatewayConfig, handlers: Handlers, keys: KeyStore, routes: str) -> GatewayServer:
     """aiohttp's server for one listener, with the gateway's limits on slow and idle clients."""
 
     def request_factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
@@ -72,7 +96,7 @@ def listener_server(config: GatewayConfig, handlers: Handlers, keys: Keys, route
                          request_factory=request_factory, handler_cancellation=True,
                          keepalive_timeout=config.idle_timeout_s,
                          access_log=_access_logger() if config.access_log else None,
-                         access_log_format=ACCESS_FORMAT)
+                         access_log_class=AccessLog)
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -104,18 +128,18 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-def run_single(config: GatewayConfig, keys: Keys) -> int:
+def run_single(config: GatewayConfig, keys: Keys, store: KeyStore) -> int:
     """workers = 1: this process serves."""
-    run(serve(config, keys, reuse_port=False, ready=lambda: say(ready_line(config))))
+    run(serve(config, keys, reuse_port=False, ready=lambda: say(ready_line(config)), store=store))
     return 0
 
 
-def run_worker(config: GatewayConfig, keys: Keys, ready_fd: int) -> int:
+def run_worker(config: GatewayConfig, keys: Keys, store: KeyStore, ready_fd: int) -> int:
     """One of several workers: tell the parent through ``ready_fd`` once listening."""
 
     def ready() -> None:
         os.write(ready_fd, b"1")
         os.close(ready_fd)
 
-    run(serve(config, keys, reuse_port=True, ready=ready))
+    run(serve(config, keys, reuse_port=True, ready=ready, store=store))
     return 0

@@ -11,11 +11,13 @@ from typing import Any
 from embed_launcher.gateway.config import ModelRoute
 
 # OpenAI's error "type" for a status the gateway itself answers with.
-OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                429: "rate_limit_error", 404: "invalid_request_error",
                 405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
                 422: "invalid_request_error", 502: "api_error", 503: "service_unavailable"}
 # TEI's error_type for the same statuses (PascalCase, as TEI serialises its enum).
-TEI_TYPES = {400: "Validation", 404: "Validation", 405: "Validation", 413: "Validation", 415: "Validation",
+TEI_TYPES = {400: "Validation", 403: "Validation", 429: "Overloaded",
+             404: "Validation", 405: "Validation", 413: "Validation", 415: "Validation",
              422: "Validation", 502: "Backend", 503: "Unhealthy"}
 
 

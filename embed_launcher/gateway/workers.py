@@ -1,4 +1,4 @@
-"""Several gateway workers sharing the ports (SO_REUSEPORT): spawn them, forward SIGTERM, end with them."""
+"""Several gateway workers sharing the ports (SO_REUSEPORT): spawn them, forward SIGTERM and SIGHUP, end with them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from embed_launcher.gateway.config import DEFAULT_DRAIN_S
+from embed_launcher.gateway.keyuse import WORKER_VAR
 from embed_launcher.reporting.errors import LauncherError
 
 READY_FD_VAR = "EMBED_GATEWAY_READY_FD"
@@ -21,8 +22,9 @@ STOP_GRACE_S = 2 * DEFAULT_DRAIN_S  # after a worker crashed the others drain (D
 class Workers:
     """The parent of ``count`` workers; ``run()`` returns the exit code.
 
-    Signal handlers only enqueue; the loop dispatches ``handle_<signal>``. Any worker exiting on its
-    own ends the whole group with 1, so the launcher restarts the gateway as it would a crashed TEI.
+    Signal handlers only enqueue; the loop dispatches them. SIGHUP (re-read the keys file) is passed
+    on to every worker and stops nothing. Any worker exiting on its own ends the whole group with 1,
+    so the launcher restarts the gateway as it would a crashed TEI.
     """
 
     def __init__(self, count: int, environ: Mapping[str, str], say: Callable[[str], None], ready_line: str,
@@ -33,7 +35,7 @@ class Workers:
         self.stopping = False
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda signum, _frame: self.signals.put(signum))
         read_fd = self.spawn_workers()
         try:
@@ -52,8 +54,9 @@ class Workers:
         env = {**self.environ, READY_FD_VAR: str(write_fd)}
         argv = [sys.executable, "-m", "embed_launcher.gateway", "--worker"]
         try:
-            for _ in range(self.count):
-                self.procs.append(self.spawn(argv, env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL))
+            for index in range(self.count):  # the index names the worker's key-use file (gateway/keyuse.py)
+                self.procs.append(self.spawn(argv, env={**env, WORKER_VAR: str(index)}, pass_fds=(write_fd,),
+                                             stdin=subprocess.DEVNULL))
         except BaseException:
             os.close(read_fd)
             self.kill_workers()
@@ -66,7 +69,11 @@ class Workers:
         ready, pending = 0, [read_fd]
         while True:
             while not self.signals.empty():
-                self.handle_stop(self.signals.get())
+                signum = self.signals.get()
+                if signum == signal.SIGHUP:
+                    self.forward(signum)
+                else:
+                    self.handle_stop(signum)
             if pending and select.select(pending, [], [], 0.2)[0]:
                 got = os.read(read_fd, 64)
                 ready += len(got)
@@ -82,6 +89,9 @@ class Workers:
 
     def handle_stop(self, signum: int) -> None:
         self.stopping = True
+        self.forward(signum)
+
+    def forward(self, signum: int) -> None:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signum)

@@ -11,7 +11,8 @@ import click
 
 from embed_launcher.reporting.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
-ACTIONS = ("showinfo", "showkey", "getkey", "status", "alive", "listmodels", "listrerankers", "pullmodel")
+ACTIONS = ("showinfo", "showkey", "getkey", "status", "alive", "listmodels", "listrerankers", "pullmodel", "listkeys")
+KEY_OPTIONS = ("scopes", "models", "expires", "rpm")
 USAGE = """Usage: embed_manage <action> [--json]
 
 Actions (exactly one):
@@ -26,15 +27,22 @@ Actions (exactly one):
   --listmodels         Recommended embedding models (cached ones marked, with size)
   --listrerankers      Recommended reranker models (cached ones marked, with size)
   --pullmodel <model>  Download a model's TEI file set into the data directory
+  --addkey ID [--scopes embed,rerank,metrics] [--models NAME,...] [--expires RFC3339] [--rpm N]
+                       Add an API key to the keys file; prints the key once (only its hash is
+                       stored). Defaults: scopes embed,rerank; every model; no expiry; no limit
+  --listkeys           The keys file's keys: id, scopes, models, expiry, last use
+  --revokekey ID       Remove a key; the gateway refuses it (401) within 2 s
   -h, --help           Show this help
 
 Reads EMBED_DATA_DIR (default /var/lib/embeddings) and the state files the launcher writes
 there, plus EMBED_ENV_FILE (default /embed.env) for EMBED_HF_TOKEN and EMBED_LOCAL_ONLY.
+The keys file is EMBED_API_KEYS_FILE, else <data dir>/keys.toml.
 
 Examples:
   docker exec embeddings embed_manage --getkey
   docker exec embeddings embed_manage --pullmodel BAAI/bge-m3
   embed_manage --status --json
+  embed_manage --addkey search-app --scopes embed --models small --expires 2027-01-01T00:00:00Z
 """
 MISSING_MODEL = "Missing model ID. Usage: --pullmodel <model>"
 
@@ -50,6 +58,8 @@ class ManageCommand(click.Command):
         except click.BadOptionUsage as exc:
             if exc.option_name in ("pullmodel", "--pullmodel"):
                 raise click.UsageError(MISSING_MODEL) from None
+            if exc.option_name in ("addkey", "--addkey", "revokekey", "--revokekey"):
+                raise click.UsageError(f"Missing key id. Usage: {exc.option_name} ID") from None
             raise
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -77,12 +87,29 @@ class ManageCommand(click.Command):
 @click.option("--listmodels", is_flag=True)
 @click.option("--listrerankers", is_flag=True)
 @click.option("--pullmodel", metavar="MODEL")
+@click.option("--listkeys", is_flag=True)
+@click.option("--addkey", metavar="ID")
+@click.option("--revokekey", metavar="ID")
+@click.option("--scopes", metavar="LIST")
+@click.option("--models", metavar="LIST")
+@click.option("--expires", metavar="RFC3339")
+@click.option("--rpm", type=int, metavar="N")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (with --status).")
-def manage_command(as_json: bool, pullmodel: str | None, **flags: bool) -> int:
+def manage_command(as_json: bool, pullmodel: str | None, addkey: str | None, revokekey: str | None,
+                   scopes: str | None, models: str | None, expires: str | None, rpm: int | None,
+                   **flags: bool) -> int:
     """Inspect and manage the embeddings server."""
     chosen = [name for name in ACTIONS if flags.get(name)] + (["pullmodel"] if pullmodel is not None else [])
+    chosen += [name for name, value in (("addkey", addkey), ("revokekey", revokekey)) if value is not None]
     if pullmodel is not None and (not pullmodel.strip() or pullmodel.startswith("-")):
         raise click.UsageError(MISSING_MODEL)  # `--pullmodel --getkey`: an option, not a model id
+    for name, value in (("--addkey", addkey), ("--revokekey", revokekey)):
+        if value is not None and (not value.strip() or value.startswith("-")):
+            raise click.UsageError(f"Missing key id. Usage: {name} ID")
+    key_options = {"scopes": scopes, "models": models, "expires": expires, "rpm": rpm}
+    given = [f"--{name}" for name, value in key_options.items() if value is not None]
+    if given and chosen != ["addkey"]:
+        raise click.UsageError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --addkey.")
     if not chosen:
         click.echo(USAGE, err=True, nl=False)
         return EXIT_FAILURE
@@ -90,10 +117,12 @@ def manage_command(as_json: bool, pullmodel: str | None, **flags: bool) -> int:
         raise click.UsageError("Specify only one action at a time.")
     if as_json and chosen[0] != "status":
         raise click.UsageError("--json goes with --status.")
-    return run_action(chosen[0], dict(os.environ), as_json=as_json, model=pullmodel)
+    return run_action(chosen[0], dict(os.environ), as_json=as_json, model=pullmodel,
+                      key_id=addkey or revokekey, key_options=key_options)
 
 
-def run_action(action: str, environ: dict[str, str], *, as_json: bool = False, model: str | None = None) -> int:
+def run_action(action: str, environ: dict[str, str], *, as_json: bool = False, model: str | None = None,
+               key_id: str | None = None, key_options: dict[str, Any] | None = None) -> int:
     """Run one action through the error funnel; returns the exit code."""
     from embed_launcher.reporting.console import Console
     from embed_launcher.reporting.funnel import run_guarded
@@ -108,6 +137,9 @@ def run_action(action: str, environ: dict[str, str], *, as_json: bool = False, m
         "listmodels": lambda: _models().list_models(environ, console, rerankers=False),
         "listrerankers": lambda: _models().list_models(environ, console, rerankers=True),
         "pullmodel": lambda: _models().pull(environ, console, model or ""),
+        "addkey": lambda: _apikeys().add_key(environ, console, key_id or "", **(key_options or {})),
+        "listkeys": lambda: _apikeys().list_keys(environ, console),
+        "revokekey": lambda: _apikeys().revoke_key(environ, console, key_id or ""),
     }
     return run_guarded(handlers[action], console, environ)
 
@@ -117,6 +149,12 @@ def _keys() -> Any:
     from embed_launcher.manage import keys as manage_keys
 
     return manage_keys
+
+
+def _apikeys() -> Any:
+    from embed_launcher.manage import apikeys as manage_apikeys
+
+    return manage_apikeys
 
 
 def _info() -> Any:

@@ -21,6 +21,7 @@ from embed_launcher.reporting.errors import EXIT_OK
 from embed_launcher.startup.address import UNKNOWN, AddressLookup
 from embed_launcher.startup.banner import Endpoint, more_models_lines, not_persistent_note, ready_banner, start_banner
 from embed_launcher.startup.download_phase import fetch_models, give_up_advice, service_backends
+from embed_launcher.startup.keys_file import check_keys_file
 from embed_launcher.startup.preflight import check_ports, free_local_ports
 from embed_launcher.supervision.child import Timing
 from embed_launcher.supervision.events import Mailbox, ReadyLogged
@@ -95,6 +96,7 @@ class Launcher:
     def run(self, *, check_only: bool = False) -> int:
         """Start and supervise; returns the process exit code."""
         settings = load(self.environ, self.console.warn)
+        check_keys_file(settings, self.console.warn)
         tei_bin = resolve_tei_bin(settings.tei_bin, self.environ.get("PATH", os.defpath))
         if check_only:
             self.console.info("Configuration is valid.")

@@ -13,12 +13,14 @@ from types import FrameType
 from embed_launcher.supervision.liveness import Check
 
 # Signals that stop the launcher; the first asks for a graceful stop, a second forces it.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+# SIGHUP (systemctl reload) stops nothing: the gateway re-reads the keys file.
+RELOAD_SIGNAL = signal.SIGHUP
 
 
 @dataclass(frozen=True)
 class SignalReceived:
-    """A signal arrived (stop signals and SIGCHLD)."""
+    """A signal arrived (stop signals, SIGHUP and SIGCHLD)."""
 
     signum: int
 
@@ -83,13 +85,13 @@ class Mailbox:
                 return
 
     def install_signal_handlers(self) -> None:
-        """Route stop signals and SIGCHLD into the mailbox (main thread only)."""
+        """Route stop signals, SIGHUP and SIGCHLD into the mailbox (main thread only)."""
 
         def handler(signum: int, _frame: FrameType | None) -> None:
-            if signum != signal.SIGCHLD:
+            if signum in STOP_SIGNALS:
                 self.stop_requests += 1
             self.post(SignalReceived(signum))
 
-        for sig in (*STOP_SIGNALS, signal.SIGCHLD):
+        for sig in (*STOP_SIGNALS, RELOAD_SIGNAL, signal.SIGCHLD):
             signal.signal(sig, handler)
         signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)

@@ -163,6 +163,8 @@ def gateway_spec(
     env["EMBED_GATEWAY_CONFIG"] = config.to_json()
     embed_key, rerank_key = keys.get("embed") or "", keys.get(RERANK) or ""
     env["EMBED_GATEWAY_EMBED_KEY"], env["EMBED_GATEWAY_RERANK_KEY"] = embed_key, rerank_key
+    env["EMBED_API_KEYS_FILE"] = str(settings.keys_file or "")  # hashes only; watched by the gateway
+    env["EMBED_GATEWAY_STATE_DIR"] = str(settings.data_dir)  # where it records the keys' last use
     door = config.listen[0].port
     return ChildSpec(
         name=GATEWAY,

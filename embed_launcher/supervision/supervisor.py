@@ -220,6 +220,9 @@ class Supervisor:
         """First stop signal: graceful stop. Any later one: kill at once."""
         if signum == signal.SIGCHLD:
             return  # reaping happens on every loop turn
+        if signum == signal.SIGHUP:
+            self.forward_reload()
+            return
         name = signal.Signals(signum).name
         if not self.stopping:
             self.begin_stop(self.clock(), EXIT_OK, f"{name} received")
@@ -227,6 +230,18 @@ class Supervisor:
             if self.exit_code == EXIT_OK:
                 self.exit_code = EXIT_FAILURE
             self.kill_all(f"second signal ({name}) during shutdown")
+
+    def forward_reload(self) -> None:
+        """SIGHUP: the gateway re-reads the keys file at once (it also watches it); nothing stops."""
+        gateway = [c for c in self.children if c.spec.kind == "gateway" and c.handle is not None]
+        if self.stopping or not gateway:
+            self.console.info("SIGHUP received: nothing to reload" + ("" if self.stopping else
+                              " (no gateway runs; the keys file needs it)"))
+            return
+        for child in gateway:
+            assert child.handle is not None
+            self._signal_quietly(child.handle, signal.SIGHUP)
+        self.console.info("SIGHUP received: the gateway re-reads the keys file")
 
     def handle_ready_line(self, name: str) -> None:
         """The child logged "Ready": probe now instead of at the next poll."""
