@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from fake_hub.server import HubStandIn
 
 from embed_launcher.models.cache import repo_dir, verify_model
@@ -114,6 +115,9 @@ def test_stopped_pull_keeps_partial_file_and_next_pull_resumes(hub: HubStandIn, 
     kept = partial.stat().st_size
     assert 0 < kept < len(data)
     assert not verify_model(tmp_path, "BAAI/bge-m3", None, "candle").complete
+    # The hub records the stopped GET when its server thread notices the hang-up, which can come after
+    # the pull returned: wait for that record, or it lands in the resumed pull's log.
+    wait_until(lambda: any(a.method == "GET" and a.path.endswith(weights) for a in hub.log))
     hub.clear_log()
     result = pull(hub, tmp_path, "BAAI/bge-m3", "candle")
     [get] = [a for a in hub.log if a.method == "GET" and a.path.endswith(weights)]
