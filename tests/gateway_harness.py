@@ -39,6 +39,7 @@ class Tei:
     batch: int = 512
     permits: str = PERMITS
     knobs: dict[str, str] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)  # the model's Sentence Transformers prompts
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,6 +48,8 @@ class Tei:
 
     def start(self, **knobs: object) -> Tei:
         folder = write_model(self.tmp / "models" / self.name.replace("/", "--"), self.kind == "rerank")
+        if self.prompts:
+            (folder / "config_sentence_transformers.json").write_text(json.dumps({"prompts": self.prompts}))
         argv = [sys.executable, str(FAKE_TEI), "--model-id", str(folder), "--served-model-name", self.name,
                 "--hostname", "127.0.0.1", "--port", str(self.port), "--prometheus-port", "0",
                 "--max-client-batch-size", str(self.batch), "--max-concurrent-requests", self.permits]
@@ -109,13 +112,15 @@ def model_entry(tei: Tei, *, aliases: list[str], default: bool) -> dict[str, obj
 
 
 def start_gateway(tmp: Path, models: list[dict[str, object]], *, keys: tuple[str, str] | None = (EMBED_KEY,
-                  RERANK_KEY), workers: int = 1, wait_s: float = 10.0, **extra: object) -> Gateway:
+                  RERANK_KEY), workers: int = 1, wait_s: float = 10.0, environ: dict[str, str] | None = None,
+                  **extra: object) -> Gateway:
     ports = free_ports(2)
     config = {"listen": [{"host": "127.0.0.1", "port": ports[0], "routes": "all"},
                          {"host": "127.0.0.1", "port": ports[1], "routes": "rerank"}],
               "models": models, "wait_s": wait_s, "access_log": False, "workers": workers, "created": CREATED,
               **extra}
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "EMBED_GATEWAY_CONFIG": json.dumps(config)}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "EMBED_GATEWAY_CONFIG": json.dumps(config),
+           **(environ or {})}
     if keys:
         env["EMBED_GATEWAY_EMBED_KEY"], env["EMBED_GATEWAY_RERANK_KEY"] = keys
     log = tmp / f"gateway-{ports[0]}.log"
