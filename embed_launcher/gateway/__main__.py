@@ -8,6 +8,7 @@ import sys
 from embed_launcher.gateway.app import Keys
 from embed_launcher.gateway.config import GatewayConfig, GatewayConfigError
 from embed_launcher.gateway.serve import ready_line, run_single, run_worker, say
+from embed_launcher.gateway.tokens import decoder
 from embed_launcher.gateway.workers import READY_FD_VAR, Workers
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import EXIT_CONFIG, LauncherError
@@ -26,6 +27,8 @@ def load(environ: dict[str, str]) -> GatewayConfig:
 
 def main(argv: list[str], environ: dict[str, str]) -> int:
     config, keys = load(environ), Keys.from_environ(environ)
+    if config.token_input == "decode":
+        decoder()  # tiktoken and its encoding, found now: a missing one is a clear error, not a failing request
     if "--worker" in argv:
         return run_worker(config, keys, int(environ[READY_FD_VAR]))
     if config.workers == 1:
