@@ -72,4 +72,5 @@ def gateway_config(settings: Settings, children: Sequence[Child], *, created: in
         read_timeout_s=settings.gateway_read_timeout_s,
         upstream_timeout_s=settings.gateway_upstream_timeout_s,
         drain_s=drain_s(settings.stop_timeout_s),
+        token_input=settings.token_input,
     )
