@@ -57,6 +57,8 @@ def gateway_config(settings: Settings, children: Sequence[Child], *, created: in
                 aliases=(s.model,) if s.served_name != s.model else (),
                 max_client_batch_size=int(batch) if batch else TEI_DEFAULT_CLIENT_BATCH,
                 default=s.default,
+                prompts=dict(s.prompts),
+                matryoshka_dimensions=s.matryoshka_dimensions,
             )
         )
     limits = [int(s.tei_arg("--payload-limit") or TEI_DEFAULT_PAYLOAD_LIMIT) for s in settings.services]
