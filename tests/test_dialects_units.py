@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import base64
 import struct
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from embed_launcher.gateway import tokens
 from embed_launcher.gateway.config import GatewayConfig, GatewayConfigError
 from embed_launcher.gateway.dialects import cohere, ollama, tei
 from embed_launcher.gateway.dialects import openai as openai_dialect
 from embed_launcher.gateway.shapes import RequestError
+from embed_launcher.reporting.errors import LauncherError
 
 
 def test_binary_packs_sign_bits_first_dimension_highest() -> None:
@@ -112,3 +116,29 @@ def test_the_token_policy_is_checked() -> None:
         GatewayConfig.from_dict({**base, "token_input": "guess"})
     with pytest.raises(GatewayConfigError, match="matryoshka_dimensions"):
         GatewayConfig.from_dict({**base, "models": [{**base["models"][0], "matryoshka_dimensions": [0]}]})
+
+
+def test_seeding_writes_tiktokens_cache_files(tmp_path: Path) -> None:
+    """tiktoken's cache key is the sha1 of the URL; the content is what tiktoken's own hash check accepts."""
+    import hashlib
+
+    import tiktoken.load
+
+    assert tokens.seed(tmp_path) == ["cl100k_base", "o200k_base"]
+    url = tokens.BLOB_URLS["cl100k_base"]
+    cached = tmp_path / hashlib.sha1(url.encode()).hexdigest()
+    assert tiktoken.load.check_hash(cached.read_bytes(),
+                                    "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7")
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_decode_without_its_encoding_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tokens.importlib.util, "find_spec", lambda name: None)  # bpe-openai not installed
+    with pytest.raises(LauncherError) as caught:
+        tokens.decoder.__wrapped__("cl100k_base")
+    assert "embed-launcher[tiktoken]" in str(caught.value) and str(tmp_path) in str(caught.value)
+    assert caught.value.exit_code == 2
+    monkeypatch.setitem(sys.modules, "tiktoken", None)  # tiktoken not installed
+    with pytest.raises(LauncherError, match=r"needs tiktoken: pip install 'embed-launcher\[tiktoken\]'"):
+        tokens.decoder.__wrapped__("cl100k_base")

@@ -317,3 +317,38 @@ def test_llamaindex_bare_key_header(stack: tuple[Stack, Gateway]) -> None:
     answer = httpx.post(running.gateway.url("/embed"), json={"inputs": TEXTS[:2], "truncate": True},
                         headers={"Authorization": EMBED_KEY}, timeout=20)
     assert answer.status_code == 200
+
+
+# The worst day: a TEI that dies under a translated request -------------------------------------------
+def test_a_tei_dying_inside_a_split_cohere_or_ollama_embed_is_a_502_in_each_shape(tmp_path: Path) -> None:
+    """One chunk's TEI drops the connection: the whole request is a 502 (never half the vectors), in
+    OpenAI's shape on Cohere's route and TEI's (Ollama's `error`) on Ollama's, and the gateway lives on."""
+    import json
+
+    from gateway_harness import RawTei, drop, reply
+
+    def answer(handler: Any, body: bytes) -> None:
+        inputs = json.loads(body)["inputs"]
+        if "boom" in inputs:
+            drop(handler)
+        else:
+            reply(handler, 200, json.dumps([[0.5, -0.5] for _ in inputs]).encode())
+
+    raw = RawTei(answer)
+    gateway = start_gateway(tmp_path, [raw.entry("raw", batch=2)], keys=None)
+    try:
+        co = cohere.ClientV2(api_key="none", base_url=gateway.url(), timeout=20)
+        with pytest.raises(cohere.core.api_error.ApiError) as caught:
+            co.embed(model="raw", texts=["a", "b", "boom", "c"], input_type="search_query", embedding_types=["int8"])
+        assert caught.value.status_code == 502
+        assert "not sent again" in caught.value.body["error"]["message"]
+        with pytest.raises(ollama.ResponseError) as dropped:
+            ollama.Client(host=gateway.url(), timeout=20).embed(model="raw", input=["a", "b", "boom", "c"])
+        assert dropped.value.status_code == 502 and "not sent again" in dropped.value.error
+        fine = co.embed(model="raw", texts=["a", "b", "c"], input_type="classification",
+                        embedding_types=["ubinary", "int8"])
+        assert fine.embeddings.ubinary == [[0b10000000]] * 3
+        assert fine.embeddings.int8 == [[64, -63]] * 3  # r = 1 for 2 dimensions; half up: 63.5 → 64, -63.5 → -63
+    finally:
+        gateway.stop()
+        raw.close()
