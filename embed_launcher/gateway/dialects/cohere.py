@@ -171,28 +171,20 @@ def quantisation_range(dims: int) -> float:
     return min(1.0, 8.0 / math.sqrt(dims)) if dims else 1.0
 
 
-def _half_up(value: float) -> int:
-    return math.floor(value + 0.5)
-
-
 def int8(vector: Sequence[float]) -> list[int]:
-    r = quantisation_range(len(vector))
-    return [max(-128, min(127, _half_up(v / r * 127))) for v in vector]
+    r, floor = quantisation_range(len(vector)), math.floor  # locals: this runs per dimension, in the event loop
+    return [-128 if q < -128 else 127 if q > 127 else q for q in (floor(v / r * 127 + 0.5) for v in vector)]
 
 
 def uint8(vector: Sequence[float]) -> list[int]:
-    r = quantisation_range(len(vector))
-    return [max(0, min(255, _half_up((v / r + 1) * 127.5))) for v in vector]
+    r, floor = quantisation_range(len(vector)), math.floor
+    return [0 if q < 0 else 255 if q > 255 else q for q in (floor((v / r + 1) * 127.5 + 0.5) for v in vector)]
 
 
 def ubinary(vector: Sequence[float]) -> list[int]:
-    out = []
-    for start in range(0, len(vector), 8):
-        byte = 0
-        for bit, v in enumerate(vector[start:start + 8]):
-            byte |= (v > 0) << (7 - bit)
-        out.append(byte)
-    return out
+    bits = "".join(["1" if v > 0 else "0" for v in vector])
+    bits += "0" * (-len(bits) % 8)  # the last byte padded with zeros
+    return list(int(bits, 2).to_bytes(len(bits) // 8, "big")) if bits else []
 
 
 def binary(vector: Sequence[float]) -> list[int]:
