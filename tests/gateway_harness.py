@@ -39,6 +39,7 @@ class Tei:
     batch: int = 512
     permits: str = PERMITS
     knobs: dict[str, str] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)  # the model's Sentence Transformers prompts
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,6 +48,8 @@ class Tei:
 
     def start(self, **knobs: object) -> Tei:
         folder = write_model(self.tmp / "models" / self.name.replace("/", "--"), self.kind == "rerank")
+        if self.prompts:
+            (folder / "config_sentence_transformers.json").write_text(json.dumps({"prompts": self.prompts}))
         argv = [sys.executable, str(FAKE_TEI), "--model-id", str(folder), "--served-model-name", self.name,
                 "--hostname", "127.0.0.1", "--port", str(self.port), "--prometheus-port", "0",
                 "--max-client-batch-size", str(self.batch), "--max-concurrent-requests", self.permits]

@@ -120,6 +120,7 @@ PARSED: list[tuple[str, str, Getter, object]] = [
     ("EMBED_GATEWAY_MAX_INPUTS", "100", lambda s: s.gateway_max_inputs, 100),
     ("EMBED_GATEWAY_READ_TIMEOUT", "5s", lambda s: s.gateway_read_timeout_s, 5.0),
     ("EMBED_GATEWAY_UPSTREAM_TIMEOUT", "30", lambda s: s.gateway_upstream_timeout_s, 30.0),
+    ("EMBED_TOKEN_INPUT", "decode", lambda s: s.token_input, "decode"),
     ("EMBED_HOST", "127.0.0.1", lambda s: s.host, "127.0.0.1"),
     ("EMBED_SERVER_ADDR", "emb.example.com", lambda s: s.server_addr, "emb.example.com"),
     ("EMBED_PROMETHEUS_PORT", "9100", lambda s: s.embed.prometheus_port, 9100),

@@ -95,6 +95,19 @@ def test_a_key_limited_to_some_models_sees_only_those(keyed: tuple[Stack, Path])
     assert "bge-m3" not in answers[1].text and "bge-m3" not in answers[2].text
 
 
+def test_a_key_limited_to_some_models_sees_only_those_in_ollamas_dialect_too(keyed: tuple[Stack, Path]) -> None:
+    """/api/tags lists only the key's models; /api/show of another is a 404 naming only those."""
+    stack, _ = keyed
+    tags = httpx.get(stack.gateway.url("/api/tags"), headers=bearer(EMBEDDER))
+    assert tags.status_code == 200, tags.text
+    assert "bge-m3" not in tags.text and "small" in tags.text, tags.text
+    hidden = httpx.post(stack.gateway.url("/api/show"), json={"model": "BAAI/bge-m3"}, headers=bearer(EMBEDDER))
+    assert hidden.status_code == 404, hidden.text
+    assert "small" in hidden.text and hidden.text.count("bge-m3") == 1, hidden.text
+    shown = httpx.post(stack.gateway.url("/api/show"), json={"model": "small"}, headers=bearer(EMBEDDER))
+    assert shown.status_code == 200, shown.text
+
+
 def test_the_model_list_and_a_permitted_model_pass(keyed: tuple[Stack, Path]) -> None:
     stack, _ = keyed
     assert httpx.get(stack.gateway.url("/v1/models"), headers=bearer(EMBEDDER)).status_code == 200

@@ -34,7 +34,7 @@ from embed_launcher.gateway import openapi
 pytestmark = pytest.mark.integration
 
 SEED = 16  # fixed: CI runs the same requests every time
-MAX_EXAMPLES = 15  # per operation (and mode: valid and invalid bodies); 42 + 22 operations
+MAX_EXAMPLES = 15  # per operation (and mode: valid and invalid bodies); 81 operations over both listeners
 REQUEST_TIMEOUT_S = 30.0
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance, ignored_auth]

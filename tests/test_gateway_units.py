@@ -8,6 +8,7 @@ import pytest
 
 from embed_launcher.gateway import batching, shapes
 from embed_launcher.gateway.config import GatewayConfig, GatewayConfigError
+from embed_launcher.gateway.dialects import cohere
 from embed_launcher.gateway.relay import rename_model
 from embed_launcher.gateway.routes import resolve, speaks_openai
 from embed_launcher.gateway.shapes import RequestError
@@ -179,11 +180,11 @@ def test_answers_join_in_order() -> None:
 # the Cohere / Jina dialect ---------------------------------------------------------------------
 def test_cohere_requests_become_tei_requests_and_back() -> None:
     """Strings or {"text"}; top_n cuts; return_documents echoes what was sent; scores are TEI's."""
-    request = shapes.parse_cohere({"model": "reranker", "query": "q", "documents": ["a", {"text": "b", "id": 7}],
+    request = cohere.parse_rerank({"model": "reranker", "query": "q", "documents": ["a", {"text": "b", "id": 7}],
                                    "top_n": 1, "return_documents": True})
     assert request.tei_body() == {"query": "q", "texts": ["a", "b"], "raw_scores": False, "return_text": False,
                                   "truncate": True}
-    answer = shapes.cohere_answer(request, [{"index": 0, "score": 0.2}, {"index": 1, "score": 0.7}], "reranker", 9,
+    answer = cohere.rerank_answer(request, [{"index": 0, "score": 0.2}, {"index": 1, "score": 0.7}], "reranker", 9,
                                   "2")
     assert answer["results"] == [{"index": 1, "relevance_score": 0.7, "document": {"text": "b", "id": 7}}]
     assert answer["model"] == "reranker" and answer["usage"]["total_tokens"] == 9
@@ -194,7 +195,7 @@ def test_cohere_requests_become_tei_requests_and_back() -> None:
                                   {"query": "q", "documents": [3]}, {"query": "q", "documents": ["a"], "top_n": 0}])
 def test_bad_cohere_requests_are_422(body: object) -> None:
     with pytest.raises(RequestError) as caught:
-        shapes.parse_cohere(body)
+        cohere.parse_rerank(body)
     assert caught.value.status == 422
 
 
@@ -270,6 +271,8 @@ def test_a_malformed_compute_tokens_header_counts_as_zero() -> None:
     ("/v1/embeddings", True), ("/embeddings", True), ("/v1/nothing", True), ("/v2/rerank", True),
     ("/models/no-such/v1/rerank", True), ("/models/org%2Fname/v2/rerank", True), ("/models/x/y/embeddings", True),
     ("/models/no-such/rerank", False), ("/embed", False), ("/models/no-such/embed", False), ("/nothing", False),
+    # found by schemathesis: Ollama's /api/embeddings ends with OpenAI's /embeddings, but is Ollama's (TEI's shape)
+    ("/models/no-such/api/embeddings", False), ("/models/no-such/v1/embed", True), ("/api/embed", False),
 ])
 def test_an_unresolved_path_keeps_its_dialect(path: str, openai: bool) -> None:
     """An unknown model's 404 under /models/{name}/v1|v2/… is in OpenAI's shape, like the route it aimed at."""

@@ -79,6 +79,8 @@ model = "BAAI/bge-m3"
 alias = "m3"
 max_batch_tokens = 4096
 dtype = "float16"
+prompts = { search_query = "query", search_document = "passage" }
+matryoshka_dimensions = [1024, 512]
 
 [[models]]
 model = "naver/splade-cocondenser-ensembledistil"
@@ -106,6 +108,27 @@ def test_the_models_file_declares_models_with_settings_of_their_own() -> None:
     assert rerank.served_name == "reranker" and rerank.revision == "refs/pr/1"
     assert sparse.tei_arg("--pooling") == "splade"  # TEI serves /embed_sparse only with SPLADE pooling
     assert settings.gateway is True  # dense and sparse share EMBED_PORT
+
+
+def test_the_models_file_gives_the_gateway_prompts_and_matryoshka_sizes() -> None:
+    """`prompts` (Cohere's input_type → the model's prompt) and `matryoshka_dimensions` reach the gateway's
+    configuration for that model only; they are not TEI flags."""
+    from embed_launcher.supervision.gateway_plan import gateway_config
+
+    settings = load(models=MODELS_TOML)
+    embed = settings.services[0]
+    assert embed.prompts == (("search_query", "query"), ("search_document", "passage"))
+    assert not any(flag.startswith("--prompt") for flag, _ in embed.tei_args)
+
+    class Child:
+        def __init__(self, name: str, port: int) -> None:
+            self.name, self.port = name, port
+
+    config = gateway_config(settings, [Child(s.name, 9000 + i) for i, s in enumerate(settings.services)], created=0)
+    m3 = config.find("m3")
+    assert m3 is not None and m3.prompts == {"search_query": "query", "search_document": "passage"}
+    assert m3.matryoshka_dimensions == (1024, 512)
+    assert all(not m.prompts and not m.matryoshka_dimensions for m in config.models if m is not m3)
 
 
 def test_a_listed_model_takes_its_settings_from_the_file() -> None:
@@ -163,6 +186,12 @@ def test_bad_lists_and_gateway_settings_are_named(env: dict[str, str], expected:
          "EMBED_MODELS_FILE: two models are served as 'x'"),
         ("models = 3", "EMBED_MODELS_FILE /srv/models.toml: 'models' must be an array of tables"),
         ("[server]\nport = 1", "EMBED_MODELS_FILE /srv/models.toml: unknown table or key 'server'"),
+        ("[[models]]\nmodel = \"BAAI/bge-m3\"\nprompts = { search = \"query\" }",
+         "EMBED_MODELS_FILE /srv/models.toml: models[1].prompts: unknown input type 'search'"),
+        ("[[models]]\nmodel = \"BAAI/bge-m3\"\nprompts = \"query\"",
+         "EMBED_MODELS_FILE /srv/models.toml: models[1].prompts must be a table"),
+        ("[[models]]\nmodel = \"BAAI/bge-m3\"\nmatryoshka_dimensions = [0]",
+         "EMBED_MODELS_FILE /srv/models.toml: models[1].matryoshka_dimensions must be a list"),
     ],
 )
 def test_every_models_file_problem_names_the_file_and_the_key(text: str, expected: str) -> None:

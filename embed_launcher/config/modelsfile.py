@@ -6,6 +6,8 @@
     kind = "embed"               # embed (default), sparse (SPLADE, /embed_sparse) or rerank
     revision = "main"            # branch, tag or commit
     max_client_batch_size = 256  # any TEI tuning variable, by its name after EMBED_/RERANK_, in lower case
+    prompts = { search_query = "query", search_document = "passage" }  # Cohere input_type → prompt name
+    matryoshka_dimensions = [768, 512, 256]  # the sizes the model was trained to be cut to (/v1/models)
 
 Every problem is reported at once, each naming the file and the key, like the env file's.
 """
@@ -22,6 +24,8 @@ from embed_launcher.config.variables import TUNABLES
 
 KINDS = ("embed", "sparse", "rerank")
 IDENTITY_KEYS = ("model", "alias", "kind", "revision")
+GATEWAY_KEYS = ("prompts", "matryoshka_dimensions")  # read by the gateway, not TEI
+INPUT_TYPES = ("search_query", "search_document", "classification", "clustering")  # Cohere's input_type
 TUNABLE_KEYS = {t.suffix.lower(): t for t in TUNABLES}
 
 
@@ -34,6 +38,8 @@ class ModelEntry:
     alias: str | None = None
     revision: str | None = None
     tunables: tuple[tuple[str, str], ...] = ()  # (variable suffix, raw value), e.g. ("DTYPE", "float16")
+    prompts: tuple[tuple[str, str], ...] = ()  # (Cohere input_type, the model's prompt name)
+    matryoshka_dimensions: tuple[int, ...] = ()
 
 
 def parse_models_file(text: str, path: Path) -> tuple[tuple[ModelEntry, ...], list[str]]:
@@ -78,13 +84,14 @@ def _entry(table: dict[str, object], where: str, problems: list[str]) -> ModelEn
     for key, value in (("alias", alias), ("revision", revision)):
         if key in table and (value is None or WORD.parse(value) is None or not value):
             problems.append(f"{where}.{key} must be a text without spaces; got {table[key]!r}")
+    prompts, dimensions = _prompts(table.get("prompts", {}), where, problems), _sizes(table, where, problems)
     tunables = []
     for key, raw in table.items():
-        if key in IDENTITY_KEYS:
+        if key in IDENTITY_KEYS or key in GATEWAY_KEYS:
             continue
         tunable = TUNABLE_KEYS.get(key)
         if tunable is None:
-            near = difflib.get_close_matches(key, [*IDENTITY_KEYS, *TUNABLE_KEYS], n=1)
+            near = difflib.get_close_matches(key, [*IDENTITY_KEYS, *GATEWAY_KEYS, *TUNABLE_KEYS], n=1)
             hint = f"; did you mean {near[0]}?" if near else ""
             problems.append(f"{where}: unknown key '{key}'{hint}")
             continue
@@ -95,7 +102,27 @@ def _entry(table: dict[str, object], where: str, problems: list[str]) -> ModelEn
         tunables.append((tunable.suffix, value))
     if len(problems) > before or model is None or kind is None:
         return None
-    return ModelEntry(model, kind, alias, revision, tuple(tunables))
+    return ModelEntry(model, kind, alias, revision, tuple(tunables), prompts, dimensions)
+
+
+def _prompts(raw: object, where: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    """`prompts = { search_query = "query", … }`: Cohere's input types to the model's prompt names."""
+    if not isinstance(raw, dict) or not all(isinstance(v, str) and v.strip() for v in raw.values()):
+        problems.append(f"{where}.prompts must be a table of prompt names, e.g. "
+                        "prompts = { search_query = \"query\", search_document = \"passage\" }")
+        return ()
+    unknown = [k for k in raw if k not in INPUT_TYPES]
+    if unknown:
+        problems.append(f"{where}.prompts: unknown input type '{unknown[0]}' (expected {', '.join(INPUT_TYPES)})")
+    return tuple((k, str(v).strip()) for k, v in raw.items() if k in INPUT_TYPES)
+
+
+def _sizes(table: dict[str, object], where: str, problems: list[str]) -> tuple[int, ...]:
+    raw = table.get("matryoshka_dimensions", [])
+    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in raw):
+        problems.append(f"{where}.matryoshka_dimensions must be a list of positive integers, e.g. [768, 512, 256]")
+        return ()
+    return tuple(int(d) for d in raw)
 
 
 def _text(value: object) -> str | None:

@@ -41,6 +41,8 @@ class ServiceSettings:
     tei_args: tuple[tuple[str, str], ...] = ()
     kind: str = EMBED  # embed | sparse | rerank
     default: bool = True  # the default model of its kind
+    prompts: tuple[tuple[str, str], ...] = ()  # the models file's Cohere input_type → prompt name (gateway)
+    matryoshka_dimensions: tuple[int, ...] = ()  # the models file's (gateway: /v1/models)
 
     def tei_arg(self, flag: str) -> str | None:
         """The last value given for one TEI flag (e.g. "--dtype"), or None when unset."""
@@ -86,6 +88,8 @@ def default_service(r: Reader, name: str, enabled: bool, port: str | None, first
         prometheus_port=r.required(p + "PROMETHEUS_PORT", PORT, str(metrics)),
         tei_args=tei_args(r, p, enabled, entry),
         kind=name,
+        prompts=entry.prompts if entry else (),
+        matryoshka_dimensions=entry.matryoshka_dimensions if entry else (),
     )
 
 
@@ -105,6 +109,8 @@ def extra_service(
         tei_args=tei_args(r, KIND_PREFIX[kind], True, entry, declared_only=True),
         kind=kind,
         default=default,
+        prompts=entry.prompts,
+        matryoshka_dimensions=entry.matryoshka_dimensions,
     )
 
 

@@ -20,6 +20,7 @@ from embed_launcher.config.kinds import (
     SECONDS,
     SERVER_ADDR,
     TEXT,
+    TOKEN_INPUT,
 )  # fmt: skip
 from embed_launcher.config.modelsfile import ModelEntry, parse_models_file
 from embed_launcher.config.reader import Reader
@@ -100,6 +101,7 @@ class Settings:
     gateway_max_inputs: int = 8192
     gateway_read_timeout_s: float = 60.0
     gateway_upstream_timeout_s: float = 600.0
+    token_input: str = "reject"  # EMBED_TOKEN_INPUT
     warnings: tuple[str, ...] = ()  # non-fatal notes found while loading (unknown keys...)
 
     @property
@@ -234,6 +236,7 @@ def _settings(r: Reader, env_file: Path, cwd: Path, entries: tuple[ModelEntry, .
         gateway_max_inputs=r.required("EMBED_GATEWAY_MAX_INPUTS", COUNT),
         gateway_read_timeout_s=r.required("EMBED_GATEWAY_READ_TIMEOUT", SECONDS),
         gateway_upstream_timeout_s=r.required("EMBED_GATEWAY_UPSTREAM_TIMEOUT", SECONDS),
+        token_input=r.required("EMBED_TOKEN_INPUT", TOKEN_INPUT),
     )
 
 

@@ -121,6 +121,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("EMBED_GATEWAY_MAX_INPUTS", "8192",
              "Most inputs in one request through the gateway (it cuts them into the model's batches); more: 422",
              _GW),
+    Variable("EMBED_TOKEN_INPUT", "reject",
+             "Token ids on the gateway's OpenAI routes: reject (a 400 explaining the fix), decode (tiktoken's"
+             " cl100k_base ids to text; needs the [tiktoken] extra) or passthrough (the model's own ids)", _GW),
     Variable("EMBED_GATEWAY_READ_TIMEOUT", "60",
              "Seconds a client has to send a request's headers and body to the gateway", _GW),
     Variable("EMBED_GATEWAY_UPSTREAM_TIMEOUT", "600",

@@ -10,6 +10,7 @@ from embed_launcher.gateway.app import Keys
 from embed_launcher.gateway.config import GatewayConfig, GatewayConfigError
 from embed_launcher.gateway.keystore import KeyStore
 from embed_launcher.gateway.serve import ready_line, run_single, run_worker, say
+from embed_launcher.gateway.tokens import decoder
 from embed_launcher.gateway.workers import READY_FD_VAR, Workers
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import EXIT_CONFIG, LauncherError
@@ -30,6 +31,8 @@ def main(argv: list[str], environ: dict[str, str]) -> int:
     # SIGHUP means "re-read the keys file": until the loop handles it, it must not kill a starting gateway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config, keys = load(environ), Keys.from_environ(environ)
+    if config.token_input == "decode":
+        decoder()  # tiktoken and its encoding, found now: a missing one is a clear error, not a failing request
     if "--worker" in argv:
         return run_worker(config, keys, KeyStore.from_environ(environ, config.workers), int(environ[READY_FD_VAR]))
     if config.workers == 1:

@@ -55,27 +55,11 @@ class GuardedHandlers(Handlers):
         return [m for m in models if grant is None or grant.allows(m.names)]
 
     def model(self, target: Target, asked: Any = None) -> ModelRoute:
-        try:
-            model = super().model(target, asked)
-        except shapes.RequestError as err:
-            if err.code != "model_not_found" or not asked:
-                raise
-            raise shapes.unknown_model(str(asked), self.visible(self.config.of_kind(*target.route.kinds)),
-                                       target.route.path) from None
+        model = super().model(target, asked)
         refusal = model_refusal(GRANT.get(), model.names, asked or target.asked)
         if refusal is not None:
             raise Forbidden(refusal)
         return model
-
-    async def models(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
-        listed = shapes.model_list(self.visible(self.config.models), self.config.created)
-        return web.Response(body=json.dumps(listed, ensure_ascii=False), content_type="application/json")
-
-    async def model_entry(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
-        model = self.config.find(target.asked or "")
-        if model is not None and not self.visible([model]):  # as if it did not exist
-            raise shapes.unknown_model(target.asked or "", self.visible(self.config.models), "/v1/models")
-        return await super().model_entry(request, target)
 
 
 def hidden_names(err: shapes.RequestError, grant: Grant | None, config: GatewayConfig) -> shapes.RequestError:

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 KINDS = ("embed", "sparse", "rerank")
+TOKEN_POLICIES = ("reject", "decode", "passthrough")  # EMBED_TOKEN_INPUT
 ROUTE_SETS = ("all", "rerank")
 DEFAULT_WAIT_S = 30.0
 DEFAULT_MAX_BODY_BYTES = 2_000_000  # TEI's own default payload limit
@@ -50,6 +51,9 @@ class ModelRoute:
     aliases: tuple[str, ...] = ()
     max_client_batch_size: int = 512
     default: bool = False
+    # Cohere's input_type → the model's prompt name (the models file's `prompts`); empty: the common names.
+    prompts: dict[str, str] = field(default_factory=dict, hash=False)
+    matryoshka_dimensions: tuple[int, ...] = ()  # the sizes the model was trained to be cut to, when known
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -78,6 +82,7 @@ class GatewayConfig:
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     upstream_timeout_s: float = DEFAULT_UPSTREAM_TIMEOUT_S
     drain_s: float = DEFAULT_DRAIN_S
+    token_input: str = "reject"  # EMBED_TOKEN_INPUT: token ids on OpenAI routes (reject, decode, passthrough)
     _index: dict[str, ModelRoute] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -118,7 +123,9 @@ class GatewayConfig:
             raise GatewayConfigError(problems)
         assert isinstance(data, dict)
         listen = tuple(Listener(**item) for item in data["listen"])
-        models = tuple(ModelRoute(**{**item, "aliases": tuple(item.get("aliases", ()))}) for item in data["models"])
+        models = tuple(ModelRoute(**{**item, "aliases": tuple(item.get("aliases", ())),
+                                     "matryoshka_dimensions": tuple(item.get("matryoshka_dimensions", ()))})
+                       for item in data["models"])
         rest = {k: v for k, v in data.items() if k not in ("listen", "models")}
         return cls(listen=listen, models=models, **rest)
 
@@ -128,9 +135,10 @@ class GatewayConfig:
 _TOP = {"listen": list, "models": list, "wait_s": (int, float), "access_log": bool, "workers": int,
         "created": int, "max_body_bytes": int, "max_inputs": int, "read_timeout_s": (int, float),
         "write_timeout_s": (int, float), "idle_timeout_s": (int, float), "upstream_timeout_s": (int, float),
-        "drain_s": (int, float)}
+        "drain_s": (int, float), "token_input": str}
 _LISTENER = {"host": str, "port": int, "routes": str}
-_MODEL = {"name": str, "kind": str, "upstream": str, "aliases": list, "max_client_batch_size": int, "default": bool}
+_MODEL = {"name": str, "kind": str, "upstream": str, "aliases": list, "max_client_batch_size": int, "default": bool,
+          "prompts": dict, "matryoshka_dimensions": list}
 _REQUIRED = {"top": ("listen", "models"), "listener": ("host", "port"), "model": ("name", "kind", "upstream")}
 
 
@@ -163,6 +171,11 @@ def _shape_problems(data: object) -> list[str]:
         problems += _fields_problems(f"models[{i}]", item, _MODEL, _REQUIRED["model"])
         if isinstance(item, dict) and not all(isinstance(a, str) for a in item.get("aliases", [])):
             problems.append(f"models[{i}].aliases: expected strings")
+        if isinstance(item, dict) and not all(isinstance(k, str) and isinstance(v, str)
+                                              for k, v in dict(item.get("prompts") or {}).items()):
+            problems.append(f"models[{i}].prompts: expected strings")
+        if isinstance(item, dict) and not all(_typed(d, int) and d > 0 for d in item.get("matryoshka_dimensions", [])):
+            problems.append(f"models[{i}].matryoshka_dimensions: expected positive integers")
     return problems
 
 
@@ -184,6 +197,8 @@ def validate(config: GatewayConfig) -> list[str]:
             problems.append(f"{name}: must be > 0")
     if config.drain_s < 0:
         problems.append("drain_s: must be >= 0")
+    if config.token_input not in TOKEN_POLICIES:
+        problems.append(f"token_input: {config.token_input!r} is not one of {', '.join(TOKEN_POLICIES)}")
     return problems
 
 

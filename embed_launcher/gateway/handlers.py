@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
-from embed_launcher.gateway import batching, connections, shapes
+from embed_launcher.gateway import batching, connections, shapes, tokens
 from embed_launcher.gateway.config import GatewayConfig, ModelRoute
+from embed_launcher.gateway.dialects import EmbedCall, cohere, ollama, tei
+from embed_launcher.gateway.dialects import openai as openai_dialect
 from embed_launcher.gateway.relay import JSON, relay
 from embed_launcher.gateway.routes import Action, Target, default_model
 from embed_launcher.gateway.shapes import RequestError
-from embed_launcher.gateway.upstream import Reply, Upstream
+from embed_launcher.gateway.upstream import Reply, Upstream, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 
 CHUNKS_IN_FLIGHT = 4  # chunks of one request sent at once; the rest queue (TEI 429s when its permits run out)
 JSON_TYPES = ("application/json",)
@@ -34,10 +37,15 @@ class Handlers:
 
     def __init__(self, config: GatewayConfig, upstreams: dict[str, Upstream]) -> None:
         self.config, self.upstreams = config, upstreams
+        self.decode = tokens.decoder() if config.token_input == "decode" else None
+        self.facts: dict[str, dict[str, Any]] = {}  # per model, what its TEI told: dimensions, max_input_length
+        self.missing_prompts: set[tuple[str, str]] = set()  # (model, prompt name) its TEI refused
         self.actions: dict[Action, Handler] = {
             Action.HEALTH: self.health, Action.MODELS: self.models, Action.MODEL: self.model_entry,
-            Action.OPENAI: self.openai, Action.COHERE: self.cohere, Action.RERANK: self.rerank,
-            Action.NATIVE: self.native,
+            Action.OPENAI: self.openai, Action.COHERE: self.cohere, Action.COHERE_EMBED: self.cohere_embed,
+            Action.RERANK: self.rerank, Action.NATIVE: self.native, Action.OLLAMA_EMBED: self.ollama_embed,
+            Action.OLLAMA_TAGS: self.ollama_tags, Action.OLLAMA_SHOW: self.ollama_show,
+            Action.OLLAMA_VERSION: self.ollama_version,
         }
 
     async def handle(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
@@ -53,15 +61,44 @@ class Handlers:
         return web.Response(status=503, body=json.dumps({"error": message, "error_type": "Unhealthy"}),
                             content_type=JSON)
 
+    def visible(self, models: Sequence[ModelRoute]) -> list[ModelRoute]:
+        """The models this caller may see: every one here; a key limited to some sees only those."""
+        return list(models)
+
     async def models(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
-        return json_response(shapes.model_list(self.config.models, self.config.created))
+        shown = self.visible(self.config.models)
+        facts = await asyncio.gather(*(self.facts_of(m) for m in shown))
+        known = {m.name: f for m, f in zip(shown, facts, strict=True)}
+        return json_response(openai_dialect.model_list(shown, self.config.created, known))
 
     async def model_entry(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
         asked = target.asked or ""
         model = self.config.find(asked)
-        if model is None:
-            raise shapes.unknown_model(asked, self.config.models, "/v1/models")
-        return json_response(shapes.model_entry(model, asked, self.config.created))
+        if model is None or not self.visible([model]):  # one the caller may not see is as if it did not exist
+            raise shapes.unknown_model(asked, self.visible(self.config.models), "/v1/models")
+        return json_response(openai_dialect.model_entry(model, asked, self.config.created, await self.facts_of(model)))
+
+    async def facts_of(self, model: ModelRoute) -> dict[str, Any]:
+        """What a model's TEI tells of it (`max_input_length` from /info; `dimensions`, from one probe embed),
+        once per worker. A model not ready now is not waited for: its entry goes without them this time."""
+        if model.name in self.facts or not self.upstream(model).ready.is_set():
+            return self.facts.get(model.name, {})
+        upstream, found = self.upstream(model), {}
+        try:
+            info = await upstream.send("GET", "/info", whole=True)
+            if info.status == 200:
+                found["max_input_length"] = json.loads(info.body or b"{}").get("max_input_length")
+            if model.kind == "embed":
+                probe = await upstream.send("POST", "/embed", b'{"inputs":"dimensions"}', whole=True)
+                if probe.status == 200:
+                    found["dimensions"] = len(json.loads(probe.body or b"[[]]")[0])
+        except (UpstreamUnavailable, UpstreamFailed, UpstreamTimeout, ValueError, IndexError, TypeError,
+                AttributeError):
+            return {}
+        found = {k: v for k, v in found.items() if isinstance(v, int)}
+        if len(found) == (2 if model.kind == "embed" else 1):
+            self.facts[model.name] = found
+        return found
 
     # choosing the model ----------------------------------------------------------------------
     def model(self, target: Target, asked: Any = None) -> ModelRoute:
@@ -71,7 +108,8 @@ class Handlers:
         if asked:
             model = self.config.find(asked) if isinstance(asked, str) else None
             if model is None or model.kind not in target.route.kinds:
-                raise shapes.unknown_model(str(asked), self.config.of_kind(*target.route.kinds), target.route.path)
+                raise shapes.unknown_model(str(asked), self.visible(self.config.of_kind(*target.route.kinds)),
+                                           target.route.path)
             return model
         model = default_model(target.route, self.config)
         if model is None:
@@ -124,6 +162,9 @@ class Handlers:
         body, raw = await read_json(request)
         if not isinstance(body, dict):
             raise RequestError(422, "the body must be a JSON object")
+        if openai_dialect.has_token_ids(body.get("input")) and self.config.token_input != "passthrough":
+            body = {**body, "input": self.decoded(body["input"])}
+            raw = shapes.tei_body(body)
         model = self.model(target, body.get("model"))
         asked = body.get("model") or target.asked or model.name
         if body.get("model", model.name) != model.name:
@@ -142,13 +183,37 @@ class Handlers:
         return web.Response(body=batching.merge_openai([r.body or b"" for r in replies], sizes, asked),
                             content_type=JSON)
 
+    def decoded(self, value: Any) -> Any:
+        """Token ids under EMBED_TOKEN_INPUT: refused (reject), or tiktoken's decoded to text (decode)."""
+        if self.decode is None:
+            raise openai_dialect.token_rejection()
+        try:
+            return openai_dialect.decoded_input(value, self.decode)
+        except (KeyError, ValueError, OverflowError, TypeError) as exc:
+            raise RequestError(400, f"`input` holds ids that are not {openai_dialect.TIKTOKEN_ENCODING} tokens "
+                                    f"({type(exc).__name__}: {exc})", "invalid_token_ids") from None
+
     # the Cohere/Jina dialect -----------------------------------------------------------------
     async def cohere(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
         body, _raw = await read_json(request)
         return await self.cohere_body(request, target, body)
 
+    async def cohere_embed(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        body, _raw = await read_json(request)
+        embed = cohere.parse_embed(body, target.route.version)
+        model = self.model(target, embed.call.model)
+        candidates = cohere.prompt_candidates(embed.input_type, model.prompts)
+        result = await self.embed(target, model, embed.call, candidates)
+        if isinstance(result, web.Response):
+            return result
+        vectors, used, count = result
+        warnings = []
+        if embed.input_type is not None and used is None:
+            warnings.append(cohere.no_prompt_warning(embed.input_type, model.name))
+        return json_response(cohere.embed_answer(embed, vectors, count, target.route.version, warnings))
+
     async def cohere_body(self, request: web.BaseRequest, target: Target, body: Any) -> web.StreamResponse:
-        rerank = shapes.parse_cohere(body)
+        rerank = cohere.parse_rerank(body)
         self.check_inputs(list(rerank.texts), "documents")
         model = self.model(target, rerank.model)
         asked = rerank.model or target.asked or model.name
@@ -162,7 +227,65 @@ class Handlers:
         size = len(chunks[0]["texts"]) if chunks else len(rerank.texts)
         results = batching.merge_rerank([r.body or b"" for r in replies], size)
         tokens = sum(compute_tokens(r) for r in replies)
-        return json_response(shapes.cohere_answer(rerank, results, asked, tokens, target.route.version))
+        return json_response(cohere.rerank_answer(rerank, results, asked, tokens, target.route.version))
+
+    # the Ollama dialect ----------------------------------------------------------------------
+    async def ollama_embed(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        began = time.monotonic_ns()
+        body, _raw = await read_json(request)
+        legacy = target.route.version == "legacy"
+        call = ollama.parse_embeddings(body) if legacy else ollama.parse_embed(body)
+        model = self.model(target, call.model)
+        result = await self.embed(target, model, call, ())
+        if isinstance(result, web.Response):
+            return result
+        vectors, _used, count = result
+        if legacy:
+            return json_response(ollama.embeddings_answer(vectors))
+        asked = call.model or model.name
+        return json_response(ollama.embed_answer(asked, vectors, count, time.monotonic_ns() - began))
+
+    async def ollama_tags(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        return json_response(ollama.tags(self.visible(self.config.models), self.config.created))
+
+    async def ollama_show(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        body, _raw = await read_json(request)
+        asked = ollama.model_name(body.get("model", body.get("name")) if isinstance(body, dict) else None)
+        model = self.config.find(asked) if asked else None
+        if model is None or model.kind != "embed" or not self.visible([model]):
+            raise shapes.unknown_model(str(asked), self.visible(self.config.of_kind("embed")), target.route.path)
+        return json_response(ollama.show(model, self.config.created, await self.facts_of(model)))
+
+    async def ollama_version(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        return json_response(ollama.version())
+
+    # one embedding call, whatever the dialect ------------------------------------------------
+    async def embed(self, target: Target, model: ModelRoute, call: EmbedCall,
+                    prompts: Sequence[str]) -> tuple[list[list[float]], str | None, int] | web.Response:
+        """``call`` through TEI's /embed, cut to the model's batch size: (vectors, the prompt used, tokens),
+        or TEI's error in the route's shape. The prompt names are tried in order; one that the model's TEI
+        refuses is remembered and never sent again; with none left the texts go without a prompt."""
+        self.check_inputs(list(call.texts), "texts")
+        for name in [p for p in prompts if (model.name, p) not in self.missing_prompts]:
+            replies = await self.embed_chunks(model, {**call.tei_body(), "prompt_name": name})
+            if isinstance(replies, Reply) and tei.is_prompt_rejection(replies.status, replies.body or b"", name):
+                self.missing_prompts.add((model.name, name))
+                continue
+            return self.embedded(target, replies, name)
+        return self.embedded(target, await self.embed_chunks(model, call.tei_body(prompt=False)), None)
+
+    async def embed_chunks(self, model: ModelRoute, body: dict[str, Any]) -> list[Reply] | Reply:
+        chunks = batching.chunk_bodies(body, batching.SPLITS["/embed"], "/embed", model.max_client_batch_size)
+        return await self.send_all(model, "/embed", chunks or [body])
+
+    def embedded(self, target: Target, replies: list[Reply] | Reply,
+                 prompt: str | None) -> tuple[list[list[float]], str | None, int] | web.Response:
+        if isinstance(replies, Reply):
+            raw = replies.body or b""
+            out = shapes.reshape_tei_error(replies.status, raw) if target.route.openai else raw
+            return web.Response(status=replies.status, body=out, content_type=JSON)
+        vectors = tei.vectors([r.body or b"" for r in replies])
+        return vectors, prompt, sum(compute_tokens(r) for r in replies)
 
     # talking to TEI --------------------------------------------------------------------------
     def check_inputs(self, items: list[Any] | None, field: str) -> None:

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from embed_launcher import __version__
-from embed_launcher.gateway.routes import MODEL_ENTRY, MODEL_PREFIX, PREFIXABLE, TABLES, Route
+from embed_launcher.gateway.routes import MODEL_ENTRY, MODEL_PREFIX, PREFIXABLE, PUBLIC, TABLES, Action, Route
 from embed_launcher.gateway.schemas import COMPONENTS, Schema, ref
 
 OPENAPI_PATH = "/openapi.json"
@@ -42,6 +42,13 @@ BODIES: dict[str, tuple[Schema | None, Schema | None]] = {
     "/embeddings": (ref("OpenAIEmbeddingsRequest"), ref("OpenAIEmbeddingsResponse")),
     "/v1/rerank": (ref("CohereRerankRequest"), ref("CohereRerankResponse")),
     "/v2/rerank": (ref("CohereRerankRequest"), ref("CohereRerankResponse")),
+    "/v1/embed": (ref("CohereEmbedRequest"), ref("CohereEmbedResponse")),
+    "/v2/embed": (ref("CohereEmbedRequest"), ref("CohereEmbedResponse")),
+    "/api/embed": (ref("OllamaEmbedRequest"), ref("OllamaEmbedResponse")),
+    "/api/embeddings": (ref("OllamaEmbeddingsRequest"), ref("OllamaEmbeddingsResponse")),
+    "/api/tags": (None, ref("OllamaTags")),
+    "/api/show": (ref("OllamaShowRequest"), ref("OllamaShow")),
+    "/api/version": (None, ref("OllamaVersion")),
 }
 _MISSING = set(TABLES["all"]) - set(BODIES)
 assert not _MISSING, f"routes without bodies in openapi.BODIES: {sorted(_MISSING)}"
@@ -69,13 +76,14 @@ SECURITY = {
                   "description": "EMBED_GATEWAY_RERANK_KEY: the rerankers' routes"},
 }
 DESCRIPTION = (
-    "One HTTP door in front of many Text Embeddings Inference servers: OpenAI embeddings, Cohere/Jina rerank "
-    "(v1, v2) and TEI's native routes. `/models/{model}/<route>` reaches the model named in the path (a served "
-    "name or an alias; percent-encode its `/` as `%2F`); otherwise the body's `model`, else the route's default "
-    "model. A route of an embedding model takes the embedding key, a reranker's route the reranking key; a "
-    "gateway started without keys is open. Errors are OpenAI's nested `{\"error\":{…}}` on `/v1/…`, `/v2/…` and "
-    "`/embeddings`, TEI's flat `{\"error\",\"error_type\"}` on TEI's routes (where TEI's own rejections stay "
-    "text/plain, as TEI sends them). A method a route does not take is answered 405 with `Allow`.")
+    "One HTTP door in front of many Text Embeddings Inference servers: OpenAI embeddings, Cohere embed and "
+    "Cohere/Jina rerank (v1, v2), Ollama's embedding API (`/api/…`) and TEI's native routes. "
+    "`/models/{model}/<route>` reaches the model named in the path (a served name or an alias; percent-encode "
+    "its `/` as `%2F`); otherwise the body's `model`, else the route's default model. A route of an embedding "
+    "model takes the embedding key, a reranker's route the reranking key; a gateway started without keys is "
+    "open. Errors are OpenAI's nested `{\"error\":{…}}` on `/v1/…`, `/v2/…` and `/embeddings`, TEI's flat "
+    "`{\"error\",\"error_type\"}` on TEI's and Ollama's routes (where TEI's own rejections stay text/plain, as "
+    "TEI sends them). A method a route does not take is answered 405 with `Allow`.")
 
 
 def document(routes: str = "all") -> dict[str, Any]:
@@ -129,17 +137,18 @@ def _operation_id(method: str, path: str) -> str:
     return method.lower() + (re.sub(r"[^A-Za-z0-9]+", "_", path).rstrip("_") or "_root")
 
 
+TAGS = {"openai": "OpenAI", "cohere": "Cohere and Jina", "ollama": "Ollama", "tei": "TEI"}
+
+
 def _tag(route: Route) -> str:
-    if route.action in ("health", "models", "model"):
+    if route.action in (Action.HEALTH, Action.MODELS, Action.MODEL):
         return "gateway"
-    if route.action == "cohere":
-        return "Cohere and Jina"
-    return "OpenAI" if route.openai else "TEI"
+    return TAGS[route.dialect]
 
 
 def _security(route: Route, prefixed: bool) -> list[dict[str, list[str]]]:
     """Which key a route takes; either (whichever the reached model's kind needs) where the table cannot tell."""
-    if route.action == "health":
+    if route.action in PUBLIC:
         return []
     if not prefixed and route.kinds == ("rerank",):
         return [{"rerankKey": []}]
@@ -154,12 +163,16 @@ def _responses(route: Route, method: str, answer: Schema | None) -> dict[str, An
     if answer is not None and not head:
         ok["content"] = {"application/json": {"schema": answer}}
     responses: dict[str, Any] = {"200": ok}
-    if route.action == "health":
+    if route.action == Action.HEALTH:
         statuses: tuple[int, ...] = (503,)
-    elif route.action == "models":
+    elif route.action == Action.OLLAMA_VERSION:
+        statuses = ()
+    elif route.action in (Action.MODELS, Action.OLLAMA_TAGS):
         statuses = (401, 429)
-    elif route.action == "model":
+    elif route.action == Action.MODEL:
         statuses = (401, 404, 429)
+    elif route.action == Action.OLLAMA_SHOW:
+        statuses = (400, 401, 404, 413, 415, 429)
     else:
         statuses = POST_ERRORS if method == "POST" else GET_ERRORS
     for status in statuses:

@@ -23,12 +23,27 @@ class Action(StrEnum):
     MODEL = "model"  # one OpenAI model entry
     OPENAI = "openai"  # OpenAI embeddings: routed by the body's `model`
     COHERE = "cohere"  # Cohere/Jina rerank, translated to TEI's
+    COHERE_EMBED = "cohere_embed"  # Cohere embed v1/v2, translated to TEI's /embed
     RERANK = "rerank"  # TEI's /rerank, or Cohere's shape when the body has `documents`
     NATIVE = "native"  # TEI's own route, relayed as it is
+    OLLAMA_EMBED = "ollama_embed"  # Ollama's /api/embed and /api/embeddings, translated to TEI's /embed
+    OLLAMA_TAGS = "ollama_tags"  # Ollama's model list (the embedding models)
+    OLLAMA_SHOW = "ollama_show"  # Ollama's one-model description
+    OLLAMA_VERSION = "ollama_version"  # Ollama's version probe, public like /health
 
 
-PUBLIC = frozenset({Action.HEALTH})
-LISTINGS = frozenset({Action.MODELS, Action.MODEL})
+class Dialect(StrEnum):
+    """Which API a route speaks: one module of gateway/dialects/ each."""
+
+    TEI = "tei"
+    OPENAI = "openai"
+    COHERE = "cohere"
+    JINA = "jina"
+    OLLAMA = "ollama"
+
+
+PUBLIC = frozenset({Action.HEALTH, Action.OLLAMA_VERSION})
+LISTINGS = frozenset({Action.MODELS, Action.MODEL, Action.OLLAMA_TAGS, Action.OLLAMA_SHOW})
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,7 @@ class Route:
     kinds: tuple[str, ...] = ()  # the default model is the first of these kinds configured
     openai: bool = False  # errors in OpenAI's shape rather than TEI's
     version: str = "1"  # Cohere API version for the answer's meta
+    dialect: Dialect = Dialect.TEI  # the module that reads its requests and shapes its answers
 
     @property
     def allow(self) -> str:
@@ -52,8 +68,8 @@ def _table(kinds_of_neutral: tuple[str, ...], rerank_only: bool) -> dict[str, Ro
     rerank, neutral = ("rerank",), kinds_of_neutral
     routes = [
         Route("/health", GET, Action.HEALTH), Route("/ping", GET, Action.HEALTH),
-        Route("/v1/rerank", POST, Action.COHERE, rerank, openai=True),
-        Route("/v2/rerank", POST, Action.COHERE, rerank, openai=True, version="2"),
+        Route("/v1/rerank", POST, Action.COHERE, rerank, openai=True, dialect=Dialect.COHERE),
+        Route("/v2/rerank", POST, Action.COHERE, rerank, openai=True, version="2", dialect=Dialect.COHERE),
         Route("/rerank", POST, Action.RERANK, rerank), Route("/predict", POST, Action.NATIVE, rerank),
         Route("/info", GET, Action.NATIVE, kinds_of_neutral), Route("/tokenize", POST, Action.NATIVE, neutral),
         Route("/decode", POST, Action.NATIVE, neutral), Route("/", POST, Action.NATIVE, neutral),
@@ -61,9 +77,20 @@ def _table(kinds_of_neutral: tuple[str, ...], rerank_only: bool) -> dict[str, Ro
     ]
     if not rerank_only:
         routes += [
-            Route("/v1/models", GET, Action.MODELS, openai=True), Route(MODEL_ENTRY, GET, Action.MODEL, openai=True),
-            Route("/v1/embeddings", POST, Action.OPENAI, ("embed",), openai=True),
-            Route("/embeddings", POST, Action.OPENAI, ("embed",), openai=True),
+            Route("/v1/models", GET, Action.MODELS, openai=True, dialect=Dialect.OPENAI),
+            Route(MODEL_ENTRY, GET, Action.MODEL, openai=True, dialect=Dialect.OPENAI),
+            Route("/v1/embeddings", POST, Action.OPENAI, ("embed",), openai=True, dialect=Dialect.OPENAI),
+            Route("/embeddings", POST, Action.OPENAI, ("embed",), openai=True, dialect=Dialect.OPENAI),
+            Route("/v1/embed", POST, Action.COHERE_EMBED, ("embed",), openai=True, dialect=Dialect.COHERE),
+            Route("/v2/embed", POST, Action.COHERE_EMBED, ("embed",), openai=True, version="2",
+                  dialect=Dialect.COHERE),
+            # Ollama's errors are `{"error": "<message>"}`: TEI's flat shape is that plus `error_type`.
+            Route("/api/embed", POST, Action.OLLAMA_EMBED, ("embed",), dialect=Dialect.OLLAMA),
+            Route("/api/embeddings", POST, Action.OLLAMA_EMBED, ("embed",), version="legacy",
+                  dialect=Dialect.OLLAMA),
+            Route("/api/tags", GET, Action.OLLAMA_TAGS, dialect=Dialect.OLLAMA),
+            Route("/api/show", POST, Action.OLLAMA_SHOW, dialect=Dialect.OLLAMA),
+            Route("/api/version", GET, Action.OLLAMA_VERSION, dialect=Dialect.OLLAMA),
             Route("/embed", POST, Action.NATIVE, ("embed",)), Route("/embed_all", POST, Action.NATIVE, ("embed",)),
             Route("/similarity", POST, Action.NATIVE, ("embed",)),
             Route("/embed_sparse", POST, Action.NATIVE, ("sparse",)),
@@ -121,8 +148,11 @@ def speaks_openai(raw_path: str, routes: str) -> bool:
     if raw_path.startswith(("/v1/", "/v2/")) or raw_path == "/embeddings":
         return True
     path = unquote(raw_path)
-    return path.startswith(MODEL_PREFIX) and any(
-        route.openai and path.endswith(tail) for tail, route in TABLES[routes].items())
+    if not path.startswith(MODEL_PREFIX):
+        return False
+    # the longest route the path ends with: `/api/embeddings` (Ollama's) is not `/embeddings` (OpenAI's)
+    tails = [tail for tail in TABLES[routes] if tail != "/" and path.endswith(tail)]
+    return bool(tails) and TABLES[routes][max(tails, key=len)].openai
 
 
 def _prefixed(rest: str, table: dict[str, Route], config: GatewayConfig) -> Target:

@@ -1,12 +1,14 @@
 """The JSON Schemas of the gateway's bodies, per dialect, for its OpenAPI document (pure data).
 
 TEI's native shapes follow TEI 1.9.3 (router/src/http/types.rs, /work/shared/tei-contract.md §5.4);
-OpenAI's and Cohere/Jina's follow what the gateway reads and writes (shapes.py, batching.py).
+The other dialects' follow what the gateway reads and writes (dialects/, batching.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from embed_launcher.gateway.dialects.cohere import EMBEDDING_TYPES
 
 Schema = dict[str, Any]
 
@@ -72,6 +74,25 @@ REQUESTS: dict[str, Schema] = {
                                 "documents": array({"anyOf": [STRING, {"type": "object"}]}, minItems=1),
                                 "top_n": {"type": "integer", "minimum": 1}, "return_documents": BOOLEAN,
                                 "rank_fields": array(STRING)}, "query", "documents"),
+    # Cohere's embed, v1 and v2 (dialects/cohere.py): `texts`, or v2's `inputs` of text parts.
+    "CohereEmbedRequest": {**obj({
+        "model": STRING, "texts": array(STRING, minItems=1),
+        "inputs": array(obj({"content": array(obj({"type": {"const": "text"}, "text": STRING}, "type", "text"),
+                                              minItems=1)}, "content"), minItems=1),
+        "input_type": STRING, "embedding_types": array({"type": "string", "enum": list(EMBEDDING_TYPES)},
+                                                       minItems=1),
+        "truncate": {"type": "string", "enum": ["NONE", "START", "END"]},
+        "output_dimension": {"type": "integer", "minimum": 1}}),
+        "anyOf": [{"required": ["texts"]}, {"required": ["inputs"]}]},
+    # Ollama's (dialects/ollama.py).
+    "OllamaEmbedRequest": obj({"model": STRING, "input": {"anyOf": [STRING, array(STRING, minItems=1)]},
+                               "truncate": BOOLEAN, "dimensions": {"type": "integer", "minimum": 1},
+                               "keep_alive": {"type": ["string", "number"]}, "options": {"type": "object"}},
+                              "input"),
+    "OllamaEmbeddingsRequest": obj({"model": STRING, "prompt": {"type": "string", "minLength": 1},
+                                    "keep_alive": {"type": ["string", "number"]}, "options": {"type": "object"}},
+                                   "prompt"),
+    "OllamaShowRequest": obj({"model": STRING, "name": STRING}),
 }
 
 PREDICTION: Schema = obj({"score": NUMBER, "label": STRING}, "score", "label")
@@ -113,8 +134,29 @@ RESPONSES: dict[str, Schema] = {
                      "billed_units": obj({"search_units": COUNT})}, "api_version"),
     }, "id", "model", "results", "meta"),
     "Model": obj({"id": STRING, "object": {"const": "model"}, "created": COUNT, "owned_by": STRING,
-                  "kind": {"type": "string", "enum": ["embed", "sparse", "rerank"]}, "aliases": array(STRING)},
+                  "kind": {"type": "string", "enum": ["embed", "sparse", "rerank"]}, "aliases": array(STRING),
+                  "dimensions": COUNT, "max_input_length": COUNT, "matryoshka_dimensions": array(COUNT)},
                  "id", "object", "created", "owned_by", "kind"),
+    "CohereEmbedResponse": obj({
+        "id": STRING, "texts": array(STRING), "response_type": {"enum": ["embeddings_floats", "embeddings_by_type"]},
+        "embeddings": {"anyOf": [array(array(NUMBER)), obj({
+            "float": array(array(NUMBER)), "base64": array(STRING),
+            "int8": array(array({"type": "integer", "minimum": -128, "maximum": 127})),
+            "uint8": array(array({"type": "integer", "minimum": 0, "maximum": 255})),
+            "binary": array(array({"type": "integer", "minimum": -128, "maximum": 127})),
+            "ubinary": array(array({"type": "integer", "minimum": 0, "maximum": 255}))})]},
+        "meta": obj({"api_version": obj({"version": STRING}, "version"),
+                     "billed_units": obj({"input_tokens": COUNT}), "warnings": array(STRING)}, "api_version"),
+    }, "id", "embeddings", "texts", "meta", "response_type"),
+    "OllamaEmbedResponse": obj({"model": STRING, "embeddings": array(array(NUMBER)), "total_duration": COUNT,
+                                "load_duration": COUNT, "prompt_eval_count": COUNT}, "model", "embeddings"),
+    "OllamaEmbeddingsResponse": obj({"embedding": array(NUMBER)}, "embedding"),
+    "OllamaTags": obj({"models": array(obj({
+        "name": STRING, "model": STRING, "modified_at": STRING, "size": COUNT, "digest": STRING,
+        "details": {"type": "object"}}, "name", "model", "modified_at", "size", "digest", "details"))}, "models"),
+    "OllamaShow": obj({"details": {"type": "object"}, "model_info": {"type": "object"},
+                       "capabilities": array(STRING)}, "details", "model_info", "capabilities"),
+    "OllamaVersion": obj({"version": STRING}, "version"),
     "ModelList": obj({"object": {"const": "list"}, "data": array(ref("Model"))}, "object", "data"),
 }
 

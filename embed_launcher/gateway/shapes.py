@@ -1,11 +1,11 @@
-"""The dialects, as pure functions: error bodies, OpenAI model entries, Cohere/Jina rerank to and from TEI's."""
+"""The gateway's own answers, as pure functions: error bodies in OpenAI's and TEI's shapes, TEI request bodies.
+
+Each API's requests and answers live in gateway/dialects/ (which import from here, never the reverse)."""
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from embed_launcher.gateway.config import ModelRoute
@@ -70,79 +70,3 @@ def unknown_model(asked: str, choices: Sequence[ModelRoute], route: str) -> Requ
     names = ", ".join(name for m in choices for name in m.names) or "none"
     return RequestError(404, f"The model `{asked}` does not exist or is not served on {route}. "
                              f"Available: {names}", "model_not_found")
-
-
-def model_entry(model: ModelRoute, asked: str, created: int) -> dict[str, Any]:
-    """One `/v1/models` entry: OpenAI's fields plus `kind` (and the other names it answers to)."""
-    owner = model.name.split("/", 1)[0] if "/" in model.name else "embed-launcher"
-    return {"id": asked, "object": "model", "created": created, "owned_by": owner, "kind": model.kind,
-            "aliases": list(model.aliases)}
-
-
-def model_list(models: Sequence[ModelRoute], created: int) -> dict[str, Any]:
-    return {"object": "list", "data": [model_entry(m, m.name, created) for m in models]}
-
-
-# Cohere / Jina rerank ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CohereRerank:
-    """A Cohere/Jina rerank request, checked: what TEI needs and what the answer needs."""
-
-    model: str | None
-    query: str
-    documents: tuple[Any, ...]
-    texts: tuple[str, ...]
-    top_n: int | None
-    return_documents: bool
-
-    def tei_body(self) -> dict[str, Any]:
-        # Cohere truncates long documents silently; so do we (TEI's default would depend on the server).
-        return {"query": self.query, "texts": list(self.texts), "raw_scores": False, "return_text": False,
-                "truncate": True}
-
-
-def parse_cohere(body: Any) -> CohereRerank:
-    """Read `{"model","query","documents","top_n","return_documents","rank_fields"}` (Jina's too)."""
-    if not isinstance(body, dict):
-        raise RequestError(422, "the body must be a JSON object")
-    query, documents = body.get("query"), body.get("documents", body.get("texts"))
-    if isinstance(query, dict):  # Jina accepts {"text": ...} for the query as well
-        query = query.get("text")
-    if not isinstance(query, str):
-        raise RequestError(422, "`query` must be a string")
-    if not isinstance(documents, list) or not documents:
-        raise RequestError(422, "`documents` must be a non-empty list of strings or {\"text\": ...} objects")
-    texts = tuple(_document_text(doc, body.get("rank_fields"), i) for i, doc in enumerate(documents))
-    top_n, model = body.get("top_n"), body.get("model")
-    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
-        raise RequestError(422, "`top_n` must be a positive integer")
-    if model is not None and not isinstance(model, str):
-        raise RequestError(422, "`model` must be a string")
-    return CohereRerank(model or None, query, tuple(documents), texts, top_n, bool(body.get("return_documents")))
-
-
-def _document_text(doc: Any, rank_fields: Any, i: int) -> str:
-    if isinstance(doc, str):
-        return doc
-    if isinstance(doc, dict) and isinstance(rank_fields, list) and rank_fields:
-        return "\n".join(f"{f}: {doc[f]}" for f in rank_fields if isinstance(f, str) and f in doc)
-    if isinstance(doc, dict) and isinstance(doc.get("text"), str):
-        return str(doc["text"])
-    raise RequestError(422, f"`documents[{i}]` must be a string or an object with a string `text`")
-
-
-def cohere_answer(request: CohereRerank, tei_results: list[dict[str, Any]], asked: str, tokens: int,
-                  version: str) -> dict[str, Any]:
-    """TEI's `[{"index","score"}]` (sorted) as Cohere's and Jina's answer, cut to `top_n`."""
-    ranked = sorted(tei_results, key=lambda r: r["score"], reverse=True)[: request.top_n or len(tei_results)]
-    results = []
-    for item in ranked:
-        result: dict[str, Any] = {"index": item["index"], "relevance_score": item["score"]}
-        if request.return_documents:
-            doc = request.documents[item["index"]]
-            result["document"] = doc if isinstance(doc, dict) else {"text": doc}
-        results.append(result)
-    return {"id": str(uuid.uuid4()), "model": asked, "results": results,
-            "usage": {"total_tokens": tokens, "prompt_tokens": tokens},
-            "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}}}

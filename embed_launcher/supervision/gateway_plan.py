@@ -57,6 +57,8 @@ def gateway_config(settings: Settings, children: Sequence[Child], *, created: in
                 aliases=(s.model,) if s.served_name != s.model else (),
                 max_client_batch_size=int(batch) if batch else TEI_DEFAULT_CLIENT_BATCH,
                 default=s.default,
+                prompts=dict(s.prompts),
+                matryoshka_dimensions=s.matryoshka_dimensions,
             )
         )
     limits = [int(s.tei_arg("--payload-limit") or TEI_DEFAULT_PAYLOAD_LIMIT) for s in settings.services]
@@ -72,4 +74,5 @@ def gateway_config(settings: Settings, children: Sequence[Child], *, created: in
         read_timeout_s=settings.gateway_read_timeout_s,
         upstream_timeout_s=settings.gateway_upstream_timeout_s,
         drain_s=drain_s(settings.stop_timeout_s),
+        token_input=settings.token_input,
     )

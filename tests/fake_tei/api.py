@@ -110,9 +110,9 @@ class Engine:
 
     def __init__(self, info: Info, logger: Logger, delay_s: float = 0.0, default_prompt: str | None = None,
                  sleep: Callable[[float], None] = time.sleep, batch_s: float = 0.0,
-                 health_file: str | None = None) -> None:
+                 health_file: str | None = None, prompts: dict[str, str] | None = None) -> None:
         self.info, self.logger, self.delay_s, self.sleep = info, logger, delay_s, sleep
-        self.default_prompt = default_prompt
+        self.default_prompt, self.prompts = default_prompt, dict(prompts or {})
         self.free_permits = info.max_concurrent_requests
         self.lock = threading.Lock()
         self.metrics = Metrics(info.max_input_length)
@@ -130,6 +130,8 @@ class Engine:
     def run_batch(self, tokens: list[int], timing: Timing, classifier: bool) -> None:
         """Queue one entry per input (tokens of each) and wait for them; raise TEI's 424 when a batch fails."""
         prefix, inputs = ("te_predict" if classifier else "te_embed"), len(tokens)
+        if not tokens:  # TEI 1.9's /predict takes an empty batch: no futures, an empty answer
+            return
         entries = self.backend.infer(tokens, timing.client_gone)
         if not all(entry.ok for entry in entries):
             raise ApiError("Backend", INFERENCE_FAILURE, 448 if classifier else 382, core=True, err="inference",
@@ -178,11 +180,17 @@ class Engine:
         if not item:
             raise ApiError("Empty", "Input validation error: `inputs` cannot be empty", 355, core=True,
                            err="tokenization")
-        if prompt_name is not None:
+        if prompt_name is not None and not self.prompts:
             raise ApiError("Validation", f"Input validation error: `default-prompt-name` is set to `{prompt_name}`"
                            " but no prompts were found in the Sentence Transformers configuration", 355, core=True,
                            err="tokenization")
-        if isinstance(item, str) and self.default_prompt:
+        if prompt_name is not None and prompt_name not in self.prompts:
+            raise ApiError("Validation", f"Input validation error: `default-prompt-name` is set to `{prompt_name}`"
+                           " but it was not found in the Sentence Transformers prompts. Available prompts: "
+                           f"[{', '.join(map(repr, self.prompts))}]", 355, core=True, err="tokenization")
+        if isinstance(item, str) and prompt_name is not None:
+            item = self.prompts[prompt_name] + item  # a request's prompt replaces the default one
+        elif isinstance(item, str) and self.default_prompt:
             item = self.default_prompt + item
         limit = self.info.max_input_length
         if isinstance(item, str) and len(item) > limit * 250:

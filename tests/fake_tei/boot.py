@@ -146,6 +146,16 @@ def listen_host(hostname: str, logger: Logger) -> str:
         return "0.0.0.0"
 
 
+def _prompts(root: Path) -> dict[str, str]:
+    """The model's Sentence Transformers prompts (config_sentence_transformers.json), by name."""
+    import json
+    try:
+        prompts = json.loads((root / "config_sentence_transformers.json").read_text()).get("prompts") or {}
+    except (OSError, ValueError, AttributeError):
+        prompts = {}
+    return {str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, dict) else {}
+
+
 def _prompt(args: Args, root: Path) -> str | None:
     """The default prompt text, or the startup error TEI gives for an unknown `--default-prompt-name`."""
     name = args.text("default_prompt_name")
@@ -212,7 +222,8 @@ def startup(args: Args, env: Mapping[str, str], logger: Logger, knobs: Knobs) ->
                 int(args.number("max_concurrent_requests") or 0), max_input, max_tokens,
                 args.number("max_batch_requests"), int(args.number("max_client_batch_size") or 0),
                 args.flag("auto_truncate"), workers)
-    return Engine(info, logger, knobs.request_delay_s, prompt, batch_s=knobs.batch_s, health_file=knobs.health_file)
+    return Engine(info, logger, knobs.request_delay_s, prompt, batch_s=knobs.batch_s, health_file=knobs.health_file,
+                  prompts=_prompts(root))
 
 
 def serve(args: Args, engine: Engine, logger: Logger, knobs: Knobs) -> FakeTeiServer:
