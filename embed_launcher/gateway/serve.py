@@ -36,8 +36,8 @@ async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: C
                 stop: asyncio.Event | None = None) -> None:
     """Listen, call ``ready``, serve until ``stop`` (SIGTERM or SIGINT by default), drain, close."""
     stop = stop or _stop_on_signals()
-    upstreams = {m.name: Upstream(m, keys.for_kind(m.kind), config.wait_s, config.upstream_timeout_s)
-                 for m in config.models}
+    upstreams = {m.name: Upstream(m, keys.for_kind(m.kind), config.wait_s, config.upstream_timeout_s,
+                                  config.balance) for m in config.models}
     for upstream in upstreams.values():
         await upstream.start()
     handlers = Handlers(config, upstreams)
