@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import wait_until
 from gateway_harness import EMBED_KEY, Tei, auth, free_ports, requests_received, start_gateway
 
 from embed_launcher.gateway.config import GatewayConfig, GatewayConfigError, ModelRoute
@@ -189,3 +190,32 @@ def test_the_chunks_of_a_split_batch_spread_over_the_replicas(tmp_path: Path) ->
         gateway.stop()
         for tei in teis:
             tei.kill()
+
+
+def test_an_unhealthy_replica_gets_no_new_work_after_its_first_error(tmp_path: Path) -> None:
+    """A replica whose backend broke answers 424 (and /health 503) until the supervisor replaces it: after its
+    first error answer it is marked down (until its /health answers 200), so its siblings take the rest."""
+    teis = replicas(tmp_path, [0.0, 0.0, 0.0])
+    gateway = start_gateway(tmp_path, [entry(teis)])
+    try:
+        gateway.wait_healthy()
+        (tmp_path / "broken").write_text("503")
+        teis[1].kill()
+        teis[1].knobs["FAKE_TEI_HEALTH_FILE"] = str(tmp_path / "broken")
+        teis[1].start()
+        wait_until(lambda: _health(teis[1]) == 503, 10)
+        statuses = load(gateway.url("/embed"), clients=3, per_client=10, inputs=2)
+        # Each client meets it at most once (three at once, before the first answer marks it down).
+        assert len(statuses) == 30 and statuses.count(200) + statuses.count(424) == 30, statuses
+        assert statuses.count(424) <= 3, statuses
+    finally:
+        gateway.stop()
+        for tei in teis:
+            tei.kill()
+
+
+def _health(tei: Tei) -> int:
+    try:
+        return httpx.get(tei.url + "/health", timeout=2).status_code
+    except httpx.HTTPError:
+        return 0

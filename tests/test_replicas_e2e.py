@@ -148,7 +148,9 @@ def test_a_replica_out_of_gpu_memory_twice_is_given_up_while_siblings_serve(
     live = services(run)
     assert live["embed#2"]["gave_up"] is True and live["embed#2"]["pid"] is None
     assert [live[f"embed#{i}"]["restarts"] for i in (0, 1, 3)] == [0, 0, 0]
-    rows = {s["name"]: s for s in json.loads(manage(run, "--status", "--json").stdout)["services"]}
+    status = manage(run, "--status", "--json")
+    assert status.returncode == 0  # the model serves: the container stays healthy
+    rows = {s["name"]: s for s in json.loads(status.stdout)["services"]}
     assert rows["embed#2"]["state"] == "gave up" and rows["embed#0"]["state"] == "running"
 
 
@@ -167,3 +169,15 @@ def test_cpu_replicas_split_the_cores(launch: Launch, tei_dir: Path, tmp_path: P
     assert [r["tokenization_workers"] for r in started] == [share, share]
     assert all(r["cuda_visible_devices"] in (None, "") for r in started)
     assert embed(run.ports["EMBED_PORT"], ["a", "b"]) == 200
+
+
+def test_a_models_only_replica_out_of_gpu_memory_twice_stops_the_launcher_with_the_fix(
+    launch: Launch, tei_dir: Path
+) -> None:
+    """No sibling to serve: the launcher gives up (exit 1) after the second out-of-memory start, not the fifth."""
+    run = launch({"PATH": fake_smi(tei_dir, 1)}, tei=make_tei(tei_dir, load_s=0.1, cuda_oom_gpus="0"))
+    assert run.wait_exit(60) == 1
+    out = run.output()
+    assert "Embeddings (GPU 0) server ran out of GPU memory on GPU 0 twice in a row" in out
+    assert "EMBED_MAX_BATCH_TOKENS" in out and "giving up" in out
+    assert out.count("server failed to start") == 2  # two starts, not EMBED_START_RETRIES (5)

@@ -22,6 +22,9 @@ BUFFER_BYTES = 256 * 1024  # answers up to this size are read whole (and can be 
 FIRST_POLL_S, MAX_POLL_S = 0.02, 0.5
 PROBE_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 2.0
+# TEI's answers when its backend is broken: 424 (inference failed), 503 (unhealthy). With siblings, the
+# replica gets no new work until its /health says 200 again (a one-off 424 costs one quick probe).
+UNHEALTHY_STATUSES = (424, 503)
 
 
 class UpstreamUnavailable(Exception):
@@ -250,6 +253,8 @@ class Upstream:
           the TEI, and could crash the next): UpstreamFailed, a 502. The replica is not marked down for
           everyone: if its TEI is gone, the next request's refused connection says so.
         - No answer within ``timeout_s`` (EMBED_GATEWAY_UPSTREAM_TIMEOUT): UpstreamTimeout, a 504.
+        - TEI's own error for a broken backend (424, 503): relayed as it is (TEI processed the request),
+          and with siblings the replica gets no new work until its /health answers 200.
 
         ``inputs`` (the texts or documents the body holds) is what the request weighs for least-inputs.
         """
@@ -260,7 +265,10 @@ class Upstream:
             attempt = Attempt()
             replica.inputs += inputs
             try:
-                return await replica.attempt(method, path, body, whole, attempt)
+                reply = await replica.attempt(method, path, body, whole, attempt)
+                if reply.status in UNHEALTHY_STATUSES and len(self.replicas) > 1:
+                    replica.mark_down()  # its siblings take new work until its /health answers 200 again
+                return reply
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
                 replica.mark_down()  # nobody listening: this TEI is (re)starting
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:

@@ -50,6 +50,17 @@ def service_status(
         "inputs_in_flight": inputs_in_flight(recorded, running),
     }  # fmt: skip
 
+def serving(services: list[dict[str, object]]) -> bool:
+    """Every model serves: each has a replica ready or busy. A replica restarting, or given up, while
+    its siblings serve leaves its model serving (the gateway routes around it), so the container
+    stays healthy; with one replica per model this is every service ready or busy."""
+    models: dict[str, bool] = {}
+    for s in services:
+        key = str(s.get("service") or s["name"])
+        models[key] = models.get(key, False) or bool(s["healthy"])
+    return bool(models) and all(models.values())
+
+
 def show_status(environ: Mapping[str, str], console: Console, *, as_json: bool) -> int:
     """Each enabled service's state and health; exit 0 only when all are ready or busy."""
     data = DataDir(data_dir(dict(environ)))
@@ -59,7 +70,7 @@ def show_status(environ: Mapping[str, str], console: Console, *, as_json: bool) 
     services = [
         service_status(v, live.services.get(v.name) or {}, live, now) for v in all_services(state, environ, live)
     ]
-    healthy = bool(services) and all(s["healthy"] for s in services)
+    healthy = serving(services)
     if as_json:
         console.info(json.dumps({
             "healthy": healthy, "launcher_pid": live.launcher_pid if live.alive else None,
