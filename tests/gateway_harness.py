@@ -41,6 +41,7 @@ class Tei:
     knobs: dict[str, str] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)  # the model's Sentence Transformers prompts
     proc: subprocess.Popen[bytes] | None = None
+    args: list[str] = field(default_factory=list)  # more TEI flags, e.g. ["--max-batch-requests", "1"]
 
     @property
     def url(self) -> str:
@@ -55,6 +56,7 @@ class Tei:
                 "--max-client-batch-size", str(self.batch), "--max-concurrent-requests", self.permits]
         if self.kind == "sparse":
             argv += ["--pooling", "splade"]
+        argv += self.args
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NO_COLOR": "1", "FAKE_TEI_LOAD_S": "0.05",
                **self.knobs, **{f"FAKE_TEI_{k.upper()}": str(v) for k, v in knobs.items()}}
         if self.key:

@@ -544,3 +544,32 @@ def test_pullmodel_hub_down_without_cache_fails(manage: Manage, hub: HubStandIn)
     result = manage("--pullmodel", "BAAI/bge-m3", env={"HF_ENDPOINT": endpoint})
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: cannot reach the Hub at {endpoint}") and HINT not in result.output
+
+
+def test_status_shows_every_replica_and_a_model_serves_while_one_replica_restarts(manage: Manage, data: Path) -> None:
+    """Replicas: one row each (replica, GPU); a model with one replica ready still serves (exit 0, the container
+    stays healthy: the gateway routes around the other); with none ready it does not (exit 1)."""
+    write_state(data, port=8000, model="BAAI/bge-m3", embed_active=1, rerank_active=0)
+
+    def replica(i: int, state: str, **more: object) -> dict[str, object]:
+        return {"kind": "embed", "model": "BAAI/bge-m3", "port": 30000 + i, "pid": 100 + i, "state": state,
+                "service": "embed", "replica": i, "replicas": 2, "gpu": str(i), "since": time.time(), **more}
+
+    def publish(**services: dict[str, object]) -> None:  # "embed#0" is no keyword: the file is written here
+        status = {"launcher_pid": os.getpid(), "updated": time.time(), "heartbeat_s": 5.0,
+                  "services": {name.replace("_", "#"): record for name, record in services.items()}}
+        (data / ".status.json").write_text(json.dumps(status))
+
+    publish(embed_0=replica(0, "running", health="ready"), embed_1=replica(1, "backoff", restarts=2))
+    result = manage("--status", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["services"]
+    assert [(r["name"], r["service"], r["replica"], r["gpu"], r["state"], r["healthy"]) for r in rows] == [
+        ("embed#0", "embed", 0, "0", "running", True), ("embed#1", "embed", 1, "1", "backoff", False)]
+    table = manage("--status").stdout.splitlines()
+    assert table[1].split()[:5] == ["SERVICE", "MODEL", "REPLICA", "GPU", "INPUTS"]
+    assert table[3].split()[:4] == ["embed#1", "BAAI/bge-m3", "1", "1"]
+    publish(embed_0=replica(0, "starting"), embed_1=replica(1, "fatal", gave_up=True))
+    result = manage("--status", "--json")
+    assert result.exit_code == 1
+    assert [r["state"] for r in json.loads(result.stdout)["services"]] == ["starting", "gave up"]

@@ -76,6 +76,22 @@ def _models(raw: str) -> tuple[str, ...] | None:
     return ids
 
 
+def _replicas(raw: str) -> int | None:
+    """A count, or "auto" as 0 (one replica per GPU; 1 on CPU)."""
+    return 0 if raw.lower() == "auto" else _count(raw)
+
+
+_GPU_ID = re.compile(r"[0-9]{1,3}|(?:GPU|MIG)-[A-Za-z0-9/-]{1,80}")
+
+
+def _gpus(raw: str) -> tuple[str, ...] | None:
+    """GPU ids as CUDA_VISIBLE_DEVICES spells them (indices or UUIDs), comma-separated, each once."""
+    ids = tuple(part.strip() for part in raw.split(","))
+    if not ids or not all(_GPU_ID.fullmatch(i) for i in ids) or len(set(ids)) != len(ids):
+        return None
+    return ids
+
+
 def _choice(*allowed: str, **aliases: str) -> Kind[str]:
     table = {a: a for a in allowed} | aliases
     return Kind(lambda raw: table.get(raw.lower()), "one of " + ", ".join(allowed))
@@ -127,3 +143,6 @@ POOLING = _choice("cls", "mean", "splade", "last-token", last_token="last-token"
 ARG_POOLING = Kind(_one(POOLING.parse), POOLING.rule)
 ARG_ORIGINS = Kind(_origins, "a comma-separated list of origins, e.g. https://app.example.com")
 ARG_TEXT = Kind(_one(TEXT.parse), TEXT.rule)
+REPLICAS = Kind(_replicas, "auto or a whole number of at least 1")
+GPUS = Kind(_gpus, "a comma-separated list of GPU indices or UUIDs, each once, e.g. 0,2")
+BALANCE = _choice("least-inputs", "round-robin")

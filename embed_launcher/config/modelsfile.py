@@ -5,6 +5,8 @@
     alias = "bge-m3"             # the name clients ask for (served name); default: the Hub id
     kind = "embed"               # embed (default), sparse (SPLADE, /embed_sparse) or rerank
     revision = "main"            # branch, tag or commit
+    replicas = 2                 # TEI processes for this model: a count or "auto" (one per GPU; 1 on CPU)
+    gpus = [0, 2]                # pin its replicas to these GPUs (ids as in EMBED_GPUS)
     max_client_batch_size = 256  # any TEI tuning variable, by its name after EMBED_/RERANK_, in lower case
     prompts = { search_query = "query", search_document = "passage" }  # Cohere input_type → prompt name
     matryoshka_dimensions = [768, 512, 256]  # the sizes the model was trained to be cut to (/v1/models)
@@ -19,11 +21,11 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from embed_launcher.config.kinds import MODEL, WORD
+from embed_launcher.config.kinds import GPUS, MODEL, REPLICAS, WORD
 from embed_launcher.config.variables import TUNABLES
 
 KINDS = ("embed", "sparse", "rerank")
-IDENTITY_KEYS = ("model", "alias", "kind", "revision")
+IDENTITY_KEYS = ("model", "alias", "kind", "revision", "replicas", "gpus")
 GATEWAY_KEYS = ("prompts", "matryoshka_dimensions")  # read by the gateway, not TEI
 INPUT_TYPES = ("search_query", "search_document", "classification", "clustering")  # Cohere's input_type
 TUNABLE_KEYS = {t.suffix.lower(): t for t in TUNABLES}
@@ -40,6 +42,8 @@ class ModelEntry:
     tunables: tuple[tuple[str, str], ...] = ()  # (variable suffix, raw value), e.g. ("DTYPE", "float16")
     prompts: tuple[tuple[str, str], ...] = ()  # (Cohere input_type, the model's prompt name)
     matryoshka_dimensions: tuple[int, ...] = ()
+    replicas: int | None = None  # None: EMBED_/RERANK_REPLICAS; 0: auto; else a count
+    gpus: tuple[str, ...] | None = None  # pinned GPU ids; None: any usable GPU
 
 
 def parse_models_file(text: str, path: Path) -> tuple[tuple[ModelEntry, ...], list[str]]:
@@ -85,6 +89,7 @@ def _entry(table: dict[str, object], where: str, problems: list[str]) -> ModelEn
         if key in table and (value is None or WORD.parse(value) is None or not value):
             problems.append(f"{where}.{key} must be a text without spaces; got {table[key]!r}")
     prompts, dimensions = _prompts(table.get("prompts", {}), where, problems), _sizes(table, where, problems)
+    replicas, gpus = _placement(table, where, problems)
     tunables = []
     for key, raw in table.items():
         if key in IDENTITY_KEYS or key in GATEWAY_KEYS:
@@ -102,7 +107,7 @@ def _entry(table: dict[str, object], where: str, problems: list[str]) -> ModelEn
         tunables.append((tunable.suffix, value))
     if len(problems) > before or model is None or kind is None:
         return None
-    return ModelEntry(model, kind, alias, revision, tuple(tunables), prompts, dimensions)
+    return ModelEntry(model, kind, alias, revision, tuple(tunables), prompts, dimensions, replicas, gpus)
 
 
 def _prompts(raw: object, where: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
@@ -123,6 +128,24 @@ def _sizes(table: dict[str, object], where: str, problems: list[str]) -> tuple[i
         problems.append(f"{where}.matryoshka_dimensions must be a list of positive integers, e.g. [768, 512, 256]")
         return ()
     return tuple(int(d) for d in raw)
+
+
+def _placement(table: dict[str, object], where: str, problems: list[str]) -> tuple[int | None, tuple[str, ...] | None]:
+    """`replicas` (a count or "auto") and `gpus` (a list of GPU indices or UUIDs)."""
+    replicas = gpus = None
+    if "replicas" in table:
+        raw = table["replicas"]
+        replicas = REPLICAS.parse(_text(raw) or "") if not isinstance(raw, bool) else None
+        if replicas is None:
+            problems.append(f"{where}.replicas must be {REPLICAS.rule}; got {raw!r}")
+    if "gpus" in table:
+        raw = table["gpus"]
+        items = [_text(i) for i in raw] if isinstance(raw, list) and not any(isinstance(i, bool) for i in raw) else []
+        gpus = GPUS.parse(",".join(i or "?" for i in items)) if items else None
+        if gpus is None:
+            problems.append(f"{where}.gpus must be a list of GPU indices or UUIDs, each once, e.g. [0, 2];"
+                            f" got {raw!r}")
+    return replicas, gpus
 
 
 def _text(value: object) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from embed_launcher.config.kinds import MODELS, PORT, TEXT, WORD
+from embed_launcher.config.kinds import MODELS, PORT, REPLICAS, TEXT, WORD
 from embed_launcher.config.modelsfile import ModelEntry
 from embed_launcher.config.reader import Reader
 from embed_launcher.config.variables import EMBED, PREFIXES, PROMETHEUS_OFFSET, RERANK, TUNABLES
@@ -43,6 +43,8 @@ class ServiceSettings:
     default: bool = True  # the default model of its kind
     prompts: tuple[tuple[str, str], ...] = ()  # the models file's Cohere input_type → prompt name (gateway)
     matryoshka_dimensions: tuple[int, ...] = ()  # the models file's (gateway: /v1/models)
+    replicas: int = 0  # TEI processes serving this model; 0 = auto (one per usable GPU, 1 on CPU)
+    gpus: tuple[str, ...] | None = None  # GPU ids its replicas are pinned to (models file `gpus`)
 
     def tei_arg(self, flag: str) -> str | None:
         """The last value given for one TEI flag (e.g. "--dtype"), or None when unset."""
@@ -90,6 +92,8 @@ def default_service(r: Reader, name: str, enabled: bool, port: str | None, first
         kind=name,
         prompts=entry.prompts if entry else (),
         matryoshka_dimensions=entry.matryoshka_dimensions if entry else (),
+        replicas=replicas(r, p, entry),
+        gpus=entry.gpus if entry else None,
     )
 
 
@@ -111,7 +115,16 @@ def extra_service(
         default=default,
         prompts=entry.prompts,
         matryoshka_dimensions=entry.matryoshka_dimensions,
+        replicas=replicas(r, KIND_PREFIX[kind], entry),
+        gpus=entry.gpus,
     )
+
+
+def replicas(r: Reader, prefix: str, entry: ModelEntry | None) -> int:
+    """The models file's `replicas`, else EMBED_REPLICAS / RERANK_REPLICAS (0 = auto)."""
+    if entry is not None and entry.replicas is not None:
+        return entry.replicas
+    return r.required(prefix + "REPLICAS", REPLICAS)
 
 
 def tei_args(

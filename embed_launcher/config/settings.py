@@ -12,8 +12,10 @@ from embed_launcher.config.envfile import env_file_path, parse_env_text, sanitis
 from embed_launcher.config.kinds import (
     AUTO_BOOL,
     BACKEND,
+    BALANCE,
     BOOL,
     COUNT,
+    GPUS,
     HOST,
     MODEL,
     PERSISTENCE,
@@ -102,6 +104,9 @@ class Settings:
     gateway_read_timeout_s: float = 60.0
     gateway_upstream_timeout_s: float = 600.0
     token_input: str = "reject"  # EMBED_TOKEN_INPUT
+    gateway_balance: str = "least-inputs"  # EMBED_GATEWAY_BALANCE
+    gateway_allowed: bool = True  # EMBED_GATEWAY is not false: auto replicas may turn the gateway on
+    gpus: tuple[str, ...] | None = None  # EMBED_GPUS; None = CUDA_VISIBLE_DEVICES or nvidia-smi -L
     warnings: tuple[str, ...] = ()  # non-fatal notes found while loading (unknown keys...)
 
     @property
@@ -237,6 +242,9 @@ def _settings(r: Reader, env_file: Path, cwd: Path, entries: tuple[ModelEntry, .
         gateway_read_timeout_s=r.required("EMBED_GATEWAY_READ_TIMEOUT", SECONDS),
         gateway_upstream_timeout_s=r.required("EMBED_GATEWAY_UPSTREAM_TIMEOUT", SECONDS),
         token_input=r.required("EMBED_TOKEN_INPUT", TOKEN_INPUT),
+        gateway_balance=r.required("EMBED_GATEWAY_BALANCE", BALANCE),
+        gateway_allowed=r.required("EMBED_GATEWAY", AUTO_BOOL) is not False,
+        gpus=r.optional("EMBED_GPUS", GPUS),
     )
 
 
@@ -265,8 +273,10 @@ def _extra_services(
 
 
 def _gateway(r: Reader, services: list[ServiceSettings]) -> bool:
-    """EMBED_GATEWAY: auto = on when a public port has more than one model behind it, or a keys file is set
-    (only the gateway knows the keys file's keys)."""
+    """EMBED_GATEWAY: auto = on when a public port has more than one model, or replica, behind it, or a keys
+    file is set (only the gateway knows the keys file's keys).
+
+    `auto` replicas are counted later, once the GPUs are known (startup.replicas); here only counts."""
     setting = r.required("EMBED_GATEWAY", AUTO_BOOL)
     keys_file = r.optional("EMBED_API_KEYS_FILE", TEXT)
     if setting is False and keys_file:
@@ -276,12 +286,20 @@ def _gateway(r: Reader, services: list[ServiceSettings]) -> bool:
     for s in services:
         per_port.setdefault(s.port, []).append(s)
     crowded = [group for group in per_port.values() if len(group) > 1]
+    several = [s for s in services if s.replicas > 1 or (s.gpus is not None and len(s.gpus) > 1 and not s.replicas)]
+    if setting is False and several and not crowded:
+        s = several[0]
+        r.problems.append(
+            f"EMBED_GATEWAY is false, but {s.served_name} would run {s.replicas or len(s.gpus or ())} replicas:"
+            " replicas need the gateway to share requests. Set EMBED_GATEWAY=auto, or "
+            f"{PREFIXES.get(s.kind, 'EMBED_')}REPLICAS=1."
+        )
     if setting is False and crowded:
         names = ", ".join(s.served_name for s in crowded[0])
         r.problems.append(
             f"EMBED_GATEWAY is false, but port {crowded[0][0].port} would serve {len(crowded[0])} models ({names}):"
             " several models behind one port need the gateway. Set EMBED_GATEWAY=auto, or serve one model."
         )
-    return setting is True or bool(crowded) or (setting == "auto" and bool(keys_file))
+    return setting is True or bool(crowded) or bool(several) or (setting == "auto" and bool(keys_file))
 
 

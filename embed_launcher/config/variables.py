@@ -106,8 +106,20 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("EMBED_MODELS_FILE", "",
              "TOML file declaring models with per-model settings: alias, kind (embed, sparse, rerank),"
              " revision, TEI tuning", _SVC, example="/etc/embed-launcher/models.toml"),
+    Variable("EMBED_REPLICAS", "auto",
+             "TEI processes per embeddings model: auto (one per GPU; 1 on CPU) or a count; more than 1 needs"
+             " the gateway", _SVC),
+    Variable("RERANK_REPLICAS", "auto",
+             "TEI processes per reranking model: auto (one per GPU; 1 on CPU) or a count", _SVC),
+    Variable("EMBED_GPUS", "",
+             "GPUs the launcher may use, comma-separated indices or UUIDs", _SVC,
+             note="CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi -L lists", example="0,1"),
     Variable("EMBED_GATEWAY", "auto",
-             "One gateway in front of every model: auto (on when a port has more than one model), true or false",
+             "One gateway in front of every model: auto (on when a port has more than one model or replica),"
+             " true or false",
+             _GW),
+    Variable("EMBED_GATEWAY_BALANCE", "least-inputs",
+             "How a model's replicas share requests: least-inputs (fewest inputs in flight) or round-robin",
              _GW),
     Variable("EMBED_API_KEYS_FILE", "",
              "TOML file of API keys ([[keys]]: id, sha256, scopes, models, expires, rpm), watched by the gateway:"

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 KINDS = ("embed", "sparse", "rerank")
 TOKEN_POLICIES = ("reject", "decode", "passthrough")  # EMBED_TOKEN_INPUT
 ROUTE_SETS = ("all", "rerank")
+BALANCES = ("least-inputs", "round-robin")  # EMBED_GATEWAY_BALANCE
 DEFAULT_WAIT_S = 30.0
 DEFAULT_MAX_BODY_BYTES = 2_000_000  # TEI's own default payload limit
 DEFAULT_MAX_INPUTS = 8192  # inputs in one request, whatever the models' batch limits (cut into chunks)
@@ -43,21 +44,27 @@ class Listener:
 
 @dataclass(frozen=True)
 class ModelRoute:
-    """One model: the names clients may use for it, its kind and the TEI child that serves it."""
+    """One model: the names clients may use for it, its kind and the TEI children (replicas) that serve it."""
 
     name: str
     kind: str
-    upstream: str
+    upstream: str  # the first replica's TEI
     aliases: tuple[str, ...] = ()
     max_client_batch_size: int = 512
     default: bool = False
     # Cohere's input_type → the model's prompt name (the models file's `prompts`); empty: the common names.
     prompts: dict[str, str] = field(default_factory=dict, hash=False)
     matryoshka_dimensions: tuple[int, ...] = ()  # the sizes the model was trained to be cut to, when known
+    replicas: tuple[str, ...] = ()  # every replica's TEI, when there are several (upstream is the first)
 
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+    @property
+    def upstreams(self) -> tuple[str, ...]:
+        """Every TEI serving this model, one per replica."""
+        return self.replicas or (self.upstream,)
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,7 @@ class GatewayConfig:
     upstream_timeout_s: float = DEFAULT_UPSTREAM_TIMEOUT_S
     drain_s: float = DEFAULT_DRAIN_S
     token_input: str = "reject"  # EMBED_TOKEN_INPUT: token ids on OpenAI routes (reject, decode, passthrough)
+    balance: str = "least-inputs"  # how a model's replicas share its requests (BALANCES)
     _index: dict[str, ModelRoute] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -124,7 +132,8 @@ class GatewayConfig:
         assert isinstance(data, dict)
         listen = tuple(Listener(**item) for item in data["listen"])
         models = tuple(ModelRoute(**{**item, "aliases": tuple(item.get("aliases", ())),
-                                     "matryoshka_dimensions": tuple(item.get("matryoshka_dimensions", ()))})
+                                     "matryoshka_dimensions": tuple(item.get("matryoshka_dimensions", ())),
+                                     "replicas": tuple(item.get("replicas", ()))})
                        for item in data["models"])
         rest = {k: v for k, v in data.items() if k not in ("listen", "models")}
         return cls(listen=listen, models=models, **rest)
@@ -135,10 +144,10 @@ class GatewayConfig:
 _TOP = {"listen": list, "models": list, "wait_s": (int, float), "access_log": bool, "workers": int,
         "created": int, "max_body_bytes": int, "max_inputs": int, "read_timeout_s": (int, float),
         "write_timeout_s": (int, float), "idle_timeout_s": (int, float), "upstream_timeout_s": (int, float),
-        "drain_s": (int, float), "token_input": str}
+        "drain_s": (int, float), "token_input": str, "balance": str}
 _LISTENER = {"host": str, "port": int, "routes": str}
 _MODEL = {"name": str, "kind": str, "upstream": str, "aliases": list, "max_client_batch_size": int, "default": bool,
-          "prompts": dict, "matryoshka_dimensions": list}
+          "prompts": dict, "matryoshka_dimensions": list, "replicas": list}
 _REQUIRED = {"top": ("listen", "models"), "listener": ("host", "port"), "model": ("name", "kind", "upstream")}
 
 
@@ -169,8 +178,9 @@ def _shape_problems(data: object) -> list[str]:
         problems += _fields_problems(f"listen[{i}]", item, _LISTENER, _REQUIRED["listener"])
     for i, item in enumerate(data["models"]):
         problems += _fields_problems(f"models[{i}]", item, _MODEL, _REQUIRED["model"])
-        if isinstance(item, dict) and not all(isinstance(a, str) for a in item.get("aliases", [])):
-            problems.append(f"models[{i}].aliases: expected strings")
+        for key in ("aliases", "replicas"):
+            if isinstance(item, dict) and not all(isinstance(a, str) for a in item.get(key, [])):
+                problems.append(f"models[{i}].{key}: expected strings")
         if isinstance(item, dict) and not all(isinstance(k, str) and isinstance(v, str)
                                               for k, v in dict(item.get("prompts") or {}).items()):
             problems.append(f"models[{i}].prompts: expected strings")
@@ -199,6 +209,8 @@ def validate(config: GatewayConfig) -> list[str]:
         problems.append("drain_s: must be >= 0")
     if config.token_input not in TOKEN_POLICIES:
         problems.append(f"token_input: {config.token_input!r} is not one of {', '.join(TOKEN_POLICIES)}")
+    if config.balance not in BALANCES:
+        problems.append(f"balance: {config.balance!r} is not one of {', '.join(BALANCES)}")
     return problems
 
 
@@ -240,9 +252,14 @@ def _one_model_problems(where: str, model: ModelRoute) -> list[str]:
         problems.append(f"{where}: empty name or alias")
     if model.kind not in KINDS:
         problems.append(f"{where}.kind: {model.kind!r} is not one of {', '.join(KINDS)}")
-    url = urlsplit(model.upstream)
-    if url.scheme != "http" or not url.hostname or url.path not in ("", "/"):
-        problems.append(f"{where}.upstream: {model.upstream!r} is not http://host:port")
+    for key, upstream in (("upstream", model.upstream), *(("replicas", r) for r in model.replicas)):
+        url = urlsplit(upstream)
+        if url.scheme != "http" or not url.hostname or url.path not in ("", "/"):
+            problems.append(f"{where}.{key}: {upstream!r} is not http://host:port")
+    if model.replicas and model.replicas[0] != model.upstream:
+        problems.append(f"{where}.replicas: the first must be the upstream {model.upstream!r}")
+    if len(set(model.upstreams)) != len(model.upstreams):
+        problems.append(f"{where}.replicas: the same TEI twice")
     if model.max_client_batch_size < 1:
         problems.append(f"{where}.max_client_batch_size: must be >= 1")
     return problems

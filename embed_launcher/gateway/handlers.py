@@ -81,7 +81,7 @@ class Handlers:
     async def facts_of(self, model: ModelRoute) -> dict[str, Any]:
         """What a model's TEI tells of it (`max_input_length` from /info; `dimensions`, from one probe embed),
         once per worker. A model not ready now is not waited for: its entry goes without them this time."""
-        if model.name in self.facts or not self.upstream(model).ready.is_set():
+        if model.name in self.facts or not self.upstream(model).ready_now():
             return self.facts.get(model.name, {})
         upstream, found = self.upstream(model), {}
         try:
@@ -145,10 +145,12 @@ class Handlers:
         split = batching.SPLITS.get(path)
         if split is None:
             return await self.relay(request, target, await self.upstream(model).send("POST", path, raw))
-        self.check_inputs(batching.batch_of(body, split, path), split.field)
+        batch = batching.batch_of(body, split, path)
+        self.check_inputs(batch, split.field)
         chunks = batching.chunk_bodies(body, split, path, model.max_client_batch_size)
         if chunks is None:
-            return await self.relay(request, target, await self.upstream(model).send("POST", path, raw))
+            reply = await self.upstream(model).send("POST", path, raw, inputs=len(batch or ()) or 1)
+            return await self.relay(request, target, reply)
         replies = await self.send_all(model, path, chunks)
         if isinstance(replies, Reply):
             return await self.relay(request, target, replies)
@@ -171,10 +173,11 @@ class Handlers:
             body = {**body, "model": model.name}  # TEI warns on every request naming another model
             raw = shapes.tei_body(body)
         split = batching.SPLITS["/v1/embeddings"]
-        self.check_inputs(batching.batch_of(body, split, "/v1/embeddings"), "input")
+        batch = batching.batch_of(body, split, "/v1/embeddings")
+        self.check_inputs(batch, "input")
         chunks = batching.chunk_bodies(body, split, "/v1/embeddings", model.max_client_batch_size)
         if chunks is None:
-            reply = await self.upstream(model).send("POST", "/v1/embeddings", raw)
+            reply = await self.upstream(model).send("POST", "/v1/embeddings", raw, inputs=len(batch or ()) or 1)
             return await self.relay(request, target, reply, rename=asked if reply.status == 200 else None)
         replies = await self.send_all(model, "/v1/embeddings", chunks)
         if isinstance(replies, Reply):
@@ -295,14 +298,17 @@ class Handlers:
 
     async def send_all(self, model: ModelRoute, path: str, bodies: list[dict[str, Any]]) -> list[Reply] | Reply:
         """Every chunk's answer in order, at most CHUNKS_IN_FLIGHT at a time; or the first error answer,
-        the chunks still running then cancelled (their answers would be thrown away)."""
+        the chunks still running then cancelled (their answers would be thrown away). Each chunk weighs
+        its inputs, so the model's replicas share the chunks by load."""
         upstream = self.upstream(model)
+        split = batching.SPLITS[path]
         replies: list[Reply | None] = [None] * len(bodies)
         queue = iter(enumerate(bodies))
 
         async def sender() -> None:
             for number, body in queue:  # one shared iterator: each sender takes the next chunk
-                reply = await upstream.send("POST", path, shapes.tei_body(body), whole=True)
+                inputs = len(batching.batch_of(body, split, path) or ()) or 1
+                reply = await upstream.send("POST", path, shapes.tei_body(body), whole=True, inputs=inputs)
                 if reply.status >= 300:
                     raise ChunkFailed(reply)
                 replies[number] = reply

@@ -57,8 +57,8 @@ async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: C
     with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (an in-process test): no SIGHUP
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: store.poll(force=True))
     watcher = asyncio.create_task(store.watch(stop))
-    upstreams = {m.name: Upstream(m, keys.for_kind(m.kind), config.wait_s, config.upstream_timeout_s)
-                 for m in config.models}
+    upstreams = {m.name: Upstream(m, keys.for_kind(m.kind), config.wait_s, config.upstream_timeout_s,
+                                  config.balance) for m in config.models}
     for upstream in upstreams.values():
         await upstream.start()
     handlers = GuardedHandlers(config, upstreams)

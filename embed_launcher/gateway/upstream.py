@@ -1,8 +1,10 @@
-"""One TEI child seen from the gateway: a keep-alive pool, its readiness, and when a request is sent again."""
+"""A model's TEI children seen from the gateway: each replica's keep-alive pool and readiness, which
+replica takes a request (EMBED_GATEWAY_BALANCE), and when a request is sent again."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -14,20 +16,24 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 from multidict import CIMultiDictProxy
 
-from embed_launcher.gateway.config import ModelRoute
+from embed_launcher.gateway.config import BALANCES, ModelRoute
 
 BUFFER_BYTES = 256 * 1024  # answers up to this size are read whole (and can be retried); larger ones stream
 FIRST_POLL_S, MAX_POLL_S = 0.02, 0.5
 PROBE_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 2.0
+# TEI's answers when its backend is broken: 424 (inference failed), 503 (unhealthy). With siblings, the
+# replica gets no new work until its /health says 200 again (a one-off 424 costs one quick probe).
+UNHEALTHY_STATUSES = (424, 503)
 
 
 class UpstreamUnavailable(Exception):
-    """The model's TEI did not become ready within the wait."""
+    """No TEI of the model became ready within the wait."""
 
     def __init__(self, model: ModelRoute, wait_s: float) -> None:
-        super().__init__(f"model `{model.name}` is not available: its server did not become ready within "
-                         f"{wait_s:g} s")
+        many = len(model.upstreams)
+        servers = "its server did not" if many == 1 else f"none of its {many} servers did"
+        super().__init__(f"model `{model.name}` is not available: {servers} become ready within {wait_s:g} s")
 
 
 class UpstreamFailed(Exception):
@@ -83,22 +89,21 @@ class Reply:
     response: aiohttp.ClientResponse | None = None
 
 
-class Upstream:
-    """Talks to one TEI: waits while it restarts, sends a dropped request once more, adds the key itself.
+class Replica:
+    """One TEI of a model: its keep-alive pool, its readiness, and the inputs it has in flight.
 
     Readiness is one shared poll of TEI's public `/health` (20 ms doubling to 0.5 s), started when a
-    connection is refused or dropped; every waiting request awaits the same event, so a restart costs
-    one poll loop however many requests wait.
+    connection is refused; every waiting request awaits the same event, so a restart costs one poll
+    loop however many requests wait.
     """
 
-    def __init__(self, model: ModelRoute, key: str | None, wait_s: float, timeout_s: float = 600.0) -> None:
-        self.model, self.wait_s, self.timeout_s = model, wait_s, timeout_s
-        self.base = model.upstream.rstrip("/")
-        self.headers = {"Content-Type": "application/json"}
-        if key:
-            self.headers["Authorization"] = f"Bearer {key}"
+    def __init__(self, model: ModelRoute, base: str, headers: dict[str, str], timeout_s: float,
+                 number: int = 0) -> None:
+        self.model, self.base, self.headers, self.timeout_s = model, base.rstrip("/"), headers, timeout_s
+        self.number = number
         self.ready = asyncio.Event()
         self.seen_ready = False
+        self.inputs = 0  # inputs in flight: what least-inputs balances
         self._poller: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._probe: aiohttp.ClientSession | None = None
@@ -123,7 +128,7 @@ class Upstream:
                 await session.close()
 
     def mark_down(self) -> None:
-        """Requests wait from now on until `/health` answers 200 again."""
+        """No new work from now on until `/health` answers 200 again."""
         self.ready.clear()
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll())
@@ -141,10 +146,11 @@ class Upstream:
 
         A /health that stays silent is not enough: it may be a busy TEI (its /health waits behind the
         batch in progress) or a hung one, and from outside nothing tells the two apart (/metrics may
-        answer from a hung process too). So a silent /health never makes a model ready; the poll goes
-        on, and a busy TEI is ready as soon as its batch ends and /health answers. A model that is
+        answer from a hung process too). So a silent /health never makes a replica ready; the poll goes
+        on, and a busy TEI is ready as soon as its batch ends and /health answers. A replica that is
         ready is never probed: only a refused connection marks it down, so a TEI busy under load stays
-        routable (its requests queue in TEI, as they would without the gateway).
+        routable (its requests queue in TEI, as they would without the gateway). A hung TEI is killed by
+        the supervisor (EMBED_HANG_TIMEOUT); its refused connections then mark it down here.
         """
         assert self._probe is not None
         try:
@@ -153,45 +159,7 @@ class Upstream:
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
-    async def _wait_ready(self, deadline: float) -> None:
-        if self.ready.is_set():
-            return
-        try:
-            await asyncio.wait_for(self.ready.wait(), max(deadline - asyncio.get_running_loop().time(), 0.0))
-        except TimeoutError:
-            raise UpstreamUnavailable(self.model, self.wait_s) from None
-
-    async def send(self, method: str, path: str, body: bytes | None = None, *, whole: bool = False) -> Reply:
-        """Send once TEI is ready; send again only what TEI provably never processed.
-
-        - No connection (refused, connect timeout): TEI is (re)starting. The model is marked down; the
-          request waits (up to ``wait_s`` in all) for /health, then goes out. Nothing was sent.
-        - Closed before any answer on a pooled keep-alive connection: the server may have closed it
-          while idle just as the request went out (the idle-close race; aiohttp retries only GET and
-          HEAD itself). Sent again once, on a new connection, with no wait: TEI is not down.
-        - Closed before the answer on a new connection, or a second time: TEI received the request and
-          died or dropped it. It is not sent again (into the replacement it could crash that one too):
-          UpstreamFailed, a 502. The model is not marked down for everyone: if TEI is gone, the next
-          request's refused connection says so.
-        - No answer within ``timeout_s`` (EMBED_GATEWAY_UPSTREAM_TIMEOUT): UpstreamTimeout, a 504.
-        """
-        loop = asyncio.get_running_loop()
-        deadline, resent = loop.time() + self.wait_s, False
-        while True:
-            await self._wait_ready(deadline)
-            attempt = Attempt()
-            try:
-                return await self._attempt(method, path, body, whole, attempt)
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
-                self.mark_down()  # nobody listening: the TEI is (re)starting
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
-                if resent or not attempt.reused:
-                    raise UpstreamFailed(self.model, type(exc).__name__) from None
-                resent = True
-            except TimeoutError:
-                raise UpstreamTimeout(self.model, self.timeout_s) from None
-
-    async def _attempt(self, method: str, path: str, body: bytes | None, whole: bool, attempt: Attempt) -> Reply:
+    async def attempt(self, method: str, path: str, body: bytes | None, whole: bool, attempt: Attempt) -> Reply:
         assert self._session is not None
         ATTEMPT.set(attempt)
         response = await self._session.request(method, self.base + path, data=body, headers=self.headers)
@@ -205,3 +173,113 @@ class Upstream:
             response.close()
             raise
         return Reply(response.status, response.headers, response=response)
+
+
+class Upstream:
+    """One model's replicas: picks one per request, waits while all restart, sends a request again only
+    when no TEI received it, and adds the key itself.
+
+    ``balance`` (EMBED_GATEWAY_BALANCE): ``least-inputs`` picks the ready replica with the fewest inputs
+    in flight (a batch of 512 weighs 512), ties in turn; ``round-robin`` takes the ready ones in turn.
+    Busy replicas still get work, their load counting against them; replicas that are starting or
+    restarting (refused a connection, /health not yet 200) get none.
+    """
+
+    def __init__(self, model: ModelRoute, key: str | None, wait_s: float, timeout_s: float = 600.0,
+                 balance: str = BALANCES[0]) -> None:
+        self.model, self.wait_s, self.timeout_s, self.balance = model, wait_s, timeout_s, balance
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self.replicas = tuple(Replica(model, url, headers, timeout_s, i) for i, url in enumerate(model.upstreams))
+        self._turn = itertools.count()
+        self._any_ready = asyncio.Event()
+
+    @property
+    def seen_ready(self) -> bool:
+        """Some replica was ready once (the gateway's /health waits for every model's first)."""
+        return any(r.seen_ready for r in self.replicas)
+
+    async def start(self) -> None:
+        for replica in self.replicas:
+            await replica.start()
+
+    async def close(self) -> None:
+        for replica in self.replicas:
+            await replica.close()
+
+    def ready_now(self) -> bool:
+        """Some replica takes requests now (asking moves no turn, unlike `pick`)."""
+        return any(r.ready.is_set() for r in self.replicas)
+
+    def pick(self) -> Replica | None:
+        """The replica for the next request, or None while none is ready."""
+        if len(self.replicas) == 1:
+            only = self.replicas[0]
+            return only if only.ready.is_set() else None
+        ready = [r for r in self.replicas if r.ready.is_set()]
+        if not ready:
+            return None
+        start = next(self._turn) % len(self.replicas)
+        ordered = sorted(ready, key=lambda r: (r.number - start) % len(self.replicas))  # in turn from `start`
+        if self.balance == "round-robin":
+            return ordered[0]
+        return min(ordered, key=lambda r: r.inputs)  # min keeps the first of equals: ties go in turn
+
+    async def _choose(self, deadline: float) -> Replica:
+        loop = asyncio.get_running_loop()
+        while True:
+            replica = self.pick()
+            if replica is not None:
+                return replica
+            waits = [loop.create_task(r.ready.wait()) for r in self.replicas]
+            try:
+                done, _ = await asyncio.wait(waits, timeout=max(deadline - loop.time(), 0.0),
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+            if not done:
+                raise UpstreamUnavailable(self.model, self.wait_s)
+
+    async def send(self, method: str, path: str, body: bytes | None = None, *, whole: bool = False,
+                   inputs: int = 1) -> Reply:
+        """Send to a ready replica; send again only what no TEI provably processed.
+
+        - No connection (refused, connect timeout): that TEI is (re)starting. It is marked down and gets
+          no new work; the request goes to another ready replica, or waits (up to ``wait_s`` in all) for
+          the first to answer /health. Nothing was sent.
+        - Closed before any answer on a pooled keep-alive connection: the server may have closed it
+          while idle just as the request went out (the idle-close race; aiohttp retries only GET and
+          HEAD itself). Sent again once, on a new connection, with no wait: the TEI is not down.
+        - Closed before the answer on a new connection, or a second time: a TEI received the request and
+          died or dropped it. It is not sent again, to this replica or another (it may be what crashed
+          the TEI, and could crash the next): UpstreamFailed, a 502. The replica is not marked down for
+          everyone: if its TEI is gone, the next request's refused connection says so.
+        - No answer within ``timeout_s`` (EMBED_GATEWAY_UPSTREAM_TIMEOUT): UpstreamTimeout, a 504.
+        - TEI's own error for a broken backend (424, 503): relayed as it is (TEI processed the request),
+          and with siblings the replica gets no new work until its /health answers 200.
+
+        ``inputs`` (the texts or documents the body holds) is what the request weighs for least-inputs.
+        """
+        loop = asyncio.get_running_loop()
+        deadline, resent = loop.time() + self.wait_s, False
+        while True:
+            replica = await self._choose(deadline)
+            attempt = Attempt()
+            replica.inputs += inputs
+            try:
+                reply = await replica.attempt(method, path, body, whole, attempt)
+                if reply.status in UNHEALTHY_STATUSES and len(self.replicas) > 1:
+                    replica.mark_down()  # its siblings take new work until its /health answers 200 again
+                return reply
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+                replica.mark_down()  # nobody listening: this TEI is (re)starting
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
+                if resent or not attempt.reused:
+                    raise UpstreamFailed(self.model, type(exc).__name__) from None
+                resent = True
+            except TimeoutError:
+                raise UpstreamTimeout(self.model, self.timeout_s) from None
+            finally:
+                replica.inputs -= inputs

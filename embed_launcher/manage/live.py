@@ -95,7 +95,9 @@ def read_live(data: DataDir, now: float) -> LiveStatus:
 
 def all_services(state: StateSnapshot, environ: Mapping[str, str], live: LiveStatus) -> list[ServiceView]:
     """The enabled services of the state files, then every other child the launcher runs (models, gateway)."""
-    views = enabled_services(state, environ)
+    replicated = {str(r.get("service")) for r in live.services.values()
+                  if isinstance(r, dict) and r.get("replicas", 1) != 1}
+    views = [v for v in enabled_services(state, environ) if v.name not in replicated]  # shown per replica
     known = {v.name for v in views}
     for name, recorded in live.services.items():
         if name in known or not isinstance(recorded, dict):

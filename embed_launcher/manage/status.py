@@ -11,8 +11,19 @@ from embed_launcher.manage.live import LiveStatus, ServiceView, all_services, re
 from embed_launcher.manage.location import data_dir
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import EXIT_FAILURE, EXIT_OK
+from embed_launcher.supervision.probe import read_progress
 
 SERVING = ("ready", "busy")  # a ready child's health that counts as healthy
+METRICS_TIMEOUT_S = 1.0  # TEI's /metrics answers from its HTTP layer at once, even while a batch runs
+
+
+def inputs_in_flight(recorded: Mapping[str, object], running: bool) -> int | None:
+    """The inputs queued in a running TEI now (its `te_queue_size`), or None when unknown."""
+    url = recorded.get("metrics_url")
+    if not running or not isinstance(url, str) or not url:
+        return None
+    progress = read_progress(url, METRICS_TIMEOUT_S)
+    return None if progress is None else int(progress.queue_size)
 
 
 def service_status(
@@ -22,6 +33,9 @@ def service_status(
     state = str(recorded.get("state", "unknown")) if live.alive else "stopped"
     running = state == "running" and live.fresh and not live.stopping
     health = recorded.get("health", "ready") if running else None
+    gave_up = bool(recorded.get("gave_up")) and live.alive
+    if gave_up:
+        state = "gave up"
     since = recorded.get("since")
     uptime = round(now - since, 1) if isinstance(since, (int, float)) and state == "running" else None
     return {
@@ -31,7 +45,21 @@ def service_status(
         "idle_s": recorded.get("idle_s") if health == "busy" else None,
         "uptime_s": uptime, "restarts": recorded.get("restarts", 0),
         "last_exit": recorded.get("last_exit"), "healthy": health in SERVING, "auth": view.auth,
+        "service": recorded.get("service", view.name), "replica": recorded.get("replica", 0),
+        "replicas": recorded.get("replicas", 1), "gpu": recorded.get("gpu"),
+        "inputs_in_flight": inputs_in_flight(recorded, running),
     }  # fmt: skip
+
+def serving(services: list[dict[str, object]]) -> bool:
+    """Every model serves: each has a replica ready or busy. A replica restarting, or given up, while
+    its siblings serve leaves its model serving (the gateway routes around it), so the container
+    stays healthy; with one replica per model this is every service ready or busy."""
+    models: dict[str, bool] = {}
+    for s in services:
+        key = str(s.get("service") or s["name"])
+        models[key] = models.get(key, False) or bool(s["healthy"])
+    return bool(models) and all(models.values())
+
 
 def show_status(environ: Mapping[str, str], console: Console, *, as_json: bool) -> int:
     """Each enabled service's state and health; exit 0 only when all are ready or busy."""
@@ -42,7 +70,7 @@ def show_status(environ: Mapping[str, str], console: Console, *, as_json: bool) 
     services = [
         service_status(v, live.services.get(v.name) or {}, live, now) for v in all_services(state, environ, live)
     ]
-    healthy = bool(services) and all(s["healthy"] for s in services)
+    healthy = serving(services)
     if as_json:
         console.info(json.dumps({
             "healthy": healthy, "launcher_pid": live.launcher_pid if live.alive else None,
@@ -61,14 +89,21 @@ def status_table(services: list[dict[str, object]], live: LiveStatus) -> list[st
         head = f"Launcher: STUCK (pid {live.launcher_pid}; status not updated {since})"
     else:
         head = f"Launcher: running (pid {live.launcher_pid})"
+    # Replicas (or GPUs) add their columns: which replica, on which GPU, how many inputs it has queued.
+    replicas = any(s.get("replicas", 1) != 1 or s.get("gpu") is not None for s in services)
+    extra_head = f" {'REPLICA':>7} {'GPU':>4} {'INPUTS':>6}" if replicas else ""
     lines = [
         head,
-        f"{'SERVICE':<8} {'MODEL':<34} {'PORT':>5} {'PID':>7} {'STATE':<9} {'UPTIME':>9} {'RESTARTS':>8}  HEALTH",
+        f"{'SERVICE':<8} {'MODEL':<34}{extra_head} {'PORT':>5} {'PID':>7} {'STATE':<9} {'UPTIME':>9} {'RESTARTS':>8}"
+        "  HEALTH",
     ]
     for s in services:
         uptime = s["uptime_s"]
+        inputs = s.get("inputs_in_flight")
+        extra = (f" {s.get('replica', 0)!s:>7} {s.get('gpu') or '-'!s:>4} "
+                 f"{'-' if inputs is None else inputs!s:>6}") if replicas else ""
         lines.append(
-            f"{s['name']:<8} {s['model']!s:<34} {s['port']!s:>5} {s['pid'] or '-'!s:>7} {s['state']!s:<9} "
+            f"{s['name']:<8} {s['model']!s:<34}{extra} {s['port']!s:>5} {s['pid'] or '-'!s:>7} {s['state']!s:<9} "
             f"{(format_duration(float(uptime)) if isinstance(uptime, (int, float)) else '-'):>9} {s['restarts']!s:>8}  "
             f"{health_text(s)}"
         )
@@ -80,6 +115,8 @@ def health_text(s: Mapping[str, object]) -> str:
         idle = s["idle_s"]
         idle_text = f", {float(idle):.0f} s since work completed" if isinstance(idle, (int, float)) else ""
         return f"busy (queue {s['queue_size']}{idle_text})"
+    if s["state"] == "gave up":
+        return "GAVE UP (its siblings serve)"
     return str(s["health"]) if s["healthy"] else "UNHEALTHY"
 
 def format_duration(seconds: float) -> str:

@@ -10,6 +10,8 @@ from embed_launcher import __version__
 
 if TYPE_CHECKING:  # only for annotations: embed_manage imports RULE from here and starts light
     from embed_launcher.config.services import ServiceSettings
+    from embed_launcher.config.settings import Settings
+    from embed_launcher.supervision.placement import Placement
 
 RULE = "=" * 59
 READY_TITLES = {
@@ -110,3 +112,17 @@ def more_models_lines(services: Sequence[ServiceSettings], *, gateway: bool) -> 
         default = " (default)" if s.default else ""
         lines.append(f"  {s.kind:<7} {s.served_name}{default}  port={s.port}")
     return lines
+
+
+def replicas_lines(settings: Settings, placement: Placement) -> list[str]:
+    """The banner's word on replicas: how many each model has, and where (nothing for single replicas)."""
+    lines = []
+    for s in settings.services:
+        slots = placement.get(s.name, ())
+        if len(slots) < 2 and not any(slot.gpu is not None for slot in slots):
+            continue
+        where = [f"GPU {slot.gpu}" if slot.gpu is not None else f"cores {slot.cpus[0]}-{slot.cpus[-1]}"
+                 if slot.cpus else "CPU" for slot in slots]
+        noun = "replica" if len(slots) == 1 else "replicas"
+        lines.append(f"  {s.served_name}: {len(slots)} {noun} ({', '.join(where)})")
+    return ["Replicas:", *lines] if lines else []

@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from embed_launcher.config.load import load
@@ -19,14 +20,23 @@ from embed_launcher.models.backend import resolve_tei_bin, tei_backend
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import EXIT_OK
 from embed_launcher.startup.address import UNKNOWN, AddressLookup
-from embed_launcher.startup.banner import Endpoint, more_models_lines, not_persistent_note, ready_banner, start_banner
+from embed_launcher.startup.banner import (
+    Endpoint,
+    more_models_lines,
+    not_persistent_note,
+    ready_banner,
+    replicas_lines,
+    start_banner,
+)
 from embed_launcher.startup.download_phase import fetch_models, give_up_advice, service_backends
+from embed_launcher.startup.gpus import run_smi, usable_cpus, usable_gpus
 from embed_launcher.startup.keys_file import check_keys_file
 from embed_launcher.startup.preflight import check_ports, free_local_ports
 from embed_launcher.supervision.child import Timing
 from embed_launcher.supervision.events import Mailbox, ReadyLogged
 from embed_launcher.supervision.notify import Notifier
-from embed_launcher.supervision.plan import ChildSpec, build_plan
+from embed_launcher.supervision.placement import Placement, place, several
+from embed_launcher.supervision.plan import ChildSpec, build_plan, replica_name
 from embed_launcher.supervision.policy import RestartPolicy
 from embed_launcher.supervision.process import Spawner
 from embed_launcher.supervision.publish import StatusPublisher
@@ -85,17 +95,21 @@ class Launcher:
         *,
         fetch: Callable[..., dict[str, str]] = fetch_models,
         pick_ports: Callable[[int], list[int]] = free_local_ports,
+        smi: Callable[[str], str] = run_smi,
+        cpus: Callable[[], tuple[int, ...]] = usable_cpus,
     ) -> None:
         self.environ = environ
         self.console = console
         self.notifier = notifier
         self.fetch = fetch  # the download phase (a seam: tests replace it)
         self.pick_ports = pick_ports  # free ports on 127.0.0.1 for the TEIs behind the gateway
+        self.smi, self.cpus = smi, cpus  # `nvidia-smi -L` and the usable cores (seams for tests)
         self.started = time.time()
 
     def run(self, *, check_only: bool = False) -> int:
         """Start and supervise; returns the process exit code."""
         settings = load(self.environ, self.console.warn)
+        settings, placement = self.place_replicas(settings)
         check_keys_file(settings, self.console.warn)
         tei_bin = resolve_tei_bin(settings.tei_bin, self.environ.get("PATH", os.defpath))
         if check_only:
@@ -113,7 +127,7 @@ class Launcher:
             Endpoint(s.name, s.label, s.model, s.port, auth[s.name])
             for s in (settings.embed, settings.rerank) if s.enabled
         )  # fmt: skip
-        more = more_models_lines(settings.services, gateway=settings.gateway)
+        more = more_models_lines(settings.services, gateway=settings.gateway) + replicas_lines(settings, placement)
         self.console.lines(start_banner(shown, notices=notices, local_only=settings.local_only) + more)
         address = self.start_address_lookup(settings, data)
         self.write_state(settings, data, auth, address.address)
@@ -125,7 +139,7 @@ class Launcher:
         )  # fmt: skip
         # Only now, just before the TEIs start: ports picked before a download of many minutes
         # would have been free for anyone else to take meanwhile.
-        internal = self.internal_ports(settings)
+        internal = self.internal_ports(settings, placement)
         specs = build_plan(
             settings,
             tei_bin=tei_bin,
@@ -135,6 +149,7 @@ class Launcher:
             internal_ports=internal,
             python=sys.executable,
             created=int(self.started),
+            placement=placement,
         )
         advise = give_up_advice(settings, backends)
         banner = lambda: ready_banner(shown, address.address) + more  # noqa: E731
@@ -168,12 +183,27 @@ class Launcher:
             ports.append(("EMBED_PORT", settings.embed.port))  # sparse models are served there
         return list(dict.fromkeys(ports))
 
-    def internal_ports(self, settings: Settings) -> dict[str, tuple[int, int]] | None:
-        """Behind the gateway, each TEI gets a port and a Prometheus port on 127.0.0.1, chosen now."""
+    def place_replicas(self, settings: Settings) -> tuple[Settings, Placement]:
+        """Each model's replicas on the usable GPUs (or CPU cores); several replicas turn the gateway on."""
+        gpus, source = usable_gpus(settings.gpus, self.environ, self.smi)
+        placement = place(settings.services, gpus, self.cpus(), gpu_source=source,
+                          gateway_allowed=settings.gateway_allowed)
+        if several(placement) and not settings.gateway:
+            settings = replace(settings, gateway=True)  # EMBED_GATEWAY=auto: replicas share one door
+        return settings, placement
+
+    def internal_ports(
+        self, settings: Settings, placement: Placement | None = None
+    ) -> dict[str, tuple[int, int]] | None:
+        """Behind the gateway, each TEI (each replica) gets a port and a Prometheus port on 127.0.0.1, chosen now."""
         if not settings.gateway:
             return None
-        ports = self.pick_ports(2 * len(settings.services))
-        return {s.name: (ports[2 * i], ports[2 * i + 1]) for i, s in enumerate(settings.services)}
+        names = []
+        for s in settings.services:
+            count = len((placement or {}).get(s.name, ())) or 1
+            names += [replica_name(s.name, i, count) for i in range(count)]
+        ports = self.pick_ports(2 * len(names))
+        return {name: (ports[2 * i], ports[2 * i + 1]) for i, name in enumerate(names)}
 
     def start_address_lookup(self, settings: Settings, data: DataDir) -> AddressLookup:
         """The advertised address: given, or looked up in the background (never in local-only mode)."""

@@ -42,3 +42,5 @@ class Child:
     liveness: Liveness = field(default_factory=Liveness)
     killing: bool = False  # we sent SIGKILL (ready timeout, liveness) and await the exit
     last_exit: str | None = None
+    oom_streak: int = 0  # consecutive exits with CUDA out of memory
+    abandoned: bool = False  # given up while its sibling replicas serve: never restarted

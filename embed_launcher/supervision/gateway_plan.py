@@ -19,7 +19,8 @@ CLOSE_MARGIN_S = 3.0
 
 
 class Child(Protocol):
-    """What the gateway needs of a TEI child's spec (plan.ChildSpec): its name and its port."""
+    """What the gateway needs of a TEI child's spec (plan.ChildSpec): its name ("embed", or replica
+    "embed#1") and its port."""
 
     @property
     def name(self) -> str: ...
@@ -45,15 +46,19 @@ def gateway_listen(settings: Settings) -> tuple[Listener, ...]:
 
 def gateway_config(settings: Settings, children: Sequence[Child], *, created: int) -> GatewayConfig:
     """The gateway's EMBED_GATEWAY_CONFIG (no secrets): where it listens, and each model's TEI."""
-    upstream = {c.name: f"http://{LOOPBACK}:{c.port}" for c in children}
+    upstreams: dict[str, list[str]] = {}
+    for c in children:  # in replica order
+        upstreams.setdefault(c.name.split("#")[0], []).append(f"http://{LOOPBACK}:{c.port}")
     models = []
     for s in settings.services:
         batch = s.tei_arg("--max-client-batch-size")
+        replicas = upstreams[s.name]
         models.append(
             ModelRoute(
                 name=s.served_name,
                 kind=s.kind,
-                upstream=upstream[s.name],
+                upstream=replicas[0],
+                replicas=tuple(replicas) if len(replicas) > 1 else (),
                 aliases=(s.model,) if s.served_name != s.model else (),
                 max_client_batch_size=int(batch) if batch else TEI_DEFAULT_CLIENT_BATCH,
                 default=s.default,
@@ -75,4 +80,5 @@ def gateway_config(settings: Settings, children: Sequence[Child], *, created: in
         upstream_timeout_s=settings.gateway_upstream_timeout_s,
         drain_s=drain_s(settings.stop_timeout_s),
         token_input=settings.token_input,
+        balance=settings.gateway_balance,
     )

@@ -37,6 +37,15 @@ HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
+CUDA_OOM_SIGNS = ("CUDA_ERROR_OUT_OF_MEMORY", "CUDA out of memory", "cudaErrorMemoryAllocation")
+
+
+def says_cuda_oom(last_lines: Sequence[str]) -> bool:
+    """TEI ran out of GPU memory (candle's driver error, or the python backend's torch error)."""
+    text = "\n".join(last_lines)
+    return any(sign.lower() in text.lower() for sign in CUDA_OOM_SIGNS)
+
+
 def says_ort_refused(last_lines: Sequence[str]) -> bool:
     """TEI's ONNX backend could not run the model and candle found no weights to fall back on."""
     text = "\n".join(last_lines)

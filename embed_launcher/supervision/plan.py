@@ -12,6 +12,7 @@ from pathlib import Path
 from embed_launcher.config.services import ServiceSettings
 from embed_launcher.config.settings import RERANK, Settings
 from embed_launcher.supervision.gateway_plan import LOOPBACK, gateway_config
+from embed_launcher.supervision.placement import Placement, Slot
 
 GATEWAY = "gateway"
 
@@ -48,6 +49,26 @@ class ChildSpec:
     # The gateway: any HTTP answer from health_url means it listens and its loop turns. Its 503 says
     # "a TEI was never ready yet", which the TEIs' own checks judge; its start must not wait for them.
     listening_is_ready: bool = False
+    service: str = ""  # the service (model) this replica serves: "embed"; "" = the spec's own name
+    replica: int = 0  # which of the model's replicas
+    replicas: int = 1  # how many the model has
+    gpu: str | None = None  # its CUDA_VISIBLE_DEVICES, on a GPU host
+    cpus: tuple[int, ...] = ()  # the cores it is pinned to (CPU replicas); () = not pinned
+
+    @property
+    def service_name(self) -> str:
+        return self.service or self.name
+
+
+def replica_name(service: str, replica: int, replicas: int) -> str:
+    """A replica's child name: the service's own for a single replica (status keys stay), else "embed#1"."""
+    return service if replicas == 1 else f"{service}#{replica}"
+
+
+def replica_label(label: str, slot: Slot, replicas: int) -> str:
+    """How messages name a replica: "Embeddings", or "Embeddings replica 1 (GPU 2)"."""
+    where = f" (GPU {slot.gpu})" if slot.gpu is not None else ""
+    return f"{label}{where}" if replicas == 1 else f"{label} replica {slot.replica}{where}"
 
 
 def probe_host(host: str) -> str:
@@ -70,7 +91,7 @@ def child_env(parent_env: Mapping[str, str], *, api_key: str | None, hf_token: s
 
 
 def child_argv(
-    tei_bin: str, service: ServiceSettings, *, model_source: str, host: str, cache_dir: Path
+    tei_bin: str, service: ServiceSettings, *, model_source: str, host: str, cache_dir: Path, child: str = ""
 ) -> tuple[str, ...]:
     """TEI's command line: always explicit address, ports and paths; tuning flags last."""
     argv = [
@@ -81,7 +102,7 @@ def child_argv(
         "--port", str(service.port),
         "--prometheus-port", str(service.prometheus_port),
         # Only python backends use it, but they delete whatever is there: one per child.
-        "--uds-path", f"/tmp/text-embeddings-inference-{service.name}-{service.port}",
+        "--uds-path", f"/tmp/text-embeddings-inference-{child or service.name}-{service.port}",
         "--huggingface-hub-cache", str(cache_dir),
     ]  # fmt: skip
     if service.revision:
@@ -106,42 +127,60 @@ def build_plan(
     internal_ports: Mapping[str, tuple[int, int]] | None = None,
     python: str = "python3",
     created: int = 0,
+    placement: Placement | None = None,
 ) -> tuple[ChildSpec, ...]:
     """One spec per enabled service, embeddings first, then the gateway's when it is on.
 
     ``keys`` maps "embed"/"rerank" to the API key (None or "" = no auth); ``model_sources`` maps
     service name to what TEI gets as --model-id (a snapshot directory once downloaded, else the
     repo id); ``internal_ports`` maps service name to (port, Prometheus port) on 127.0.0.1 when
-    the gateway serves the public ports. No secret ever reaches argv.
+    the gateway serves the public ports. ``placement`` (placement.place) gives each model its
+    replicas, one child each, keyed in ``internal_ports`` by replica_name; None = one replica each,
+    placed nowhere in particular. No secret ever reaches argv.
     """
     specs = []
     gateway = settings.gateway and internal_ports is not None
-    for service in settings.services:
-        key = key_for(service, keys)
-        env = child_env(parent_env, api_key=key, hf_token=settings.hf_token)
-        source = model_sources.get(service.name, service.model)
-        if source != service.model:
-            env["HF_HUB_OFFLINE"] = "1"  # a local snapshot: nothing to fetch
-        host = settings.host
-        if gateway:
-            assert internal_ports is not None
-            port, metrics_port = internal_ports[service.name]
-            service, host = replace(service, port=port, prometheus_port=metrics_port), LOOPBACK
-        secrets = tuple(s for s in (key, settings.hf_token) if s)
-        specs.append(
-            ChildSpec(
-                name=service.name,
-                label=service.label,
-                model=service.model,
-                kind=service.kind,
-                argv=child_argv(tei_bin, service, model_source=source, host=host, cache_dir=settings.data_dir),
-                env=env,
-                port=service.port,
-                health_url=f"http://{probe_host(host)}:{service.port}/health",
-                metrics_url=f"http://{probe_host(host)}:{service.port}/metrics",
-                secrets=secrets,
+    for configured in settings.services:
+        slots = (placement or {}).get(configured.name, (Slot(0),))
+        for slot in slots:
+            service = configured
+            name = replica_name(service.name, slot.replica, len(slots))
+            key = key_for(service, keys)
+            env = child_env(parent_env, api_key=key, hf_token=settings.hf_token)
+            if slot.gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = slot.gpu  # one GPU each: TEI uses device 0 of what it sees
+            source = model_sources.get(service.name, service.model)
+            if source != service.model:
+                env["HF_HUB_OFFLINE"] = "1"  # a local snapshot: nothing to fetch
+            if slot.tokenization_workers and service.tei_arg("--tokenization-workers") is None:
+                workers = (("--tokenization-workers", str(slot.tokenization_workers)),)
+                service = replace(service, tei_args=service.tei_args + workers)
+            host = settings.host
+            if gateway:
+                assert internal_ports is not None
+                port, metrics_port = internal_ports[name]
+                service, host = replace(service, port=port, prometheus_port=metrics_port), LOOPBACK
+            secrets = tuple(s for s in (key, settings.hf_token) if s)
+            specs.append(
+                ChildSpec(
+                    name=name,
+                    label=replica_label(service.label, slot, len(slots)),
+                    model=service.model,
+                    kind=service.kind,
+                    argv=child_argv(tei_bin, service, model_source=source, host=host, cache_dir=settings.data_dir,
+                                    child=name),
+                    env=env,
+                    port=service.port,
+                    health_url=f"http://{probe_host(host)}:{service.port}/health",
+                    metrics_url=f"http://{probe_host(host)}:{service.port}/metrics",
+                    secrets=secrets,
+                    service=service.name,
+                    replica=slot.replica,
+                    replicas=len(slots),
+                    gpu=slot.gpu,
+                    cpus=slot.cpus,
+                )
             )
-        )
     if gateway:
         specs.append(gateway_spec(settings, specs, keys, parent_env, python=python, created=created))
     return tuple(specs)

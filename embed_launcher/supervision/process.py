@@ -52,6 +52,17 @@ class ChildProcess:
             self.relay.join(timeout_s)
 
 
+def before_exec(launcher_pid: int, cpus: tuple[int, ...]) -> None:
+    """In the child before exec: die with the launcher, and keep to its cores (a CPU replica's share).
+
+    Affinity is set here, not after the spawn, so every thread TEI starts (tokenizers, the backend's
+    pool, which sizes itself by the cores it may use) sees only its share.
+    """
+    die_with_parent(launcher_pid)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
 def die_with_parent(launcher_pid: int) -> None:
     """In the child before exec: get SIGTERM if the launcher dies, even by SIGKILL (bare metal).
 
@@ -81,7 +92,7 @@ class Spawner:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,  # one ordered stream; TEI's Error: lines come on stderr
             process_group=0,
-            preexec_fn=functools.partial(die_with_parent, os.getpid()),  # noqa: PLW1509 - one prctl, main thread
+            preexec_fn=functools.partial(before_exec, os.getpid(), spec.cpus),  # noqa: PLW1509 - main thread only
             close_fds=True,
         )
         child = ChildProcess(pid=popen.pid, popen=popen)

@@ -12,7 +12,10 @@ HEARTBEAT_S = 5.0  # the live status is rewritten at least this often: embed_man
 
 
 def state_word(child: Child) -> str:
-    """The phase, or for a ready child how it is doing (ready, busy, unhealthy)."""
+    """The phase, or for a ready child how it is doing (ready, busy, unhealthy); "gave up" for a replica
+    abandoned while its siblings serve."""
+    if child.abandoned:
+        return "gave up"
     if child.state.phase is Phase.RUNNING:
         return child.liveness.health.value
     return child.state.phase.value
@@ -42,6 +45,13 @@ def live_status(children: Sequence[Child], now: float, *, wall_offset: float, st
             "restarts": c.state.restarts,
             "last_exit": c.last_exit,
             "health_url": c.spec.health_url,
+            "metrics_url": c.spec.metrics_url,
+            "service": c.spec.service_name,
+            "replica": c.spec.replica,
+            "replicas": c.spec.replicas,
+            "gpu": c.spec.gpu,
+            "cpus": list(c.spec.cpus),
+            "gave_up": c.abandoned,
         }
     return {
         "stopping": stopping, "updated": round(now + wall_offset, 3), "heartbeat_s": HEARTBEAT_S, "services": services,

@@ -13,7 +13,7 @@ from embed_launcher.reporting.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from embed_launcher.supervision import liveness, policy
 from embed_launcher.supervision.child import DEFAULT_TIMING, Child, Timing
 from embed_launcher.supervision.events import Event, Mailbox, ProbeAnswered, ReadyLogged, SignalReceived
-from embed_launcher.supervision.hints import hint_for
+from embed_launcher.supervision.hints import hint_for, says_cuda_oom
 from embed_launcher.supervision.liveness import Answer, Check, Liveness, Progress
 from embed_launcher.supervision.notify import Notifier, NullNotifier
 from embed_launcher.supervision.plan import ChildSpec
@@ -25,6 +25,11 @@ from embed_launcher.supervision.status import HEARTBEAT_S, live_status, status_l
 MAX_WAIT_S = 1.0  # the loop wakes at least this often (watchdog, clock-based deadlines)
 OUTPUT_GRACE_S = 0.5  # after a child's exit, how long its last lines may take to arrive
 TEI_USAGE_ERROR = 2  # clap rejected the arguments: retrying cannot help
+OOM_LIMIT = 2  # exits with CUDA out of memory in a row before a replica is given up
+
+
+def times(n: int) -> str:
+    return "twice" if n == 2 else f"{n} times"
 
 
 class Spawner(Protocol):
@@ -290,10 +295,8 @@ class Supervisor:
         child.state = policy.became_ready(child.state, now)
         child.liveness = liveness.became_ready(now)
         child.next_probe_at = now + self.timing.health_interval_s
-        if not self.banner_shown and all(c.state.phase is Phase.RUNNING for c in self.children):
-            self.banner_shown = True
-            self.console.lines(list(self.banner()))
-            self.notifier.ready(self.status_line())
+        if self.banner_due():
+            self.show_banner()
         elif self.banner_shown and restarted:
             self.console.info(f"{child.spec.label} server is ready again (restart {child.state.restarts}).")
             self.notifier.status(self.status_line())
@@ -325,7 +328,11 @@ class Supervisor:
             # We killed it (ready timeout, failed health checks): no OOM hint to send people astray.
             child.last_exit = "killed by the launcher with SIGKILL"
         previous = child.state.phase
-        fatal = previous is Phase.STARTING and returncode == TEI_USAGE_ERROR
+        tail = list(handle.tail) if handle is not None and not self.stopping else []
+        # "In a row": a replica that served a while since its last out-of-memory exit starts a new count.
+        served_long = previous is Phase.RUNNING and now - child.state.since >= self.timing.policy.reset_after_s
+        child.oom_streak = ((0 if served_long else child.oom_streak) + 1) if says_cuda_oom(tail) else 0
+        fatal = (previous is Phase.STARTING and returncode == TEI_USAGE_ERROR) or child.oom_streak >= OOM_LIMIT
         child.state = policy.exited(child.state, now, self.timing.policy, fatal=fatal)
         if not self.stopping:
             self.report_exit(child, previous, handle)
@@ -338,17 +345,58 @@ class Supervisor:
             self.console.error(f"Error: {label} server failed to start ({child.last_exit}).")
         else:
             self.console.error(f"Error: {label} server exited unexpectedly ({child.last_exit}).")
-        if child.state.phase is Phase.FATAL:
+        if child.state.phase is Phase.FATAL and self.serving_siblings(child):
+            self.abandon(child)
+        elif child.state.phase is Phase.FATAL:
             self.give_up(child, handle)
         else:
             delay = (child.state.restart_at or child.state.since) - child.state.since
             self.console.warn(f"Restarting {label.lower()} server in {delay:g} s (restart {child.state.restarts + 1}).")
             self.notifier.status(self.status_line())
 
+    def serving_siblings(self, child: Child) -> list[Child]:
+        """The other replicas of the child's model that are not given up."""
+        return [c for c in self.children if c is not child and c.spec.service_name == child.spec.service_name
+                and c.spec.kind == child.spec.kind and not c.abandoned and c.state.phase is not Phase.FATAL]
+
+    def abandon(self, child: Child) -> None:
+        """Give up one replica while its siblings serve: one message with the model, the GPU and the fix."""
+        child.abandoned = True
+        spec, siblings = child.spec, len(self.serving_siblings(child))
+        where = f"GPU {spec.gpu}" if spec.gpu is not None else "its CPU cores"
+        variable = "RERANK" if spec.kind == "rerank" else "EMBED"
+        if child.oom_streak >= OOM_LIMIT:
+            why = f"ran out of GPU memory (CUDA out of memory) on {where} {times(child.oom_streak)} in a row"
+            fix = (f"Fix: fewer replicas per GPU ({variable}_REPLICAS, or `replicas`/`gpus` in the models file),"
+                   f" or a smaller {variable}_MAX_BATCH_TOKENS (`max_batch_tokens` in the models file).")
+        else:
+            why = f"on {where} cannot start ({child.last_exit})"
+            fix = "Fix: see its last output above; the other replicas are unaffected."
+        self.console.error(f"Error: {spec.label} of {spec.model} {why}; giving up on this replica. "
+                           f"{siblings} other replica{'s' if siblings != 1 else ''} keep serving. {fix}")
+        self.notifier.status(self.status_line())
+        if self.banner_due():
+            self.show_banner()
+
+    def banner_due(self) -> bool:
+        """Every child serves, or was given up while its siblings serve."""
+        return not self.banner_shown and all(c.state.phase is Phase.RUNNING or c.abandoned for c in self.children)
+
+    def show_banner(self) -> None:
+        self.banner_shown = True
+        self.console.lines(list(self.banner()))
+        self.notifier.ready(self.status_line())
+
     def give_up(self, child: Child, handle: Handle | None) -> None:
         """Stop everything and exit non-zero, showing the child's last words."""
         label = child.spec.label
-        if child.state.start_failures >= self.timing.policy.max_start_failures:
+        if child.oom_streak >= OOM_LIMIT:
+            variable = "RERANK" if child.spec.kind == "rerank" else "EMBED"
+            where = f"GPU {child.spec.gpu}" if child.spec.gpu is not None else "the GPU"
+            why = (f"ran out of GPU memory on {where} {times(child.oom_streak)} in a row (fix: fewer replicas per GPU,"
+                   f" or a smaller {variable}_MAX_BATCH_TOKENS)")
+            code = EXIT_FAILURE
+        elif child.state.start_failures >= self.timing.policy.max_start_failures:
             why = f"failed to start {child.state.start_failures} times in a row"
             code = EXIT_FAILURE
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -49,6 +50,8 @@ class Knobs:
     model_type: str | None = None
     batch_s: float = 0.0
     die_mid_body: bool = False
+    cuda_oom_gpus: tuple[str, ...] = ()
+    env_log: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Knobs:
@@ -62,7 +65,8 @@ class Knobs:
                    get("SPAWN_GRANDCHILD", flag, False), get("GRANDCHILD_PID_FILE", str, None),
                    get("ORPHAN_GRANDCHILD", flag, False), get("ORPHAN_S", float, 0.5),
                    get("SPEW_BYTES", int, 0), get("SIGNAL_LOG", str, None), get("HUB_FAIL", flag, False),
-                   get("MODEL_TYPE", str, None), get("BATCH_S", float, 0.0), get("DIE_MID_BODY", flag, False))
+                   get("MODEL_TYPE", str, None), get("BATCH_S", float, 0.0), get("DIE_MID_BODY", flag, False),
+                   get("CUDA_OOM_GPUS", lambda v: tuple(v.split(",")), ()), get("ENV_LOG", str, None))
 
 
 def die(code: int) -> NoReturn:
@@ -211,6 +215,8 @@ def startup(args: Args, env: Mapping[str, str], logger: Logger, knobs: Knobs) ->
     except OSError as err:
         fatal("Could not start backend", f"Could not start Candle backend: {err}")
     time.sleep(knobs.load_s)
+    if knobs.cuda_oom_gpus and env.get("CUDA_VISIBLE_DEVICES") in knobs.cuda_oom_gpus:
+        fatal("Model backend is not healthy", 'DriverError(CUDA_ERROR_OUT_OF_MEMORY, "out of memory")')
     if knobs.fail_start is not None:
         fatal("Model backend is not healthy", f"fake start failure (FAKE_TEI_FAIL_START={knobs.fail_start})",
               knobs.fail_start)
@@ -246,6 +252,18 @@ def serve(args: Args, engine: Engine, logger: Logger, knobs: Knobs) -> FakeTeiSe
     logger.log(INFO, *SERVER, 1880, f"Starting HTTP server: {socket_addr(host, port)}")
     logger.log(INFO, *SERVER, 1881, "Ready")
     return server
+
+
+def log_env(path: str, args: Args, env: Mapping[str, str]) -> None:
+    """One JSON line per start: what this process was given (its GPU, its cores), appended in one write."""
+    record = {"pid": os.getpid(), "port": int(args.number("port") or 0),
+              "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES"), "cpus": sorted(os.sched_getaffinity(0)),
+              "tokenization_workers": args.number("tokenization_workers")}
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(record) + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 def spawn_grandchild(knobs: Knobs) -> subprocess.Popen:
@@ -299,6 +317,8 @@ def main_with(argv: Sequence[str], env: Mapping[str, str], knobs: Knobs) -> NoRe
         logger.log(WARN, *MAIN, 235, "The `--hf-api-token` argument (and the `HF_API_TOKEN` env var) is deprecated "
                    "and will be removed in a future version. Please use `--hf-token` (or the `HF_TOKEN` env var) "
                    "instead.")
+    if knobs.env_log:
+        log_env(knobs.env_log, args, env)
     _grandchild = spawn_grandchild(knobs) if knobs.spawn_grandchild else None  # referenced: no early reaping
     try:
         engine = startup(args, env, logger, knobs)

@@ -1,0 +1,264 @@
+"""Replicas behind the gateway (issue 19): scaling, heterogeneous replicas, and nginx's least_conn side by side.
+
+    .venv/bin/python benchmarks/replicas_bench.py [--seconds 6] [--service-ms 50]
+
+Every replica is the TEI stand-in with a fixed service time per request: each batch holds its one
+backend thread for `--service-ms` (a sleep, not CPU, so two cores suffice) and holds one request
+(`--max-batch-requests 1`), so one replica serves at most 1000 / service-ms requests/s. Everything
+listens on 127.0.0.1. Rows:
+
+- Scaling: 1, 2 and 4 replicas through the gateway (least-inputs). Throughput from closed-loop
+  clients (4 per replica, enough to keep every replica busy); the gateway's added p50, one request
+  at a time (nothing queues), direct and proxied requests in turn.
+- Heterogeneous: 4 replicas, one at 2x the service time, an open-loop load at 75 % of their
+  capacity; p50/p99 with least-inputs and with round-robin.
+- Side by side: the same 4 replicas behind our gateway and behind Debian's nginx with `upstream`
+  + `least_conn` + keepalive; req/s (closed loop, 16 clients) and added p50/p99 one request at a
+  time, direct / ours / nginx in turn. LiteLLM's proxy is not in this run (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
+from conftest import free_ports, wait_until  # noqa: E402
+from gateway_bench import pct  # noqa: E402
+from gateway_harness import EMBED_KEY, Gateway, Tei, start_gateway  # noqa: E402
+
+BODY = '{"inputs":"hello world"}'
+HEADERS = {"Authorization": f"Bearer {EMBED_KEY}", "Content-Type": "application/json"}
+NGINX_CONF = """daemon off; worker_processes 1; pid {tmp}/nginx-pool.pid; error_log {tmp}/nginx-pool.log;
+events {{ worker_connections 4096; }}
+http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+  upstream pool {{ least_conn; {servers} keepalive 64; }}
+  server {{ listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://pool; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"""
+Row = tuple[str, str, str, str]
+LATENCY_WINDOWS = 3  # one-at-a-time latency runs last this many times --seconds (enough samples for a p99)
+
+
+def replicas(tmp: Path, service_s: list[float]) -> list[Tei]:
+    ports = free_ports(len(service_s))
+    teis = [Tei(tmp, "bench", "embed", port, EMBED_KEY, knobs={"FAKE_TEI_BATCH_S": str(s)},
+                args=["--max-batch-requests", "1"]) for port, s in zip(ports, service_s, strict=True)]
+    for tei in teis:
+        tei.start()
+    for tei in teis:
+        tei.wait_ready()
+    return teis
+
+
+def gateway_over(tmp: Path, teis: list[Tei], balance: str = "least-inputs") -> Gateway:
+    urls = [t.url for t in teis]
+    model = {"name": "bench", "aliases": [], "kind": "embed", "upstream": urls[0],
+             "replicas": urls if len(urls) > 1 else [], "max_client_batch_size": 512, "default": True}
+    gateway = start_gateway(tmp, [model], keys=(EMBED_KEY, EMBED_KEY), wait_s=30, balance=balance)
+    gateway.wait_healthy()
+    return gateway
+
+
+def nginx_over(tmp: Path, teis: list[Tei]) -> tuple[subprocess.Popen[bytes], str]:
+    (port,) = free_ports(1)
+    servers = " ".join(f"server 127.0.0.1:{t.port};" for t in teis)
+    (tmp / "nginx-pool.conf").write_text(NGINX_CONF.format(tmp=tmp, port=port, servers=servers))
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen([nginx, "-c", str(tmp / "nginx-pool.conf"), "-e", str(tmp / "nginx-pool.err")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _ok(url + "/health"), 10)
+    return proc, url
+
+
+def _ok(url: str) -> bool:
+    try:
+        import urllib.request
+        return urllib.request.urlopen(url, timeout=1).status == 200
+    except OSError:
+        return False
+
+
+# load ---------------------------------------------------------------------------------------------
+async def closed_loop(url: str, clients: int, seconds: float) -> tuple[float, int]:
+    """(requests/s, failed) of ``clients`` clients, each sending its next request when the last answered."""
+    done = failed = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal done, failed
+        while time.perf_counter() < stop_at:
+            async with session.post(url + "/embed", data=BODY, headers=HEADERS) as response:
+                await response.read()
+                done, failed = (done + 1, failed) if response.status == 200 else (done, failed + 1)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        began = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+        return done / (time.perf_counter() - began), failed
+
+
+async def open_loop(url: str, rate: float, seconds: float) -> tuple[list[float], int]:
+    """(latencies in ms, failed) of requests sent on schedule, ``rate`` per second (no coordinated omission)."""
+    latencies: list[float] = []
+    failed = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def one() -> None:
+            nonlocal failed
+            began = time.perf_counter()
+            async with session.post(url + "/embed", data=BODY, headers=HEADERS) as response:
+                await response.read()
+                if response.status == 200:
+                    latencies.append((time.perf_counter() - began) * 1000)
+                else:
+                    failed += 1
+
+        start, tasks = time.perf_counter(), []
+        for i in range(int(rate * seconds)):
+            await asyncio.sleep(max(start + i / rate - time.perf_counter(), 0))
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    return latencies[int(rate * 0.5):], failed  # the first half second warms the pools
+
+
+async def interleaved(targets: list[list[str]], seconds: float) -> list[list[float]]:
+    """Latencies (ms) per target of one request at a time, to each target in turn; a target with several
+    urls (the replicas, direct) takes them in turn.
+
+    One at a time: nothing queues anywhere, so the difference is the proxy's own cost. In turn: the
+    direct and the proxied requests share the same moment's noise (a shared two-core machine), and
+    "direct" visits every replica as the proxies do, so "added" compares like with like."""
+    per: list[list[float]] = [[] for _ in targets]
+    sent = [0] * len(targets)
+    stop_at = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        k = 0
+        while time.perf_counter() < stop_at:
+            urls = targets[k]
+            url = urls[sent[k] % len(urls)]
+            sent[k] += 1
+            began = time.perf_counter()
+            async with session.post(url + "/embed", data=BODY, headers=HEADERS) as response:
+                await response.read()
+                if response.status == 200:
+                    per[k].append((time.perf_counter() - began) * 1000)
+            k = (k + 1) % len(targets)
+    return [values[5:] for values in per]  # the first few warm the pools
+
+
+# the sections ---------------------------------------------------------------------------------------
+def scaling(tmp: Path, args: argparse.Namespace, service_s: float) -> list[Row]:
+    rows: list[Row] = []
+    single = base_added = 0.0
+    for n in (1, 2, 4):
+        teis = replicas(tmp, [service_s] * n)
+        gateway = gateway_over(tmp, teis)
+        try:
+            direct, through = asyncio.run(interleaved([[t.url for t in teis], [gateway.url()]],
+                                                      LATENCY_WINDOWS * args.seconds))
+            rps, failed = asyncio.run(closed_loop(gateway.url(), 4 * n, args.seconds))
+        finally:
+            gateway.stop()
+            for tei in teis:
+                tei.kill()
+        single = single or rps
+        added = pct(through, 50) - pct(direct, 50)
+        if n == 1:
+            base_added = added
+        target = f"≥ {0.9 * n * single:.0f} (0.9 × {n} × one)"
+        rows.append((f"{n} replica{'s' * (n > 1)}: requests/s", target, f"{rps:.0f} ({failed} failed)",
+                     "yes" if rps >= 0.9 * n * single and not failed else "no"))
+        rows.append((f"{n} replica{'s' * (n > 1)}: gateway's added p50 (ms)", "≤ one replica's + 1",
+                     f"{added:.2f} (direct {pct(direct, 50):.2f})", "yes" if added <= base_added + 1 else "no"))
+    return rows
+
+
+def heterogeneous(tmp: Path, args: argparse.Namespace, service_s: float) -> list[Row]:
+    times = [service_s, service_s, service_s, 2 * service_s]
+    capacity = sum(1 / s for s in times)
+    rate = 0.75 * capacity
+    teis = replicas(tmp, times)
+    p99: dict[str, float] = {}
+    rows: list[Row] = []
+    try:
+        for balance in ("least-inputs", "round-robin"):
+            gateway = gateway_over(tmp, teis, balance)
+            try:
+                latencies, failed = asyncio.run(open_loop(gateway.url(), rate, args.seconds))
+            finally:
+                gateway.stop()
+            p99[balance] = pct(latencies, 99)
+            rows.append((f"one replica at 2× service time, {rate:.0f}/s, {balance}: p50 / p99 (ms)", "—",
+                         f"{pct(latencies, 50):.1f} / {pct(latencies, 99):.1f} ({failed} failed)", "—"))
+    finally:
+        for tei in teis:
+            tei.kill()
+    ratio = p99["least-inputs"] / p99["round-robin"]
+    rows.append(("least-inputs p99 ÷ round-robin p99", "≤ 0.7", f"{ratio:.2f}", "yes" if ratio <= 0.7 else "no"))
+    return rows
+
+
+def side_by_side(tmp: Path, args: argparse.Namespace, service_s: float) -> list[Row]:
+    teis = replicas(tmp, [service_s] * 4)
+    rows: list[Row] = []
+    results: dict[str, tuple[float, float, float]] = {}
+    gateway = gateway_over(tmp, teis)
+    nginx, url = nginx_over(tmp, teis)
+    try:
+        direct, ours, theirs = asyncio.run(interleaved([[t.url for t in teis], [gateway.url()], [url]],
+                                                       LATENCY_WINDOWS * args.seconds))
+        for name, through, proxy in (("embed-launcher gateway (least-inputs)", ours, gateway.url()),
+                                     ("nginx upstream least_conn", theirs, url)):
+            rps, _ = asyncio.run(closed_loop(proxy, 16, args.seconds))
+            results[name] = (rps, pct(through, 50) - pct(direct, 50), pct(through, 99) - pct(direct, 99))
+    finally:
+        gateway.stop()
+        nginx.send_signal(signal.SIGQUIT)
+        nginx.wait(10)
+        for tei in teis:
+            tei.kill()
+    for name, (rps, p50, p99) in results.items():
+        rows.append((f"{name}: req/s · added p50 / p99 (ms)", "—", f"{rps:.0f} · {p50:+.2f} / {p99:+.2f}", "—"))
+    gap = results["embed-launcher gateway (least-inputs)"][1] - results["nginx upstream least_conn"][1]
+    rows.append(("ours minus nginx, added p50 (ms)", "≤ 1.5", f"{gap:+.2f}", "yes" if gap <= 1.5 else "no"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--service-ms", type=float, default=50.0)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="replicas-bench-"))
+    service_s = args.service_ms / 1000
+    rows = scaling(tmp, args, service_s) + heterogeneous(tmp, args, service_s)
+    if shutil.which("nginx") or Path("/usr/sbin/nginx").exists():
+        rows += side_by_side(tmp, args, service_s)
+    else:
+        rows.append(("nginx side by side", "—", "skipped: apt-get install -y nginx-light", "—"))
+    print(f"\nReplicas benchmark, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, service time "
+          f"{args.service_ms:g} ms per request; loopback only\n")
+    print("| measure | target | measured | met |")
+    print("|---|---:|---:|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
