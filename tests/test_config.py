@@ -81,6 +81,7 @@ def test_defaults_match_the_original_and_the_design() -> None:
         rerank=ServiceSettings(RERANK, False, "BAAI/bge-reranker-v2-m3", 8001, None, None, None,
                                18001, DEFAULT_ARGS, kind=RERANK),
         keys_file=DATA_DIR_DEFAULT / "keys.toml",
+        gateway=True,  # issue 18: every client's dialect out of the box; EMBED_GATEWAY=false for TEI direct
         warnings=(),
     )
 

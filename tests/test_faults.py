@@ -146,7 +146,8 @@ def test_exit_before_ready_counts_at_once(launch: Launch, tei_dir: Path) -> None
 def test_port_taken_after_preflight_is_a_failed_start_and_the_brake_applies(launch: Launch, tei_dir: Path) -> None:
     """Row 8: the port is grabbed while TEI loads -> TEI's bind error, counted as a failed start, then give up."""
     tei = service_tei(tei_dir, embed={"load_s": 0.8})
-    run = launch({"EMBED_START_RETRIES": "2", "EMBED_RESTART_DELAY": "0.1"}, tei=tei.path)
+    # TEI direct: TEI binds the public port itself (behind the gateway, the gateway owns it)
+    run = launch({"EMBED_START_RETRIES": "2", "EMBED_RESTART_DELAY": "0.1", "EMBED_GATEWAY": "false"}, tei=tei.path)
     port = run.ports["EMBED_PORT"]
     run.wait_for("[embed] ")  # the preflight passed and TEI is loading
     with socket.socket() as thief:
@@ -258,7 +259,7 @@ def test_sigterm_during_backoff_cancels_the_restart(launch: Launch, tei_dir: Pat
 def test_second_sigint_kills_a_child_that_ignores_term(launch: Launch, tei_dir: Path) -> None:
     """Row 12: INT then INT again while a child ignores TERM -> killed at once, not at the stop timeout, exit != 0."""
     tei = service_tei(tei_dir, embed={"ignore_term": 1})
-    run = launch({"EMBED_STOP_TIMEOUT": "600"}, tei=tei.path)
+    run = launch({"EMBED_STOP_TIMEOUT": "600", "EMBED_GATEWAY": "false"}, tei=tei.path)  # the only child: TEI
     run.wait_for(EMBED_READY)
     child = run.child_pid("embed")
     run.signal(signal.SIGINT)

@@ -69,6 +69,21 @@ def test_health_and_ping_are_public(stack: Stack, path: str, port: int) -> None:
     assert httpx.head(stack.gateway.url(path, port)).status_code == 200
 
 
+@pytest.mark.parametrize("port", [0, 1])
+def test_metrics_is_public_and_is_the_default_models_tei_as_without_the_gateway(stack: Stack, port: int) -> None:  # noqa: F811
+    """A Prometheus scrape (or the queue autoscaler) that read TEI's /metrics on a port reads the same TEI's."""
+    default = stack.teis[0] if port == 0 else next(t for t in stack.teis if t.kind == "rerank")
+    other = next(t for t in stack.teis if t.kind != default.kind)
+    for _ in range(3):  # straight to the default TEI, so its counters differ from every other TEI's
+        body = {"inputs": "a"} if default.kind != "rerank" else {"query": "q", "texts": ["a"]}
+        httpx.post(default.url + ("/rerank" if default.kind == "rerank" else "/embed"), json=body,
+                   headers={"Authorization": f"Bearer {default.key}"} if default.key else {})
+    answer = httpx.get(stack.gateway.url("/metrics", port))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain") and "te_request_count" in answer.text
+    assert answer.text == httpx.get(default.url + "/metrics").text != httpx.get(other.url + "/metrics").text
+
+
 @pytest.mark.parametrize(("port", "path", "openai"), [(0, "/nowhere", False), (0, "/v1/nowhere", True),
                                                       (1, "/v1/embeddings", True), (1, "/embed", False),
                                                       (1, "/v1/models", True), (1, "/models/small/embed", False)])

@@ -209,7 +209,7 @@ def test_crash_loop_gives_up_with_exit_1_and_the_last_error(launch: Launch, tei_
 
 def test_status_reports_healthy_services_as_json(launch: Launch) -> None:
     """embed_manage --status --json: exit 0 and every service healthy while serving."""
-    run = launch({"RERANK_ENABLED": "true"})
+    run = launch({"RERANK_ENABLED": "true", "EMBED_GATEWAY": "false"})  # TEI direct: the two TEIs, no gateway
     run.wait_for("Text embeddings & reranking server is ready")
     wait_until(
         lambda: json.loads((run.data_dir / ".status.json").read_text())["services"]["rerank"]["state"] == "running"
@@ -228,3 +228,25 @@ def test_tei_on_path_is_found_without_embed_tei_bin(launch: Launch, tei_dir: Pat
     path = f"{tei_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
     run = launch({"EMBED_TEI_BIN": "", "PATH": path})
     run.wait_for("Text embeddings server is ready")  # nothing else named text-embeddings-router exists
+
+
+def test_the_default_serves_every_dialect_and_what_tei_served_on_both_ports(launch: Launch) -> None:
+    """Issue 18: one model of each kind, nothing set: the gateway is on, so Cohere's /v1/rerank (Open WebUI's
+    reranker, LiteLLM, the cohere SDK) answers out of the box, and TEI's own routes stay on their ports."""
+    run = launch({"RERANK_ENABLED": "true", "EMBED_API_KEY": "k"})
+    run.wait_for("Text embeddings & reranking server is ready")
+    embed_port, rerank_port = run.ports["EMBED_PORT"], run.ports["RERANK_PORT"]
+    cohere = {"query": "q", "documents": ["a", "b"]}
+    for port in (embed_port, rerank_port):
+        status, answer = post(port, "/v1/rerank", cohere, "k")
+        assert status == 200 and len(answer["results"]) == 2, answer  # type: ignore[index]
+        assert post(port, "/rerank", {"query": "q", "texts": ["a"]}, "k")[0] == 200
+    assert post(embed_port, "/embed", {"inputs": "hello"}, "k")[0] == 200  # RAGFlow's
+    assert post(embed_port, "/v1/embeddings", {"input": "hello"}, "k")[0] == 200
+    assert post(embed_port, "/api/embed", {"model": "BAAI/bge-small-en-v1.5", "input": "hi"}, "k")[0] == 200
+    for port in (embed_port, rerank_port):  # public, as TEI's (and, as TEI's, empty until its first request)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as metrics:
+            assert b"te_request_count" in metrics.read()
+    info = urllib.request.Request(f"http://127.0.0.1:{embed_port}/info", headers={"Authorization": "Bearer k"})
+    with urllib.request.urlopen(info, timeout=10) as answer:  # Dify's
+        assert json.loads(answer.read())["model_id"]

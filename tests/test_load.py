@@ -108,7 +108,8 @@ def expect(run: LauncherRun, predicate: Callable[[], object], timeout_s: float, 
 
 def test_sibling_serves_every_request_while_the_killed_child_heals(launch: Launch) -> None:
     """16 clients on both services; kill -9 the embeddings TEI: rerank all 200, embeddings 200 again, no hang."""
-    run = launch({"RERANK_ENABLED": "true", "EMBED_API_KEY": KEY})
+    # TEI direct (the gateway's version of this is test_many_models_e2e's kill under load)
+    run = launch({"RERANK_ENABLED": "true", "EMBED_API_KEY": KEY, "EMBED_GATEWAY": "false"})
     run.wait_for("Text embeddings & reranking server is ready")
     load = Load({"embed": run.ports["EMBED_PORT"], "rerank": run.ports["RERANK_PORT"]})
     for thread in load.threads:

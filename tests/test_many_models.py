@@ -40,13 +40,15 @@ def summary(settings: Settings) -> list[tuple[str, str, str, bool, int]]:
 
 
 def test_one_model_of_each_kind_is_exactly_today() -> None:
-    """No list, no file: the two services of old, no gateway."""
+    """No list, no file: the two services of old, on their ports, behind the gateway (issue 18); TEI direct
+    with EMBED_GATEWAY=false."""
     settings = load({"RERANK_ENABLED": "true"})
     assert summary(settings) == [
         ("embed", "embed", "BAAI/bge-small-en-v1.5", True, 8000),
         ("rerank", "rerank", "BAAI/bge-reranker-v2-m3", True, 8001),
     ]
-    assert settings.extra == () and settings.gateway is False
+    assert settings.extra == () and settings.gateway is True
+    assert load({"RERANK_ENABLED": "true", "EMBED_GATEWAY": "false"}).gateway is False
 
 
 def test_a_comma_list_serves_several_models_behind_the_gateway() -> None:

@@ -273,10 +273,11 @@ def _extra_services(
 
 
 def _gateway(r: Reader, services: list[ServiceSettings]) -> bool:
-    """EMBED_GATEWAY: auto = on when a public port has more than one model, or replica, behind it, or a keys
-    file is set (only the gateway knows the keys file's keys).
+    """EMBED_GATEWAY: `auto` (the default) and `true` = on; `false` = TEI itself on the public ports.
 
-    `auto` replicas are counted later, once the GPUs are known (startup.replicas); here only counts."""
+    The gateway costs about 1 ms a request and gives every client its dialect (Cohere, Ollama, `/v1/rerank`,
+    the header forms), so it is on unless asked off. Off is refused where only the gateway can serve: several
+    models behind one port, replicas, a keys file. `auto` replicas are checked later, once the GPUs are known."""
     setting = r.required("EMBED_GATEWAY", AUTO_BOOL)
     keys_file = r.optional("EMBED_API_KEYS_FILE", TEXT)
     if setting is False and keys_file:
@@ -300,6 +301,6 @@ def _gateway(r: Reader, services: list[ServiceSettings]) -> bool:
             f"EMBED_GATEWAY is false, but port {crowded[0][0].port} would serve {len(crowded[0])} models ({names}):"
             " several models behind one port need the gateway. Set EMBED_GATEWAY=auto, or serve one model."
         )
-    return setting is True or bool(crowded) or bool(several) or (setting == "auto" and bool(keys_file))
+    return setting is not False
 
 

@@ -115,8 +115,9 @@ VARIABLES: tuple[Variable, ...] = (
              "GPUs the launcher may use, comma-separated indices or UUIDs", _SVC,
              note="CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi -L lists", example="0,1"),
     Variable("EMBED_GATEWAY", "auto",
-             "One gateway in front of every model: auto (on when a port has more than one model or replica),"
-             " true or false",
+             "One gateway in front of every model, speaking every client's dialect: auto (on; the default),"
+             " true, or false (TEI itself on the public ports: no Cohere, Ollama or /v1/rerank routes, no keys"
+             " file, one model a port)",
              _GW),
     Variable("EMBED_GATEWAY_BALANCE", "least-inputs",
              "How a model's replicas share requests: least-inputs (fewest inputs in flight) or round-robin",

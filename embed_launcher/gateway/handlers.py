@@ -45,7 +45,7 @@ class Handlers:
             Action.OPENAI: self.openai, Action.COHERE: self.cohere, Action.COHERE_EMBED: self.cohere_embed,
             Action.RERANK: self.rerank, Action.NATIVE: self.native, Action.OLLAMA_EMBED: self.ollama_embed,
             Action.OLLAMA_TAGS: self.ollama_tags, Action.OLLAMA_SHOW: self.ollama_show,
-            Action.OLLAMA_VERSION: self.ollama_version,
+            Action.OLLAMA_VERSION: self.ollama_version, Action.METRICS: self.native,
         }
 
     async def handle(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:

@@ -27,6 +27,7 @@ BODIES: dict[str, tuple[Schema | None, Schema | None]] = {
     "/health": (None, None), "/ping": (None, None),
     "/v1/models": (None, ref("ModelList")), MODEL_ENTRY: (None, ref("Model")),
     "/info": (None, ref("Info")),
+    "/metrics": (None, None),  # Prometheus text: see _responses
     "/embed": (ref("EmbedRequest"), ref("EmbedResponse")),
     "/embed_all": (ref("EmbedAllRequest"), ref("EmbedAllResponse")),
     "/embed_sparse": (ref("EmbedAllRequest"), ref("EmbedSparseResponse")),
@@ -173,6 +174,10 @@ def _responses(route: Route, method: str, answer: Schema | None) -> dict[str, An
         statuses = (401, 404, 429)
     elif route.action == Action.OLLAMA_SHOW:
         statuses = (400, 401, 404, 413, 415, 429)
+    elif route.action == Action.METRICS:
+        statuses = (404, 502, 503, 504)
+        if not head:
+            ok["content"] = {"text/plain": {"schema": {"type": "string"}}}
     else:
         statuses = POST_ERRORS if method == "POST" else GET_ERRORS
     for status in statuses:

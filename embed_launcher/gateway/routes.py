@@ -30,6 +30,7 @@ class Action(StrEnum):
     OLLAMA_TAGS = "ollama_tags"  # Ollama's model list (the embedding models)
     OLLAMA_SHOW = "ollama_show"  # Ollama's one-model description
     OLLAMA_VERSION = "ollama_version"  # Ollama's version probe, public like /health
+    METRICS = "metrics"  # TEI's Prometheus text of the listener's default model, public as TEI's /metrics
 
 
 class Dialect(StrEnum):
@@ -42,7 +43,7 @@ class Dialect(StrEnum):
     OLLAMA = "ollama"
 
 
-PUBLIC = frozenset({Action.HEALTH, Action.OLLAMA_VERSION})
+PUBLIC = frozenset({Action.HEALTH, Action.OLLAMA_VERSION, Action.METRICS})
 LISTINGS = frozenset({Action.MODELS, Action.MODEL, Action.OLLAMA_TAGS, Action.OLLAMA_SHOW})
 
 
@@ -74,6 +75,9 @@ def _table(kinds_of_neutral: tuple[str, ...], rerank_only: bool) -> dict[str, Ro
         Route("/info", GET, Action.NATIVE, kinds_of_neutral), Route("/tokenize", POST, Action.NATIVE, neutral),
         Route("/decode", POST, Action.NATIVE, neutral), Route("/", POST, Action.NATIVE, neutral),
         Route("/invocations", POST, Action.NATIVE, neutral),
+        # What TEI serves on this port today, so a scrape (or the queue autoscaler) that read TEI goes on
+        # reading the same TEI: the default model of the listener's kinds, as /info.
+        Route("/metrics", GET, Action.METRICS, kinds_of_neutral),
     ]
     if not rerank_only:
         routes += [
