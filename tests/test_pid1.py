@@ -128,7 +128,7 @@ def test_kill_hup_1_stops_nothing_and_a_later_term_still_stops_cleanly(
     run.wait_for(EMBED_READY)
     pid = launcher_pid(run)
     kill_pid_1(pid, "HUP", unshare_prefix)
-    run.wait_for("SIGHUP received: nothing to reload")  # one model: no gateway, so no keys file to re-read
+    run.wait_for("SIGHUP received: the gateway re-reads the keys file")  # the gateway is on by default
     assert psutil.pid_exists(pid) and "Stopping services" not in run.output()
     kill_pid_1(pid, "TERM", unshare_prefix)
     code, _ = exited_within(run, 30)

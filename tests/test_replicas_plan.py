@@ -63,10 +63,13 @@ def test_the_gateway_gets_every_replica_of_a_model_in_one_route() -> None:
 
 
 def test_one_replica_keeps_todays_names_and_tells_tei_its_gpu() -> None:
-    """A single-GPU host: the child is still `embed` (status keys, logs), on that GPU, without the gateway."""
-    (spec,) = plan({}, ("0",))
+    """A single-GPU host: the child is still `embed` (status keys, logs), on that GPU; TEI direct on its port
+    with EMBED_GATEWAY=false, on an internal port behind the gateway by default."""
+    (spec,) = plan({"EMBED_GATEWAY": "false"}, ("0",))
     assert spec.name == "embed" and spec.env["CUDA_VISIBLE_DEVICES"] == "0" and spec.label == "Embeddings (GPU 0)"
     assert flag(spec.argv, "--port") == ["8000"]
+    [tei] = [s for s in plan({}, ("0",)) if s.kind != "gateway"]
+    assert tei.name == "embed" and tei.env["CUDA_VISIBLE_DEVICES"] == "0" and flag(tei.argv, "--port") != ["8000"]
 
 
 def test_cpu_replicas_are_pinned_with_matching_tokenization_workers() -> None:
@@ -86,7 +89,8 @@ def test_a_users_tokenization_workers_win() -> None:
 
 def test_replicas_turn_the_gateway_on_and_false_is_an_error() -> None:
     assert settings(EMBED_REPLICAS="2").gateway is True
-    assert settings().gateway is False  # auto: decided once the GPUs are known
+    assert settings().gateway is True  # auto: on by default (issue 18)
+    assert settings(EMBED_GATEWAY="false").gateway is False  # one replica: TEI direct is allowed
     with pytest.raises(ConfigError) as caught:
         settings(EMBED_REPLICAS="2", EMBED_GATEWAY="false")
     assert "EMBED_GATEWAY=auto" in str(caught.value) and "EMBED_REPLICAS=1" in str(caught.value)
