@@ -95,7 +95,8 @@ def test_one_replica_per_gpu_each_told_exactly_its_gpu(four_gpus: tuple[Launcher
     assert table[3].split()[:4] == ["embed#1", MODEL, "1", "1"]
 
 
-def test_a_replica_stopped_under_load_fails_no_request_and_restarts_alone(four_gpus: tuple[LauncherRun, Path]) -> None:
+def test_a_replica_stopped_under_load_fails_at_most_the_instant_and_restarts_alone(
+        four_gpus: tuple[LauncherRun, Path]) -> None:
     """SIGTERM to one replica's TEI mid-traffic: it drains and exits, the supervisor restarts it on its own
     GPU; requests go to its siblings meanwhile; no sibling restarts."""
     run, log = four_gpus
@@ -122,7 +123,12 @@ def test_a_replica_stopped_under_load_fails_no_request_and_restarts_alone(four_g
         stop.set()
         for thread in clients:
             thread.join(timeout=30)
-    assert statuses and set(statuses) == {200}, sorted(set(statuses))
+    # Every request a draining TEI accepted is answered, and one refused goes to a sibling. The one gap is a
+    # connection the kernel completed in the listener's backlog just as TEI closed it (hyper does the same):
+    # reset before any answer on a new connection, the gateway cannot tell it from a request that crashed
+    # TEI, so by the no-replay rule it is a 502. At most one per client, at the instant of the stop.
+    assert statuses and set(statuses) <= {200, 502}, sorted(set(statuses))
+    assert statuses.count(502) <= len(clients), statuses.count(502)
     after = services(run)
     for i in (0, 2, 3):
         assert (after[f"embed#{i}"]["pid"], after[f"embed#{i}"]["restarts"]) == (before[f"embed#{i}"]["pid"], 0)
