@@ -255,3 +255,21 @@ def test_a_use_record_that_cannot_be_written_warns_once(tmp_path: Path) -> None:
         record.used("a", t)
         record.flush(t)
     assert len(lines) == 1 and "cannot record the keys' last use" in lines[0] and "Serving goes on" in lines[0]
+
+
+def test_a_change_to_the_file_applies_from_the_next_request_on_without_waiting_for_a_poll(tmp_path: Path) -> None:
+    """Every worker checks the file's identity on each request (one stat), so a revoked key is
+    refused by the very next request on every worker, not only by the one whose poll came first."""
+    from embed_launcher.gateway.keystore import KeyStore
+
+    path = tmp_path / "keys.toml"
+    path.write_text(render_entry(KeyEntry("old", hash_key("k-old"))), encoding="utf-8")
+    lines: list[str] = []
+    store = KeyStore("k-default", "k-default", path, say=lines.append)
+    assert store.decide({"authorization": "Bearer k-old"}, "embed").status == 200
+    replacement = tmp_path / "keys.toml.new"
+    replacement.write_text(render_entry(KeyEntry("new", hash_key("k-new"))), encoding="utf-8")
+    replacement.replace(path)  # as embed_manage and a Kubernetes Secret do: a new file swapped in
+    assert store.decide({"authorization": "Bearer k-old"}, "embed").status == 401
+    assert store.decide({"authorization": "Bearer k-new"}, "embed").status == 200
+    assert lines[-1].endswith("1 key in force (new)")

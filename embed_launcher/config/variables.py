@@ -124,7 +124,7 @@ VARIABLES: tuple[Variable, ...] = (
              _GW),
     Variable("EMBED_API_KEYS_FILE", "",
              "TOML file of API keys ([[keys]]: id, sha256, scopes, models, expires, rpm), watched by the gateway:"
-             " changes apply within 2 s; setting it turns the gateway on", _GW,
+             " a change applies from the next request on; setting it turns the gateway on", _GW,
              note="<data dir>/keys.toml, where embed_manage --addkey writes", example="/etc/embed-launcher/keys.toml"),
     Variable("EMBED_GATEWAY_WAIT", "30",
              "Seconds a request waits for its model's TEI while that TEI starts or restarts", _GW),

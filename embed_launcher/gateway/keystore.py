@@ -1,7 +1,9 @@
 """The keys in force in one gateway process: loaded at start, re-read when the file changes or on SIGHUP.
 
-A change is noticed by polling the file's identity (device, inode, size, mtime) every POLL_S: that
-also catches a Kubernetes Secret's symlink swap, which inotify on the file itself would miss. A file
+A change is noticed by the file's identity (device, inode, size, mtime), checked before every key
+decision (one stat call) and, with no traffic, every POLL_S: so a revoked key is refused from the next
+request on, on every worker, and a Kubernetes Secret's symlink swap is caught too (inotify on the file
+itself would miss it). A file
 with an error is refused as a whole: the keys in force stay, and one line names the file, the line
 and the problem. Requests already past the key check are not touched by a reload.
 """
@@ -18,7 +20,7 @@ from embed_launcher.gateway.access import Bucket, Decision, KeyRing, Need, candi
 from embed_launcher.gateway.keyfile import KeyEntry, KeyFileError, parse_keys
 from embed_launcher.gateway.keyuse import UseRecord
 
-POLL_S = 0.5  # a change applies within 2 s: poll, read and swap take far less than the rest
+POLL_S = 0.5  # with no traffic, a change is applied (and its line logged) within this
 LOG_EVERY_S = 10.0  # 429s of one key are logged at most this often (a client over its limit retries a lot)
 KEYS_FILE_VAR = "EMBED_API_KEYS_FILE"
 Signature = tuple[int, int, int, int] | None
@@ -85,6 +87,7 @@ class KeyStore:
         return KeyRing.build(self.embed_key, self.rerank_key, keys)
 
     def decide(self, headers: Mapping[str, str], need: Need) -> Decision:
+        self.poll()  # a stat: each worker sees a change on its next request, not on its next poll
         wall = self.wall()
         decision = decide(self.ring, candidates(headers), need, wall=wall, mono=self.mono(),
                           buckets=self.buckets, share=self.workers)

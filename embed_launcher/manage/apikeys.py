@@ -1,7 +1,7 @@
 """embed_manage --addkey / --listkeys / --revokekey: the keys file, edited atomically (hashes only).
 
 The file is EMBED_API_KEYS_FILE, else <data dir>/keys.toml (the gateway watches either, even while it
-does not exist yet). A running gateway applies each change within 2 s: no restart, no signal needed.
+does not exist yet). A running gateway applies each change from its next request on: no restart, no signal needed.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def add_key(environ: Mapping[str, str], console: Console, key_id: str, *, scopes
             raise LauncherError(f"Error: the keys file {path} has a key '{key_id}' already. To rotate it, add a new"
                                 f" id, move the clients to it, then --revokekey {key_id}.")
         write(path, with_entry(text, entry))
-    console.lines(["", f"API key '{key_id}' added to {path}; a running gateway applies it within 2 s.",
+    console.lines(["", f"API key '{key_id}' added to {path}; a running gateway applies it from its next request on.",
                    "Copy it now: only its SHA-256 is stored, it cannot be shown again.", "", key, "",
                    f'Use with: -H "Authorization: Bearer {key}"', ""])
     return EXIT_OK
@@ -142,7 +142,7 @@ def revoke_key(environ: Mapping[str, str], console: Console, key_id: str) -> int
             console.error(f"Error: no key '{key_id}' in {path} (its keys: {known}).")
             return EXIT_FAILURE
         write(path, without_entry(text, entry))
-    console.info(f"API key '{key_id}' revoked in {path}; a running gateway refuses it (401) within 2 s.")
+    console.info(f"API key '{key_id}' revoked in {path}; a running gateway refuses it (401) from its next request on.")
     return EXIT_OK
 
 

@@ -31,7 +31,7 @@ Actions (exactly one):
                        Add an API key to the keys file; prints the key once (only its hash is
                        stored). Defaults: scopes embed,rerank; every model; no expiry; no limit
   --listkeys           The keys file's keys: id, scopes, models, expiry, last use
-  --revokekey ID       Remove a key; the gateway refuses it (401) within 2 s
+  --revokekey ID       Remove a key; the gateway refuses it (401) at once
   -h, --help           Show this help
 
 Reads EMBED_DATA_DIR (default /var/lib/embeddings) and the state files the launcher writes
