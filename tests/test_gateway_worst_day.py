@@ -119,6 +119,44 @@ def test_a_request_that_crashes_tei_gets_502_and_is_sent_once(raw_teis: Callable
     assert raw.probes == probes  # the disconnects marked nothing down: no readiness poll was started
 
 
+def replicated(raws: list[RawTei]) -> dict[str, object]:
+    entry = raws[0].entry()
+    entry["replicas"] = [r.url for r in raws]
+    return entry
+
+
+def test_a_replica_dying_under_a_request_hands_it_to_one_sibling(raw_teis: Callable[..., RawTei],
+                                                                 gateways: Callable[..., Gateway]) -> None:
+    """With replicas, a request inside one that died goes once to a ready sibling: the client gets its
+    answer (a replica killed under load costs no request)."""
+    dead = raw_teis(lambda handler, _body: drop(handler))
+    alive = raw_teis(lambda handler, _body: reply(handler, 200, VECTOR))
+    gateway = gateways([replicated([dead, alive])], balance="round-robin")
+    for _ in range(4):  # round-robin: some of these go to the dying replica first
+        assert httpx.post(gateway.url("/embed"), json={"inputs": "x"}, timeout=20).content == VECTOR
+    assert dead.received, "the dying replica was never tried: the test proves nothing"
+    assert len(alive.received) == 4
+
+
+def test_a_poison_request_reaches_at_most_two_replicas(raw_teis: Callable[..., RawTei],
+                                                       gateways: Callable[..., Gateway]) -> None:
+    """A request that kills every TEI it meets is sent to one sibling at most, then answered 502: it
+    cannot take down a third replica (or the replacements)."""
+
+    def crash_on_poison(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        if b"poison" in body:
+            drop(handler)
+        else:
+            reply(handler, 200, VECTOR)
+
+    raws = [raw_teis(crash_on_poison) for _ in range(3)]
+    gateway = gateways([replicated(raws)])
+    answer = httpx.post(gateway.url("/v1/embeddings"), json={"input": "poison"}, timeout=20)
+    assert answer.status_code == 502 and answer.json()["error"]["code"] == "upstream_failed"
+    assert sum(1 for r in raws for _, _, b in r.received if b"poison" in b) == 2
+    assert httpx.post(gateway.url("/embed"), json={"inputs": "fine"}, timeout=20).content == VECTOR
+
+
 def test_the_idle_close_race_is_sent_again_without_marking_the_model_down(
         raw_teis: Callable[..., RawTei], gateways: Callable[..., Gateway]) -> None:
     """TEI closes a kept-alive connection just as the next request goes out on it: that request was

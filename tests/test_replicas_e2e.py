@@ -1,5 +1,5 @@
 """Replicas through the launcher, end to end: a fake `nvidia-smi` lists 4 GPUs, one TEI stand-in per GPU
-behind the gateway, each told exactly its GPU; a replica stopped under load costs no request and no
+behind the gateway, each told exactly its GPU; a replica stopped or killed under load costs no request and no
 sibling restart; a replica out of GPU memory twice is given up while its siblings serve."""
 
 from __future__ import annotations
@@ -95,10 +95,11 @@ def test_one_replica_per_gpu_each_told_exactly_its_gpu(four_gpus: tuple[Launcher
     assert table[3].split()[:4] == ["embed#1", MODEL, "1", "1"]
 
 
-def test_a_replica_stopped_under_load_fails_at_most_the_instant_and_restarts_alone(
-        four_gpus: tuple[LauncherRun, Path]) -> None:
-    """SIGTERM to one replica's TEI mid-traffic: it drains and exits, the supervisor restarts it on its own
-    GPU; requests go to its siblings meanwhile; no sibling restarts."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_a_replica_stopped_or_killed_under_load_costs_no_request_and_restarts_alone(
+        four_gpus: tuple[LauncherRun, Path], sig: signal.Signals) -> None:
+    """SIGTERM or SIGKILL to one replica's TEI mid-traffic: the supervisor restarts it on its own GPU;
+    requests go to its siblings meanwhile, including those inside it when it died; no sibling restarts."""
     run, log = four_gpus
     port = run.ports["EMBED_PORT"]
     before = services(run)
@@ -114,7 +115,7 @@ def test_a_replica_stopped_under_load_fails_at_most_the_instant_and_restarts_alo
         thread.start()
     try:
         wait_until(lambda: len(statuses) >= 30, 30)
-        os.kill(before["embed#1"]["pid"], signal.SIGTERM)
+        os.kill(before["embed#1"]["pid"], sig)
         wait_until(lambda: services(run)["embed#1"]["restarts"] == 1 and services(run)["embed#1"]["state"] == "running",
                    30)
         served = len(statuses)
@@ -123,12 +124,9 @@ def test_a_replica_stopped_under_load_fails_at_most_the_instant_and_restarts_alo
         stop.set()
         for thread in clients:
             thread.join(timeout=30)
-    # Every request a draining TEI accepted is answered, and one refused goes to a sibling. The one gap is a
-    # connection the kernel completed in the listener's backlog just as TEI closed it (hyper does the same):
-    # reset before any answer on a new connection, the gateway cannot tell it from a request that crashed
-    # TEI, so by the no-replay rule it is a 502. At most one per client, at the instant of the stop.
-    assert statuses and set(statuses) <= {200, 502}, sorted(set(statuses))
-    assert statuses.count(502) <= len(clients), statuses.count(502)
+    # A draining TEI answers what it accepted; one refused, reset in its backlog as it closed, or inside it
+    # when it was killed goes to a sibling (once: a request that kills two replicas is poison, a 502).
+    assert statuses and set(statuses) == {200}, sorted(set(statuses))
     after = services(run)
     for i in (0, 2, 3):
         assert (after[f"embed#{i}"]["pid"], after[f"embed#{i}"]["restarts"]) == (before[f"embed#{i}"]["pid"], 0)

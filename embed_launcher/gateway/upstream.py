@@ -212,12 +212,12 @@ class Upstream:
         """Some replica takes requests now (asking moves no turn, unlike `pick`)."""
         return any(r.ready.is_set() for r in self.replicas)
 
-    def pick(self) -> Replica | None:
-        """The replica for the next request, or None while none is ready."""
+    def pick(self, avoid: Replica | None = None) -> Replica | None:
+        """The replica for the next request (never ``avoid``), or None while none is ready."""
         if len(self.replicas) == 1:
             only = self.replicas[0]
-            return only if only.ready.is_set() else None
-        ready = [r for r in self.replicas if r.ready.is_set()]
+            return only if only.ready.is_set() and only is not avoid else None
+        ready = [r for r in self.replicas if r.ready.is_set() and r is not avoid]
         if not ready:
             return None
         start = next(self._turn) % len(self.replicas)
@@ -253,9 +253,11 @@ class Upstream:
           while idle just as the request went out (the idle-close race; aiohttp retries only GET and
           HEAD itself). Sent again once, on a new connection, with no wait: the TEI is not down.
         - Closed before the answer on a new connection, or a second time: a TEI received the request and
-          died or dropped it. It is not sent again, to this replica or another (it may be what crashed
-          the TEI, and could crash the next): UpstreamFailed, a 502. The replica is not marked down for
-          everyone: if its TEI is gone, the next request's refused connection says so.
+          died or dropped it. With a single TEI it is not sent again (it may be what crashed the TEI, and
+          would crash the replacement): UpstreamFailed, a 502. With replicas it goes once to a ready
+          sibling, at once (a replica killed under load costs no request); if that one drops it too, it
+          is a poison request and stops there: a 502, and at most two replicas met it. The replica is not
+          marked down for everyone: if its TEI is gone, the next request's refused connection says so.
         - No answer within ``timeout_s`` (EMBED_GATEWAY_UPSTREAM_TIMEOUT): UpstreamTimeout, a 504.
         - TEI's own error for a broken backend (424, 503): relayed as it is (TEI processed the request),
           and with siblings the replica gets no new work until its /health answers 200.
@@ -264,8 +266,16 @@ class Upstream:
         """
         loop = asyncio.get_running_loop()
         deadline, resent = loop.time() + self.wait_s, False
+        dropped_by: Replica | None = None  # the replica that died under this request, once
+        failure = ""
         while True:
-            replica = await self._choose(deadline)
+            if dropped_by is None:
+                replica = await self._choose(deadline)
+            else:
+                sibling = self.pick(avoid=dropped_by)
+                if sibling is None:  # no sibling ready now: waiting could hand it to the replacement
+                    raise UpstreamFailed(self.model, failure)
+                replica = sibling
             attempt = Attempt()
             replica.inputs += inputs
             try:
@@ -276,9 +286,12 @@ class Upstream:
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
                 replica.mark_down()  # nobody listening: this TEI is (re)starting
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
-                if resent or not attempt.reused:
+                if attempt.reused and not resent:
+                    resent = True  # the idle-close race: never processed, sent again on a new connection
+                    continue
+                if dropped_by is not None or len(self.replicas) == 1:
                     raise UpstreamFailed(self.model, type(exc).__name__) from None
-                resent = True
+                dropped_by, failure = replica, type(exc).__name__
             except TimeoutError:
                 raise UpstreamTimeout(self.model, self.timeout_s) from None
             finally:
