@@ -12,9 +12,12 @@ listens on 127.0.0.1. Rows:
   at a time (nothing queues), direct and proxied requests in turn.
 - Heterogeneous: 4 replicas, one at 2x the service time, an open-loop load at 75 % of their
   capacity; p50/p99 with least-inputs and with round-robin.
-- Side by side: the same 4 replicas behind our gateway and behind Debian's nginx with `upstream`
-  + `least_conn` + keepalive; req/s (closed loop, 16 clients) and added p50/p99 one request at a
-  time, direct / ours / nginx in turn. LiteLLM's proxy is not in this run (see docs/benchmarks.md).
+- Side by side: the same 4 replicas, OpenAI's `POST /v1/embeddings` (what all three speak), behind
+  our gateway, behind Debian's nginx with `upstream` + `least_conn` + keepalive, and behind LiteLLM's
+  proxy (`--litellm-venv DIR`: a virtual environment of its own, never the project's, made with
+  `python3 -m venv DIR && DIR/bin/pip install 'litellm[proxy]'`; its router's `least-busy`
+  strategy); req/s (closed loop, 16 clients) and added p50/p99 one request at a time, direct / ours /
+  nginx / LiteLLM in turn.
 """
 
 from __future__ import annotations
@@ -40,6 +43,23 @@ from gateway_bench import pct  # noqa: E402
 from gateway_harness import EMBED_KEY, Gateway, Tei, start_gateway  # noqa: E402
 
 BODY = '{"inputs":"hello world"}'
+NATIVE = ("/embed", BODY)
+OPENAI = ("/v1/embeddings", '{"model":"bench","input":"hello world","encoding_format":"float"}')
+LITELLM_CONF = """model_list:
+{deployments}
+router_settings:
+  routing_strategy: least-busy
+litellm_settings:
+  telemetry: false
+"""
+LITELLM_KEY = "sk-bench-" + "0" * 32  # the proxy refuses to start without a master key
+HEADERS_FOR: dict[str, dict[str, str]] = {}  # a proxy's base url → its own headers (LiteLLM's key)
+LITELLM_DEPLOYMENT = """  - model_name: bench
+    litellm_params:
+      model: openai/bench
+      api_base: {url}/v1
+      api_key: {key}
+"""
 HEADERS = {"Authorization": f"Bearer {EMBED_KEY}", "Content-Type": "application/json"}
 NGINX_CONF = """daemon off; worker_processes 1; pid {tmp}/nginx-pool.pid; error_log {tmp}/nginx-pool.log;
 events {{ worker_connections 4096; }}
@@ -87,6 +107,23 @@ def nginx_over(tmp: Path, teis: list[Tei]) -> tuple[subprocess.Popen[bytes], str
     return proc, url
 
 
+def litellm_over(tmp: Path, teis: list[Tei], venv: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """LiteLLM's proxy over the replicas, from its own virtual environment; offline (no cost-map fetch)."""
+    (port,) = free_ports(1)
+    deployments = "".join(LITELLM_DEPLOYMENT.format(url=t.url, key=EMBED_KEY) for t in teis)
+    (tmp / "litellm.yaml").write_text(LITELLM_CONF.format(deployments=deployments))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "LITELLM_LOG": "ERROR", "NO_DOCS": "True", "LITELLM_MASTER_KEY": LITELLM_KEY}
+    log = open(tmp / "litellm.log", "wb")  # noqa: SIM115 (closed with the process)
+    argv = [str(venv / "bin" / "litellm"), "--config", str(tmp / "litellm.yaml"), "--host", "127.0.0.1",
+            "--port", str(port), "--num_workers", "1"]
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _ok(url + "/health/liveliness"), 120)
+    HEADERS_FOR[url] = {"Authorization": f"Bearer {LITELLM_KEY}", "Content-Type": "application/json"}
+    return proc, url
+
+
 def _ok(url: str) -> bool:
     try:
         import urllib.request
@@ -96,7 +133,7 @@ def _ok(url: str) -> bool:
 
 
 # load ---------------------------------------------------------------------------------------------
-async def closed_loop(url: str, clients: int, seconds: float) -> tuple[float, int]:
+async def closed_loop(url: str, clients: int, seconds: float, route: tuple[str, str] = NATIVE) -> tuple[float, int]:
     """(requests/s, failed) of ``clients`` clients, each sending its next request when the last answered."""
     done = failed = 0
     stop_at = time.perf_counter() + seconds
@@ -104,7 +141,7 @@ async def closed_loop(url: str, clients: int, seconds: float) -> tuple[float, in
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal done, failed
         while time.perf_counter() < stop_at:
-            async with session.post(url + "/embed", data=BODY, headers=HEADERS) as response:
+            async with session.post(url + route[0], data=route[1], headers=HEADERS_FOR.get(url, HEADERS)) as response:
                 await response.read()
                 done, failed = (done + 1, failed) if response.status == 200 else (done, failed + 1)
 
@@ -137,7 +174,7 @@ async def open_loop(url: str, rate: float, seconds: float) -> tuple[list[float],
     return latencies[int(rate * 0.5):], failed  # the first half second warms the pools
 
 
-async def interleaved(targets: list[list[str]], seconds: float) -> list[list[float]]:
+async def interleaved(targets: list[list[str]], seconds: float, route: tuple[str, str] = NATIVE) -> list[list[float]]:
     """Latencies (ms) per target of one request at a time, to each target in turn; a target with several
     urls (the replicas, direct) takes them in turn.
 
@@ -154,7 +191,7 @@ async def interleaved(targets: list[list[str]], seconds: float) -> list[list[flo
             url = urls[sent[k] % len(urls)]
             sent[k] += 1
             began = time.perf_counter()
-            async with session.post(url + "/embed", data=BODY, headers=HEADERS) as response:
+            async with session.post(url + route[0], data=route[1], headers=HEADERS_FOR.get(url, HEADERS)) as response:
                 await response.read()
                 if response.status == 200:
                     per[k].append((time.perf_counter() - began) * 1000)
@@ -217,26 +254,49 @@ def heterogeneous(tmp: Path, args: argparse.Namespace, service_s: float) -> list
 def side_by_side(tmp: Path, args: argparse.Namespace, service_s: float) -> list[Row]:
     teis = replicas(tmp, [service_s] * 4)
     rows: list[Row] = []
-    results: dict[str, tuple[float, float, float]] = {}
+    results: dict[str, tuple[float, float, float, int]] = {}
     gateway = gateway_over(tmp, teis)
-    nginx, url = nginx_over(tmp, teis)
+    proxies: dict[str, tuple[subprocess.Popen[bytes] | None, str]] = {
+        "embed-launcher gateway (least-inputs)": (None, gateway.url())}
     try:
-        direct, ours, theirs = asyncio.run(interleaved([[t.url for t in teis], [gateway.url()], [url]],
-                                                       LATENCY_WINDOWS * args.seconds))
-        for name, through, proxy in (("embed-launcher gateway (least-inputs)", ours, gateway.url()),
-                                     ("nginx upstream least_conn", theirs, url)):
-            rps, _ = asyncio.run(closed_loop(proxy, 16, args.seconds))
-            results[name] = (rps, pct(through, 50) - pct(direct, 50), pct(through, 99) - pct(direct, 99))
+        proxies["nginx upstream least_conn"] = nginx_over(tmp, teis)
+        if args.litellm_venv:
+            proxies["LiteLLM proxy (least-busy)"] = litellm_over(tmp, teis, args.litellm_venv)
+        names = list(proxies)
+        measured = asyncio.run(interleaved([[t.url for t in teis], *([proxies[n][1]] for n in names)],
+                                           LATENCY_WINDOWS * args.seconds, OPENAI))
+        direct = measured[0]
+        for name, through in zip(names, measured[1:], strict=True):
+            rps, failed = asyncio.run(closed_loop(proxies[name][1], 16, args.seconds, OPENAI))
+            if not through:
+                raise SystemExit(f"{name} answered no request with 200: see {tmp}")
+            results[name] = (rps, pct(through, 50) - pct(direct, 50), pct(through, 99) - pct(direct, 99), failed)
     finally:
         gateway.stop()
-        nginx.send_signal(signal.SIGQUIT)
-        nginx.wait(10)
+        for proc, _ in proxies.values():
+            if proc is not None:
+                proc.send_signal(signal.SIGQUIT if proc.args[0].endswith("nginx") else signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
         for tei in teis:
             tei.kill()
-    for name, (rps, p50, p99) in results.items():
-        rows.append((f"{name}: req/s · added p50 / p99 (ms)", "—", f"{rps:.0f} · {p50:+.2f} / {p99:+.2f}", "—"))
-    gap = results["embed-launcher gateway (least-inputs)"][1] - results["nginx upstream least_conn"][1]
+    for name, (rps, p50, p99, failed) in results.items():
+        rows.append((f"{name}: req/s · added p50 / p99 (ms)", "—",
+                     f"{rps:.0f} ({failed} failed) · {p50:+.2f} / {p99:+.2f}", "—"))
+    ours = results["embed-launcher gateway (least-inputs)"]
+    gap = ours[1] - results["nginx upstream least_conn"][1]
     rows.append(("ours minus nginx, added p50 (ms)", "≤ 1.5", f"{gap:+.2f}", "yes" if gap <= 1.5 else "no"))
+    if "LiteLLM proxy (least-busy)" in results:
+        lite = results["LiteLLM proxy (least-busy)"]
+        better = ours[0] > lite[0] and ours[1] < lite[1] and ours[2] < lite[2]
+        rows.append(("ours against LiteLLM: req/s, added p50, added p99", "better on all",
+                     f"{ours[0] / lite[0]:.1f}× · {ours[1] - lite[1]:+.2f} · {ours[2] - lite[2]:+.2f} ms",
+                     "yes" if better else "no"))
+    else:
+        rows.append(("LiteLLM side by side", "—", "skipped: --litellm-venv DIR (see the docstring)", "—"))
     return rows
 
 
@@ -244,14 +304,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--service-ms", type=float, default=50.0)
+    parser.add_argument("--litellm-venv", type=Path, default=None,
+                        help="a virtual environment with litellm[proxy] installed (never the project's)")
+    parser.add_argument("--only", choices=("scaling", "heterogeneous", "side-by-side"), default=None)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="replicas-bench-"))
     service_s = args.service_ms / 1000
-    rows = scaling(tmp, args, service_s) + heterogeneous(tmp, args, service_s)
-    if shutil.which("nginx") or Path("/usr/sbin/nginx").exists():
+    rows: list[Row] = []
+    if args.only in (None, "scaling"):
+        rows += scaling(tmp, args, service_s)
+    if args.only in (None, "heterogeneous"):
+        rows += heterogeneous(tmp, args, service_s)
+    if args.only not in (None, "side-by-side"):
+        pass
+    elif shutil.which("nginx") or Path("/usr/sbin/nginx").exists():
         rows += side_by_side(tmp, args, service_s)
     else:
-        rows.append(("nginx side by side", "—", "skipped: apt-get install -y nginx-light", "—"))
+        rows.append(("side by side", "—", "skipped: apt-get install -y nginx-light", "—"))
     print(f"\nReplicas benchmark, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, service time "
           f"{args.service_ms:g} ms per request; loopback only\n")
     print("| measure | target | measured | met |")
