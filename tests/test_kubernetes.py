@@ -9,6 +9,7 @@ import copy
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import k8s_crds as crds
 import k8s_manifests as km
@@ -119,7 +120,7 @@ CRD_NEGATIVE: tuple[tuple[tuple[str | int, ...], object, str], ...] = (
 @pytest.mark.parametrize(("path", "value", "shows"), CRD_NEGATIVE, ids=[n[2] for n in CRD_NEGATIVE])
 def test_crd_check_catches(rendered: Rendered, path: tuple[str | int, ...], value: object, shows: str) -> None:
     (monitor,) = copy.deepcopy(_custom_resources(rendered))
-    node = monitor
+    node: Any = monitor
     for step in path[:-1]:
         node = node.setdefault(step, {}) if isinstance(step, str) else node[step]
     node[path[-1]] = value
