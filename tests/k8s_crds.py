@@ -5,6 +5,9 @@ ships pydantic models generated from the operator's CRD (its openAPIV3Schema: ty
 patterns such as a duration's), so a document is checked offline. pydantic ignores fields a model
 does not know, so the check is made strict here: a field that does not come back out of the model
 is reported as unknown, as `kubectl apply --validate=strict` would.
+The models are those of the operator release the package is versioned after (0.80.1 on this
+project's mirror); the fields the component uses (port, path, scheme, interval, scrapeTimeout,
+authorization) are older than that and still in the CRD today.
 """
 
 from __future__ import annotations

@@ -224,7 +224,7 @@ def check_ports(docs: list[Doc]) -> list[str]:
     annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
     scrape = annotations.get("prometheus.io/port")
     if scrape is not None and int(scrape) not in want:
-        problems.append(f"server: prometheus.io/port {scrape} is not a service port (TEI serves /metrics there)")
+        problems.append(f"server: prometheus.io/port {scrape} is not a service port (where /metrics is)")
     return problems
 
 
