@@ -22,6 +22,8 @@ import copy
 import difflib
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -324,3 +326,38 @@ def test_adapter_rule_queries_exported_families_and_feeds_the_autoscaler() -> No
     assert metric["pods"]["metric"]["name"] == rule["name"]["as"]
     # Summed over models and replicas per pod (the guide says why), not the max of one TEI.
     assert expanded.startswith("sum(")
+
+
+# -- the queries are PromQL, as Prometheus itself parses it ---------------------------------------
+
+def _concrete(expr: str) -> str:
+    """A dashboard query as Grafana sends it: its interval variables as durations, the others as `.*`."""
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: "1m" if m.group(1).startswith("__") else ".*", expr)
+
+
+def promtool_problems(exprs: list[str], scratch: Path) -> str:
+    """promtool's complaints about the expressions, as recording rules (empty when all parse)."""
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.skip("promtool is not installed, so the queries' PromQL syntax is not checked here "
+                    "(Debian and Ubuntu: apt-get install prometheus, which ships promtool)")
+    rules = {"groups": [{"name": "queries", "rules": [{"record": f"query:{i}", "expr": _concrete(e)}
+                                                        for i, e in enumerate(exprs)]}]}
+    path = scratch / "rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    proc = subprocess.run([binary, "check", "rules", str(path)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    return "" if proc.returncode == 0 else proc.stdout + proc.stderr
+
+
+def test_every_query_parses_as_promql(tmp_path: Path) -> None:
+    """Prometheus's own parser (promtool) accepts every dashboard query and the adapter's query."""
+    exprs = [expr for path in DASHBOARDS for _, expr in queries(load(path))]
+    rule = _adapter_rule()
+    exprs.append(rule["metricsQuery"].replace("<<.Series>>", "te_queue_size")
+                 .replace("<<.LabelMatchers>>", 'pod="p"').replace("<<.GroupBy>>", "pod"))
+    assert promtool_problems(exprs, tmp_path) == ""
+
+
+def test_promtool_catches_a_syntax_error(tmp_path: Path) -> None:
+    assert "query:1" in promtool_problems(["embed_up", "sum by (model) (rate(embed_requests_total[1m])"], tmp_path)
