@@ -11,9 +11,13 @@ string, number or duration. So the reader drops Grafana's `$variables`, strings,
 `group_right`, then takes every identifier left: those followed by `(` must be PromQL functions or
 aggregations, the rest are metric names. A sample name is known when it is a counter's or gauge's
 family, or a histogram family plus `_bucket`, `_sum` or `_count` (a histogram's bare name is no
-series). Limits: a metric chosen by `{__name__=~"..."}` cannot be checked and is refused; Grafana
-template queries other than `label_values(...)` and `query_result(...)` are read as PromQL;
-labels are not checked against each family's label set.
+series). Labels are checked too: a matcher's label must be one of its family's (or `le` on a
+`_bucket`), and a label in `by (...)`-style lists or a panel's legend `{{...}}` one of the query's
+families'; Prometheus's target labels (`TARGET_LABELS`) are allowed everywhere. Limits: a metric
+chosen by `{__name__=~"..."}` cannot be checked and is refused; Grafana template queries other than
+`label_values(...)` and `query_result(...)` are read as PromQL; labels made by `label_replace` or
+`label_join` are not known, and a grouping label is checked against every family of the query
+together, not against the one operand it applies to.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,41 +43,60 @@ GUIDE = ROOT / "deploy" / "kubernetes" / "README.md"
 QUEUE_AUTOSCALING = ROOT / "deploy" / "kubernetes" / "components" / "queue-autoscaling" / "kustomization.yaml"
 
 
-def exported_families() -> dict[str, str]:
-    """Every family the gateway's /metrics exports, name -> Prometheus type (as in its `# TYPE` line).
+@dataclass(frozen=True)
+class Family:
+    """One exported family: its Prometheus type (its `# TYPE` line) and its samples' label names."""
+
+    kind: str
+    labels: frozenset[str]
+
+
+def _family(kind: str, *labels: str) -> Family:
+    return Family(kind, frozenset(labels))
+
+
+# Labels Prometheus adds to every scraped series (a PodMonitor's target labels; `job` and `instance` anywhere).
+TARGET_LABELS = frozenset({"namespace", "pod", "container", "endpoint", "service", "job", "instance"})
+# The labels the gateway adds to each TEI family it re-exports.
+TEI_LABELS = ("model", "kind", "replica")
+
+
+def exported_families() -> dict[str, Family]:
+    """Every family the gateway's /metrics exports: name -> type and label names.
 
     The one source of the exported set for these tests. For now: the families issue 20 pins for the
     launcher and gateway, and TEI's te_* families as the TEI contract lists them (shared/tei-contract.md §10:
     TEI 1.9.3, every histogram rendered with buckets); the gateway re-exports each with the labels
     model, kind and replica. To be pointed at the real endpoint once it exists (parse its `# TYPE`
-    lines), so that a family renamed there fails here.
+    lines, and the label names of its samples), so that a family or label renamed there fails here.
     """
     ours = {
-        "embed_requests_total": "counter",  # {model,route,code}
-        "embed_request_duration_seconds": "histogram",
-        "embed_inputs_total": "counter",  # {model}
-        "embed_inflight_inputs": "gauge",  # {model,replica}
-        "embed_gateway_waits_total": "counter",  # {model}
-        "embed_gateway_retries_total": "counter",  # {model}
-        "embed_batch_splits_total": "counter",  # {model}
-        "embed_replica_state": "gauge",  # {model,replica,state}: 1 for the current state
-        "embed_replica_restarts_total": "counter",  # {model,replica,reason}
-        "embed_up": "gauge",  # {model}
-        "embed_build_info": "gauge",  # {version,tei_version}
-        "embed_scrape_errors_total": "counter",  # {model}
+        "embed_requests_total": _family("counter", "model", "route", "code"),
+        # The issue pins no labels for the histogram; by model, as every panel of it asks.
+        "embed_request_duration_seconds": _family("histogram", "model"),
+        "embed_inputs_total": _family("counter", "model"),
+        "embed_inflight_inputs": _family("gauge", "model", "replica"),
+        "embed_gateway_waits_total": _family("counter", "model"),
+        "embed_gateway_retries_total": _family("counter", "model"),
+        "embed_batch_splits_total": _family("counter", "model"),
+        "embed_replica_state": _family("gauge", "model", "replica", "state"),  # 1 for the current state
+        "embed_replica_restarts_total": _family("counter", "model", "replica", "reason"),
+        "embed_up": _family("gauge", "model"),
+        "embed_build_info": _family("gauge", "version", "tei_version"),
+        "embed_scrape_errors_total": _family("counter", "model"),
     }
     tei = {
-        "te_queue_size": "gauge",
-        "te_request_count": "counter",  # {method}
-        "te_request_success": "counter",
-        "te_request_failure": "counter",  # {err}
-        "te_request_duration": "histogram",
-        "te_request_queue_duration": "histogram",
-        "te_request_inference_duration": "histogram",
-        "te_request_tokenization_duration": "histogram",
-        "te_request_input_length": "histogram",
-        "te_batch_next_size": "histogram",
-        "te_batch_next_tokens": "histogram",
+        "te_queue_size": _family("gauge", *TEI_LABELS),
+        "te_request_count": _family("counter", *TEI_LABELS, "method"),
+        "te_request_success": _family("counter", *TEI_LABELS, "method"),  # as the stand-in counts it
+        "te_request_failure": _family("counter", *TEI_LABELS, "err"),
+        "te_request_duration": _family("histogram", *TEI_LABELS),
+        "te_request_queue_duration": _family("histogram", *TEI_LABELS),
+        "te_request_inference_duration": _family("histogram", *TEI_LABELS),
+        "te_request_tokenization_duration": _family("histogram", *TEI_LABELS),
+        "te_request_input_length": _family("histogram", *TEI_LABELS),
+        "te_batch_next_size": _family("histogram", *TEI_LABELS),
+        "te_batch_next_tokens": _family("histogram", *TEI_LABELS),
     }
     return ours | tei
 
@@ -123,19 +147,51 @@ def metric_names(expr: str) -> tuple[set[str], set[str]]:
     return metrics, calls
 
 
-def sample_names(families: dict[str, str]) -> dict[str, str]:
+def sample_names(families: dict[str, Family]) -> dict[str, str]:
     """Each series name a scrape can hold -> its family."""
     names = {}
-    for family, kind in families.items():
-        if kind in ("histogram", "summary"):
+    for family, spec in families.items():
+        if spec.kind in ("histogram", "summary"):
             names.update({family + suffix: family for suffix in HISTOGRAM_SUFFIXES})
-        if kind != "histogram":
+        if spec.kind != "histogram":
             names[family] = family
     return names
 
 
-def query_problems(expr: str, families: dict[str, str]) -> list[str]:
-    """What in one query names no exported series, or cannot be checked."""
+def series_labels(series: str, families: dict[str, Family]) -> frozenset[str]:
+    """The labels one series name can carry, Prometheus's target labels included."""
+    family = sample_names(families)[series]
+    return families[family].labels | TARGET_LABELS | ({"le"} if series.endswith("_bucket") else set())
+
+
+_SELECTOR = re.compile(r"(?<![\w.:])([A-Za-z_:][\w:]*)\s*\{([^{}]*)\}")
+_MATCHER = re.compile(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)")
+_LABEL_LIST_NAMES = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^()]*)\)")
+
+
+def label_problems(expr: str, families: dict[str, Family], legend: str = "") -> list[str]:
+    """Labels a query matches, groups by or shows in its legend that its families do not have."""
+    known = sample_names(families)
+    text = _STRING.sub('""', _VARIABLE.sub(" ", expr))
+    metrics = metric_names(expr)[0] & set(known)
+    problems = []
+    for series, matchers in _SELECTOR.findall(text):
+        if series in known:
+            have = series_labels(series, families)
+            problems += [f"{series} has no label {label!r}" for label in _MATCHER.findall(matchers)
+                         if label not in have]
+    have = frozenset().union(*(series_labels(m, families) for m in metrics)) if metrics else frozenset()
+    grouped = {label.strip() for names in _LABEL_LIST_NAMES.findall(text)
+               for label in names.split(",") if label.strip()}
+    shown = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", legend))
+    problems += [f"no family of the query has the label {label!r} it groups by" for label in sorted(grouped - have)]
+    problems += [f"the legend shows {{{{{label}}}}}, a label the result does not have"
+                 for label in sorted(shown - have - grouped) if metrics]
+    return problems
+
+
+def query_problems(expr: str, families: dict[str, Family], legend: str = "") -> list[str]:
+    """What in one query names no exported series or label, or cannot be checked."""
     known = sample_names(families)
     problems = []
     if "__name__" in expr:
@@ -144,14 +200,14 @@ def query_problems(expr: str, families: dict[str, str]) -> list[str]:
     for call in sorted(calls - FUNCTIONS):
         problems.append(f"{call}() is not a PromQL function")
     for metric in sorted(metrics - set(known)):
-        if families.get(metric) == "histogram":
+        if metric in families and families[metric].kind == "histogram":
             problems.append(f"{metric} is a histogram: query {metric}_bucket, _sum or _count")
             continue
         close = difflib.get_close_matches(metric, list(known), n=1)
         problems.append(f"{metric} is not exported" + (f" (did you mean {close[0]}?)" if close else ""))
     if not metrics:
         problems.append("names no metric at all")
-    return problems
+    return problems + label_problems(expr, families, legend)
 
 
 def template_expr(query: str) -> str | None:
@@ -178,21 +234,31 @@ def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from panel.get("panels", [])
 
 
-def queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(where, PromQL) for every panel target and every query variable."""
+def targets(dashboard: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(where, PromQL, legend) for every panel target and every query variable."""
     for panel in panels(dashboard):
         for target in panel.get("targets", []):
-            yield f"panel {panel['title']!r} {target.get('refId')}", target.get("expr", "")
+            where = f"panel {panel['title']!r} {target.get('refId')}"
+            yield where, target.get("expr", ""), target.get("legendFormat", "")
     for variable in dashboard.get("templating", {}).get("list", []):
         if variable.get("type") == "query":
             query = variable["query"]
-            expr = template_expr(query["query"] if isinstance(query, dict) else query)
+            text = query["query"] if isinstance(query, dict) else query
+            expr = template_expr(text)
             if expr is not None:
-                yield f"variable ${variable['name']}", expr
+                label = text.rstrip(")").rpartition(",")[2].strip() if text.startswith("label_values(") else ""
+                yield f"variable ${variable['name']}", expr, f"{{{{{label}}}}}" if label else ""
 
 
-def dashboard_problems(dashboard: dict[str, Any], families: dict[str, str]) -> list[str]:
-    return [f"{where}: {problem}" for where, expr in queries(dashboard) for problem in query_problems(expr, families)]
+def queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(where, PromQL) for every panel target and every query variable."""
+    for where, expr, _ in targets(dashboard):
+        yield where, expr
+
+
+def dashboard_problems(dashboard: dict[str, Any], families: dict[str, Family]) -> list[str]:
+    return [f"{where}: {problem}" for where, expr, legend in targets(dashboard)
+            for problem in query_problems(expr, families, legend)]
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -254,7 +320,8 @@ def test_dashboard_shows_what_the_issue_asks() -> None:
 
 # -- every way to break a query is caught --------------------------------------------------------
 
-# (text in the shipped dashboard, its replacement, what it shows); each must break the check.
+# (text in one of the shipped dashboard's strings: a query, a legend or a variable's query; its
+# replacement; what it shows): each must break the check.
 TYPOS: tuple[tuple[str, str, str], ...] = (
     ("rate(embed_requests_total{", "rate(embed_request_total{", "a family misspelt"),
     ("embed_request_duration_seconds_bucket{", "embed_request_duration_seconds{", "a histogram without _bucket"),
@@ -267,15 +334,32 @@ TYPOS: tuple[tuple[str, str, str], ...] = (
     ("label_values(embed_up, namespace)", "label_values(embed_upp, namespace)", "a variable's metric misspelt"),
     ("(te_queue_size{", '({__name__="te_queue_size", ', "a name hidden in __name__"),
     ("(te_queue_size{", "(te_queue_size{} or te_embed_count{", "a stand-in family TEI's contract does not list"),
+    ("sum by (model) (rate(embed_inputs_total{", "sum by (replica) (rate(embed_inputs_total{",
+     "grouped by a label it lacks"),
+    ('embed_requests_total{namespace=~"$namespace", model=~"$model"}', 'embed_requests_total{modle=~"$model"}',
+     "a matcher's label misspelt"),
+    ("{{model}} {{code}}", "{{model}} {{status}}", "a legend's label unknown"),
+    ("label_values(embed_up, namespace)", "label_values(embed_up, namespaces)", "a variable's label misspelt"),
 )
 
 
 @pytest.mark.parametrize(("old", "new", "shows"), TYPOS, ids=[t[2] for t in TYPOS])
 def test_a_typo_in_a_query_is_caught(old: str, new: str, shows: str) -> None:
-    text = (GRAFANA_DIR / "embed-launcher.json").read_text()
-    assert old.replace('"', '\\"') in text, f"the dashboard no longer has {old!r}: update this case"
-    broken = json.loads(text.replace(old.replace('"', '\\"'), new.replace('"', '\\"'), 1))
+    broken = load(GRAFANA_DIR / "embed-launcher.json")
+    assert _replace_first(broken, old, new), f"the dashboard no longer has {old!r}: update this case"
     assert dashboard_problems(broken, exported_families()), f"not caught: {shows}"
+
+
+def _replace_first(node: Any, old: str, new: str) -> bool:
+    """Replace `old` by `new` in the first string value of the JSON tree that holds it."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for key, value in items:
+        if isinstance(value, str) and old in value:
+            node[key] = value.replace(old, new, 1)
+            return True
+        if _replace_first(value, old, new):
+            return True
+    return False
 
 
 @pytest.mark.parametrize(("expr", "metrics"), [
