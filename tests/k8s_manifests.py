@@ -18,7 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 KUSTOMIZE_DIR = ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("download", "offline", "gpu")
-COMPONENTS = ("gpu", "offline", "offline-rerank", "queue-autoscaling", "rerank")
+COMPONENTS = ("gpu", "monitoring", "offline", "offline-rerank", "queue-autoscaling", "rerank")
 
 Doc = dict[str, Any]
 
@@ -26,7 +26,8 @@ Doc = dict[str, Any]
 DEFAULTS = {"EMBED_PORT": "8000", "RERANK_PORT": "8001", "EMBED_STOP_TIMEOUT": "8",
             "EMBED_READY_TIMEOUT": "600", "EMBED_DATA_DIR": "/var/lib/embeddings",
             "EMBED_ENABLED": "true", "RERANK_ENABLED": "false", "EMBED_LOCAL_ONLY": "false",
-            "EMBED_MODEL": "BAAI/bge-small-en-v1.5", "RERANK_MODEL": "BAAI/bge-reranker-v2-m3"}
+            "EMBED_MODEL": "BAAI/bge-small-en-v1.5", "RERANK_MODEL": "BAAI/bge-reranker-v2-m3",
+            "EMBED_METRICS_AUTH": "false"}
 TRUE = {"true", "1", "yes", "on"}
 
 

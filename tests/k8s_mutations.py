@@ -190,3 +190,29 @@ def job_root(docs: list[km.Doc]) -> None:
 def nested_mount_first(docs: list[km.Doc]) -> None:
     mounts = server(docs)["volumeMounts"]
     mounts.insert(0, mounts.pop())
+
+
+def podmonitor(docs: list[km.Doc]) -> km.Doc:
+    (monitor,) = km.of_kind(docs, "PodMonitor")
+    return monitor
+
+
+def monitor_endpoint(key: str, value: object) -> Mutation:
+    def mutate(docs: list[km.Doc]) -> None:
+        podmonitor(docs)["spec"]["podMetricsEndpoints"][0][key] = value
+    return mutate
+
+
+def monitor_selects(labels: dict[str, str]) -> Mutation:
+    def mutate(docs: list[km.Doc]) -> None:
+        podmonitor(docs)["spec"]["selector"] = {"matchLabels": labels}
+    return mutate
+
+
+def monitor_every_namespace(docs: list[km.Doc]) -> None:
+    podmonitor(docs)["spec"]["namespaceSelector"] = {"any": True}
+
+
+def monitor_both_ports(docs: list[km.Doc]) -> None:
+    endpoints = podmonitor(docs)["spec"]["podMetricsEndpoints"]
+    endpoints.append(dict(endpoints[0], port="http-rerank"))

@@ -224,7 +224,7 @@ def check_ports(docs: list[Doc]) -> list[str]:
     annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
     scrape = annotations.get("prometheus.io/port")
     if scrape is not None and int(scrape) not in want:
-        problems.append(f"server: prometheus.io/port {scrape} is not a service port (TEI serves /metrics there)")
+        problems.append(f"server: prometheus.io/port {scrape} is not a service port (where /metrics is)")
     return problems
 
 
@@ -340,6 +340,43 @@ def check_egress(docs: list[Doc]) -> list[str]:
     return problems
 
 
+def check_monitors(docs: list[Doc]) -> list[str]:
+    """A PodMonitor scrapes the server pods' gateway once, at /metrics, with a key when one is required."""
+    deployment, _, c = server(docs)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    cfg = config(docs)
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", []) if "name" in p}
+    problems = []
+    for m in of_kind(docs, "PodMonitor"):
+        spec = m["spec"]
+        if not selects(spec.get("selector", {}), labels):
+            problems.append(f"{name(m)}: its selector does not match the server pods' labels {labels}")
+        if spec.get("namespaceSelector"):
+            problems.append(f"{name(m)}: a namespaceSelector would scrape other namespaces' pods")
+        endpoints = spec.get("podMetricsEndpoints", [])
+        # Every listener of the gateway answers the same aggregated /metrics: two endpoints would
+        # count every series twice.
+        if len(endpoints) != 1:
+            problems.append(f"{name(m)}: {len(endpoints)} endpoints; scrape exactly one port (the gateway's "
+                            "/metrics is the same on every port)")
+        for e in endpoints:
+            port = e.get("port")
+            if port not in ports:
+                problems.append(f"{name(m)}: port {port!r} is not a named port of the server container "
+                                f"({', '.join(sorted(ports))})")
+            elif ports[port] not in enabled_ports(cfg):
+                problems.append(f"{name(m)}: port {port} ({ports[port]}) is not an enabled service's port")
+            if e.get("path", "/metrics") != "/metrics":
+                problems.append(f"{name(m)}: path {e.get('path')} is not /metrics")
+            if e.get("scheme", "http") != "http":
+                problems.append(f"{name(m)}: scheme {e.get('scheme')}: the gateway speaks plain HTTP")
+            credentials = e.get("authorization", {}).get("credentials", {})
+            if cfg["EMBED_METRICS_AUTH"].lower() in TRUE and not (credentials.get("name") and credentials.get("key")):
+                problems.append(f"{name(m)}: EMBED_METRICS_AUTH is on, so /metrics needs a key: set "
+                                "authorization.credentials to a Secret's key with the `metrics` scope")
+    return problems
+
+
 CHECKS: dict[str, Check] = {
     "images": check_images,
     "security": check_security,
@@ -352,4 +389,5 @@ CHECKS: dict[str, Check] = {
     "resources": check_resources,
     "availability": check_availability,
     "egress": check_egress,
+    "monitors": check_monitors,
 }
