@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
+from prometheus_client.registry import Collector
 
 from embed_launcher import __version__
 from embed_launcher.gateway.config import GatewayConfig, ModelRoute
@@ -59,14 +59,19 @@ class Replica:
         return int(tail) if tail.isdigit() else None
 
 
-class Families:
-    """What prometheus_client's exposition reads: any object with ``collect()``."""
+class Families(Collector):
+    """Families made for one answer, for prometheus_client's exposition."""
 
     def __init__(self, metrics: Iterable[Metric]) -> None:
         self.metrics = list(metrics)
 
     def collect(self) -> Iterable[Metric]:
         return self.metrics
+
+    def registry(self) -> CollectorRegistry:
+        registry = CollectorRegistry(auto_describe=False)  # nothing to describe: its names are read once, here
+        registry.register(self)
+        return registry
 
 
 # Pure: TEI's text relabelled, the launcher's status as families ---------------------------------
@@ -90,8 +95,8 @@ def relabel(texts: Sequence[tuple[Mapping[str, str], str]]) -> list[Metric]:
             elif into.type != family.type:
                 continue
             for sample in family.samples:
-                into.samples.append(Sample(sample.name, {**sample.labels, **labels}, sample.value, sample.timestamp,
-                                           sample.exemplar))
+                sample.labels.update(labels)  # the parser's own dict, made for this scrape: no copy
+            into.samples.extend(family.samples)
     return list(merged.values())
 
 
@@ -210,7 +215,7 @@ class Scraper:
         ready = {(r.model.name, r.number): up for r, up in replicas}
         own = generate_latest(self.metrics.registry)
         derived = replica_families([r for r, _ in replicas], status, ready, self.tei_version or UNKNOWN_VERSION)
-        return own + generate_latest(Families(derived + relabel(texts)))
+        return own + generate_latest(Families(derived + relabel(texts)).registry())
 
     async def fetch(self, url: str, headers: Mapping[str, str]) -> str | None:
         key = headers.get("Authorization")  # TEI's /metrics is public, its /info is not
