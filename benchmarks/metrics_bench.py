@@ -11,7 +11,11 @@ wrk nginx-light`); without them those rows say so. Everything listens on 127.0.0
   2 gateway workers (2: prometheus_client's multiprocess files).
 - requests/s, single-text `/v1/embeddings` through the gateway to nginx's canned answer (wrk, 1 thread, 64
   connections), counting on and off (the internal GatewayConfig field `metrics`), alternated over `--rounds`
-  rounds in the same run; the best of each compared. With 1 and 2 workers.
+  rounds in the same run; the best of each compared, and the gateway's CPU per request. With 1 and 2 workers.
+  On a shared machine two wrk runs differ by more than 5 % whatever they measure, so:
+- counting's CPU per request: what one request's counting costs (its answer and duration, its inputs, its
+  replica's in-flight inputs up and down), timed in a process of its own (with prometheus_client's
+  multiprocess files for 2 workers), as a share of the gateway's CPU per request with counting off.
 """
 
 from __future__ import annotations
@@ -125,7 +129,7 @@ def scrape_rows(tmp: Path, scrapes: int) -> list[Row]:
     return rows
 
 
-def throughput_rows(tmp: Path, seconds: float, rounds: int) -> list[Row]:
+def throughput_rows(tmp: Path, seconds: float, rounds: int, per_request_us: dict[int, float]) -> list[Row]:
     if not (shutil.which("wrk") and shutil.which("nginx")):
         return [("requests/s, counting on vs off", "≤ 5 % less", "skipped: apt-get install -y wrk nginx-light", "—")]
     (port,) = free_ports(1)
@@ -153,6 +157,7 @@ def throughput_rows(tmp: Path, seconds: float, rounds: int) -> list[Row]:
                         gateway.stop()
             cost = (best[False] - best[True]) / best[False] * 100
             off_us, on_us = min(cpu_us[False]), min(cpu_us[True])
+            per_request_us[workers] = off_us
             rows.append((f"requests/s, one text, {workers} worker{'s' * (workers > 1)}: off → on", "≤ 5 % less",
                          f"{best[False]:.0f} → {best[True]:.0f} ({cost:+.1f} % less); gateway CPU per request "
                          f"{off_us:.0f} → {on_us:.0f} µs ({(on_us - off_us) / off_us * 100:+.1f} %)",
@@ -160,6 +165,47 @@ def throughput_rows(tmp: Path, seconds: float, rounds: int) -> list[Row]:
     finally:
         nginx.send_signal(signal.SIGQUIT)
         nginx.wait(10)
+    return rows
+
+
+COUNTING = """
+import time
+from embed_launcher.gateway.config import GatewayConfig
+from embed_launcher.gateway.metrics import Metrics
+config = GatewayConfig.from_dict({"listen": [{"host": "127.0.0.1", "port": 1}], "models": [
+    {"name": "bench", "kind": "embed", "upstream": "http://127.0.0.1:2", "default": True}]})
+metrics, n = Metrics(config), 100_000
+began = time.process_time()
+for _ in range(n):  # what one unsplit request counts: its answer, its inputs, its replica's in-flight up and down
+    metrics.request_done("bench", "/v1/embeddings", 200, 0.001)
+    metrics.sent_inputs("bench", 1)
+    metrics.in_flight("bench", 0, 1)
+    metrics.in_flight("bench", 0, -1)
+print((time.process_time() - began) / n * 1e6)
+"""
+
+
+def counting_us(multiproc: Path | None) -> float:
+    """CPU µs that counting adds to one request, in a process of its own (multiprocess mode is chosen at import)."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    if multiproc is not None:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
+    out = subprocess.run([sys.executable, "-c", COUNTING], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
+def counting_rows(tmp: Path, per_request_us: dict[int, float]) -> list[Row]:
+    """Counting's CPU per request against the gateway's whole CPU per request with counting off: a ratio that a
+    busy machine does not blur the way it blurs two wrk runs minutes apart."""
+    rows = []
+    for workers in (1, 2):
+        shared = tmp / f"multiproc-{workers}"
+        shared.mkdir(exist_ok=True)
+        cost = min(counting_us(shared if workers > 1 else None) for _ in range(3))
+        base = per_request_us.get(workers)
+        share = f"{cost / base * 100:.1f} % of the gateway's {base:.0f} µs" if base else "no wrk run to compare"
+        rows.append((f"counting's CPU per request, {workers} worker{'s' * (workers > 1)} (µs)", "≤ 5 %",
+                     f"{cost:.1f} ({share})", "yes" if base and cost / base <= 0.05 else "—"))
     return rows
 
 
@@ -177,7 +223,9 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="metrics-bench-"))
     try:
-        rows = scrape_rows(tmp, args.scrapes) + throughput_rows(tmp, args.seconds, args.rounds)
+        per_request_us: dict[int, float] = {}
+        rows = scrape_rows(tmp, args.scrapes) + throughput_rows(tmp, args.seconds, args.rounds, per_request_us)
+        rows += counting_rows(tmp, per_request_us)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()[0]
