@@ -158,8 +158,9 @@ def throughput_rows(tmp: Path, seconds: float, rounds: int, per_request_us: dict
             cost = (best[False] - best[True]) / best[False] * 100
             off_us, on_us = min(cpu_us[False]), min(cpu_us[True])
             per_request_us[workers] = off_us
+            change = f"{abs(cost):.1f} % {'less' if cost >= 0 else 'more'}"
             rows.append((f"requests/s, one text, {workers} worker{'s' * (workers > 1)}: off → on", "≤ 5 % less",
-                         f"{best[False]:.0f} → {best[True]:.0f} ({cost:+.1f} % less); gateway CPU per request "
+                         f"{best[False]:.0f} → {best[True]:.0f} ({change}); gateway CPU per request "
                          f"{off_us:.0f} → {on_us:.0f} µs ({(on_us - off_us) / off_us * 100:+.1f} %)",
                          "yes" if cost <= 5 else "no"))
     finally:

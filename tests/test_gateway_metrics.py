@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -277,3 +278,28 @@ def test_every_worker_answers_the_same_totals(tmp_path: Path, teis: list[Tei]) -
     finally:
         stop(gateway)
     assert not list(tmp_path.glob("embed-gateway-metrics-*"))
+
+
+@pytest.mark.integration
+def test_waits_and_retries_are_counted(tmp_path: Path, teis: list[Tei]) -> None:
+    """Both replicas of a model killed: the request is refused by each (sent again: retries), then waits for
+    one to come back (a wait), and is answered."""
+    gateway = start_gateway(tmp_path, entries(teis))
+    try:
+        gateway.wait_healthy()
+        splade = [t for t in teis if t.kind == "sparse"]
+        for tei in splade:
+            tei.kill()
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(httpx.post, gateway.url("/embed_sparse"), json={"inputs": "a"}, headers=auth(),
+                                  timeout=20)
+            wait_until(lambda: value(families(httpx.get(gateway.url("/metrics")).text)["embed_gateway_waits"],
+                                     "embed_gateway_waits_total", model=splade[0].name) == 1)
+            splade[0].start()
+            assert pending.result().status_code == 200
+        found = families(httpx.get(gateway.url("/metrics")).text)
+        assert value(found["embed_gateway_retries"], "embed_gateway_retries_total", model=splade[0].name) >= 1
+        assert value(found["embed_gateway_waits"], "embed_gateway_waits_total") == 1
+        assert value(found["embed_up"], "embed_up", model=splade[0].name) == 1
+    finally:
+        stop(gateway)
