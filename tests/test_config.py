@@ -123,6 +123,7 @@ PARSED: list[tuple[str, str, Getter, object]] = [
     ("EMBED_GPUS", "0, 2,GPU-5f1c", lambda s: s.gpus, ("0", "2", "GPU-5f1c")),
     ("EMBED_GATEWAY_WORKERS", "2", lambda s: s.gateway_workers, 2),
     ("EMBED_GATEWAY_ACCESS_LOG", "yes", lambda s: s.gateway_access_log, True),
+    ("EMBED_METRICS_AUTH", "true", lambda s: s.metrics_auth, True),
     ("EMBED_GATEWAY_MAX_INPUTS", "100", lambda s: s.gateway_max_inputs, 100),
     ("EMBED_GATEWAY_READ_TIMEOUT", "5s", lambda s: s.gateway_read_timeout_s, 5.0),
     ("EMBED_GATEWAY_UPSTREAM_TIMEOUT", "30", lambda s: s.gateway_upstream_timeout_s, 30.0),

@@ -210,12 +210,12 @@ def test_bare_metal_data_directory_is_the_installers() -> None:
 
 
 def test_docs_is_said_to_be_404_and_metrics_relayed_behind_the_gateway() -> None:
-    """The gateway relays TEI's /metrics on both ports and serves no /docs; the API page says exactly that."""
+    """The gateway answers /metrics (every TEI's, labelled) on both ports and serves no /docs; the API page says so."""
     assert "/metrics" in TABLES["all"] and "/metrics" in TABLES["rerank"]
     assert "/docs" not in TABLES["all"] and "/docs" not in TABLES["rerank"]
     api = (ROOT / "docs" / "api.md").read_text()
     assert "| `GET /docs` (Swagger UI) | yes: TEI's own | **404**" in api
-    assert "| `GET /metrics` (Prometheus, public) | yes: TEI's own | yes: the port's default model's TEI" in api
+    assert "| `GET /metrics` (Prometheus, public) | yes: TEI's own, unlabelled | yes: every TEI's, labelled" in api
 
 
 def test_no_page_claims_what_ci_does_not_run() -> None:

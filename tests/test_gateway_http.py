@@ -8,6 +8,7 @@ import socket
 import httpx
 import pytest
 from gateway_harness import EMBED_KEY, RERANK_KEY, Stack, auth, stack  # noqa: F401 - the fixture
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
 
@@ -70,18 +71,19 @@ def test_health_and_ping_are_public(stack: Stack, path: str, port: int) -> None:
 
 
 @pytest.mark.parametrize("port", [0, 1])
-def test_metrics_is_public_and_is_the_default_models_tei_as_without_the_gateway(stack: Stack, port: int) -> None:  # noqa: F811
-    """A Prometheus scrape (or the queue autoscaler) that read TEI's /metrics on a port reads the same TEI's."""
-    default = stack.teis[0] if port == 0 else next(t for t in stack.teis if t.kind == "rerank")
-    other = next(t for t in stack.teis if t.kind != default.kind)
-    for _ in range(3):  # straight to the default TEI, so its counters differ from every other TEI's
-        body = {"inputs": "a"} if default.kind != "rerank" else {"query": "q", "texts": ["a"]}
-        httpx.post(default.url + ("/rerank" if default.kind == "rerank" else "/embed"), json=body,
-                   headers={"Authorization": f"Bearer {default.key}"} if default.key else {})
+def test_metrics_is_public_and_labels_every_teis_families(stack: Stack, port: int) -> None:  # noqa: F811
+    """Public as TEI's, on both doors: every TEI's te_* families with its model, kind and replica
+    (tests/test_gateway_metrics.py has the rest of /metrics)."""
+    for tei in stack.teis:  # TEI's /metrics is empty until its first request
+        body = {"query": "q", "texts": ["a"]} if tei.kind == "rerank" else {"inputs": "a"}
+        path = {"rerank": "/rerank", "sparse": "/embed_sparse"}.get(tei.kind, "/embed")
+        assert httpx.post(tei.url + path, json=body, headers={"Authorization": f"Bearer {tei.key}"}).status_code == 200
     answer = httpx.get(stack.gateway.url("/metrics", port))
     assert answer.status_code == 200, answer.text
-    assert answer.headers["content-type"].startswith("text/plain") and "te_request_count" in answer.text
-    assert answer.text == httpx.get(default.url + "/metrics").text != httpx.get(other.url + "/metrics").text
+    assert answer.headers["content-type"].startswith("text/plain")
+    counts = next(f for f in text_string_to_metric_families(answer.text) if f.name == "te_request_count")
+    labelled = {(s.labels["model"], s.labels["kind"], s.labels["replica"]) for s in counts.samples}
+    assert labelled == {(tei.name, tei.kind, "0") for tei in stack.teis}
 
 
 @pytest.mark.parametrize(("port", "path", "openai"), [(0, "/nowhere", False), (0, "/v1/nowhere", True),

@@ -63,3 +63,10 @@ def test_the_config_is_built_by_gateway_plan_alone() -> None:
                                                    "http://127.0.0.1:30002"]
     assert config.listen == gateway_listen(s) and config.created == 7
     assert json.loads(config.to_json())["max_inputs"] == 8192
+
+
+def test_metrics_auth_and_the_status_file_reach_the_gateway() -> None:
+    """/metrics reads the launcher's live status in the data directory; EMBED_METRICS_AUTH closes it."""
+    defaults = planned_config(EMBED_DATA_DIR="/data")
+    assert defaults.status_file == "/data/.status.json" and not defaults.metrics_auth and defaults.metrics
+    assert planned_config(EMBED_METRICS_AUTH="true").metrics_auth

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import LauncherRun, make_tei, manage, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
 
@@ -185,3 +186,30 @@ def test_a_models_only_replica_out_of_gpu_memory_twice_stops_the_launcher_with_t
     assert "Embeddings (GPU 0) server ran out of GPU memory on GPU 0 twice in a row" in out
     assert "EMBED_MAX_BATCH_TOKENS" in out and "giving up" in out
     assert out.count("server failed to start") == 2  # two starts, not EMBED_START_RETRIES (5)
+
+
+def test_metrics_reads_the_launchers_replica_states_and_restarts(four_gpus: tuple[LauncherRun, Path]) -> None:
+    """The gateway's /metrics reads the launcher's live status: four ready replicas, then a crashed one's
+    restart counted under `crash` once the launcher has restarted it."""
+    run, _log = four_gpus
+
+    def scrape() -> dict[str, list[Any]]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{run.ports['EMBED_PORT']}/metrics", timeout=10) as answer:
+            return {f.name: f.samples for f in text_string_to_metric_families(answer.read().decode())}
+
+    def ready(found: dict[str, list[Any]]) -> set[str]:
+        return {s.labels["replica"] for s in found["embed_replica_state"]
+                if s.labels["model"] == MODEL and s.labels["state"] == "ready" and s.value == 1}
+
+    wait_until(lambda: ready(scrape()) == {"0", "1", "2", "3"}, timeout_s=20)
+    os.kill(services(run)["embed#2"]["pid"], signal.SIGKILL)
+    wait_until(lambda: services(run)["embed#2"]["restarts"] == 1, timeout_s=30)
+
+    def crash_counted() -> bool:
+        found = scrape()
+        crashes = {s.labels["replica"]: s.value for s in found["embed_replica_restarts"]
+                   if s.labels["reason"] == "crash" and s.labels["model"] == MODEL}
+        return crashes == {"0": 0, "1": 0, "2": 1, "3": 0}
+
+    wait_until(crash_counted, timeout_s=10)
+    assert [s.value for s in scrape()["embed_up"] if s.labels["model"] == MODEL] == [1.0]

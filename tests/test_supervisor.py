@@ -386,6 +386,47 @@ def test_a_hung_child_is_replaced_after_the_hang_timeout() -> None:
     assert "server is hung" in h.err.getvalue()
 
 
+def test_restarts_are_counted_by_reason_in_the_live_status() -> None:
+    """The status (and the gateway's embed_replica_restarts_total) tells a crash from a kill for failed checks,
+    a hang or a start that never became ready; a restart is counted when it happens, not at the exit."""
+    published: list[Mapping[str, Any]] = []
+    h = Harness(names=("embed",), hang_timeout_s=15.0, ready_timeout_s=30.0)
+    h.sup.status_sink = published.append
+    h.sup.start_all(0.0)
+
+    def reasons() -> dict[str, int]:
+        return dict(published[-1]["services"]["embed"]["restarts_by_reason"])
+
+    def restart_at(t: float) -> None:
+        h.at(t)
+        assert h.phase("embed") is Phase.STARTING
+
+    h.ready("embed")
+    h.now = 100.0
+    h.exit("embed", 1)  # crash
+    assert reasons() == {}  # not restarted yet
+    restart_at(101.0)
+    assert reasons() == {"crash": 1}
+    h.ready("embed")
+    child = h.sup.child_named("embed")
+    for _ in range(3):
+        h.sup.handle_probe("embed", child.generation, FAILING)
+    h.exit("embed", -signal.SIGKILL)  # unhealthy
+    restart_at(h.now + 2.0)
+    h.ready("embed")
+    frozen = Check(Answer.SILENT, Progress(2, (5.0,)))
+    for t in (h.now + 10.0, h.now + 20.0):
+        h.now = t
+        h.sup.handle_probe("embed", child.generation, frozen)
+    h.exit("embed", -signal.SIGKILL)  # hung
+    restart_at(h.now + 4.0)
+    h.at(h.now + 30.0)  # never ready
+    h.exit("embed", -signal.SIGKILL)  # start_timeout
+    restart_at(h.now + 8.0)
+    assert reasons() == {"crash": 1, "unhealthy": 1, "hung": 1, "start_timeout": 1}
+    assert published[-1]["services"]["embed"]["restarts"] == 4
+
+
 def test_the_live_status_is_republished_as_a_heartbeat() -> None:
     """Even with nothing changing, the status is rewritten every HEARTBEAT_S (embed_manage --alive reads it)."""
     published: list[Mapping[str, object]] = []

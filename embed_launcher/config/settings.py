@@ -100,6 +100,7 @@ class Settings:
     gateway_wait_s: float = 30.0
     gateway_workers: int = 1
     gateway_access_log: bool = False
+    metrics_auth: bool = False  # EMBED_METRICS_AUTH: the gateway's /metrics needs a key with the metrics scope
     gateway_max_inputs: int = 8192
     gateway_read_timeout_s: float = 60.0
     gateway_upstream_timeout_s: float = 600.0
@@ -238,6 +239,7 @@ def _settings(r: Reader, env_file: Path, cwd: Path, entries: tuple[ModelEntry, .
         gateway_wait_s=r.required("EMBED_GATEWAY_WAIT", SECONDS),
         gateway_workers=r.required("EMBED_GATEWAY_WORKERS", COUNT),
         gateway_access_log=r.required("EMBED_GATEWAY_ACCESS_LOG", BOOL),
+        metrics_auth=r.required("EMBED_METRICS_AUTH", BOOL),
         gateway_max_inputs=r.required("EMBED_GATEWAY_MAX_INPUTS", COUNT),
         gateway_read_timeout_s=r.required("EMBED_GATEWAY_READ_TIMEOUT", SECONDS),
         gateway_upstream_timeout_s=r.required("EMBED_GATEWAY_UPSTREAM_TIMEOUT", SECONDS),

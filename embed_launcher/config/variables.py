@@ -13,6 +13,7 @@ RERANK = "rerank"
 ENV_FILE_DEFAULT = Path("/embed.env")
 DATA_DIR_DEFAULT = Path("/var/lib/embeddings")
 KEYS_FILE_DEFAULT = "keys.toml"  # in the data directory, when EMBED_API_KEYS_FILE is not set
+STATUS_FILE = ".status.json"  # in the data directory: the live status (embed_manage --status, the gateway's /metrics)
 PREFIXES = {EMBED: "EMBED_", RERANK: "RERANK_"}
 PROMETHEUS_OFFSET = 10000  # default Prometheus port = service port + this (or minus, past 65535)
 
@@ -131,6 +132,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("EMBED_GATEWAY_WORKERS", "1", "Gateway processes sharing the public ports (SO_REUSEPORT)",
              _GW),
     Variable("EMBED_GATEWAY_ACCESS_LOG", "false", "Log one line per request through the gateway", _GW),
+    Variable("EMBED_METRICS_AUTH", "false",
+             "The gateway's /metrics needs a key with the metrics scope (the default key has it); false: public,"
+             " as TEI's", _GW),
     Variable("EMBED_GATEWAY_MAX_INPUTS", "8192",
              "Most inputs in one request through the gateway (it cuts them into the model's batches); more: 422",
              _GW),

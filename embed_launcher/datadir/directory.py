@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embed_launcher.config.variables import STATUS_FILE
 from embed_launcher.datadir.atomic import PUBLIC_MODE, atomic_write
 from embed_launcher.reporting.errors import EXIT_CONFIG, EXIT_FAILURE, LauncherError
 
 SECRET_MODE = 0o600
 DIR_MODE = 0o755
-
-STATUS_FILE = ".status.json"
 
 _PERMISSION_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 

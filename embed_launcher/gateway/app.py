@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from embed_launcher.gateway.access import Grant, Need, model_refusal
 from embed_launcher.gateway.config import GatewayConfig, ModelRoute
 from embed_launcher.gateway.handlers import Handlers
 from embed_launcher.gateway.keystore import KeyStore
+from embed_launcher.gateway.metrics import NO_MODEL, REQUEST_MODEL, UNMATCHED
 from embed_launcher.gateway.openapi import OPENAPI_PATH, document
 from embed_launcher.gateway.relay import send
-from embed_launcher.gateway.routes import Target, resolve, speaks_openai
+from embed_launcher.gateway.routes import Action, Target, resolve, speaks_openai
 from embed_launcher.gateway.upstream import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 
 
@@ -41,6 +43,8 @@ class Keys:
 # The key that passed for the request being handled: each request sets it before its handler runs,
 # and GuardedHandlers reads it once the model is known (from the path, the body or the default).
 GRANT: ContextVar[Grant | None] = ContextVar("grant", default=None)
+# The route table's path a request resolved to (its `route` label in embed_requests_total).
+ROUTE: ContextVar[str] = ContextVar("route", default=UNMATCHED)
 KEY_ID = web.RequestKey("key_id", str)  # the id of the key that passed, for the access log
 
 
@@ -71,6 +75,7 @@ def hidden_names(err: shapes.RequestError, grant: Grant | None, config: GatewayC
 
 
 Dispatch = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+METRICS_PATH = "/metrics"
 
 
 def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, routes: str) -> Dispatch:
@@ -79,8 +84,14 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
         connections.started(request)
+        began = time.perf_counter()
+        ROUTE.set(UNMATCHED)
+        REQUEST_MODEL.set(NO_MODEL)
         try:
             response = await answer(request)
+            route = ROUTE.get()
+            if route != METRICS_PATH:  # a scrape counts nothing: every worker's answer stays the same
+                handlers.metrics.request_done(REQUEST_MODEL.get(), route, response.status, time.perf_counter() - began)
             return await send(request, response, config.write_timeout_s)
         finally:
             connections.done(request)
@@ -88,6 +99,7 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
     async def answer(request: web.BaseRequest) -> web.StreamResponse:
         raw_path = request.raw_path.split("?", 1)[0]
         if raw_path == OPENAPI_PATH:
+            ROUTE.set(OPENAPI_PATH)
             if request.method in ("GET", "HEAD"):
                 return web.Response(body=openapi_body, content_type="application/json")
             refused = shapes.error_body(405, f"{request.method} is not allowed on {OPENAPI_PATH}", False)
@@ -134,7 +146,10 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
             target = resolve(raw_path, routes, config)
         except shapes.RequestError as err:
             raise hidden_names(err, require(request, keys, "any"), config) from None
+        ROUTE.set(target.route.path)
         grant = require(request, keys, target.key_kind(config))
+        if grant is None and target.route.action is Action.METRICS and config.metrics_auth:
+            raise Unauthorised  # EMBED_METRICS_AUTH with no key in force that has the metrics scope: closed
         GRANT.set(grant)
         if grant is not None:
             request[KEY_ID] = grant.id

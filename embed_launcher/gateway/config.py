@@ -19,6 +19,7 @@ DEFAULT_WRITE_TIMEOUT_S = 60.0  # a client reads its answer within this, else it
 DEFAULT_IDLE_TIMEOUT_S = 75.0  # an idle keep-alive connection is closed after this
 DEFAULT_UPSTREAM_TIMEOUT_S = 600.0  # one request to a TEI, answer read in full
 DEFAULT_DRAIN_S = 5.0  # in-flight requests get this long after SIGTERM (the plan fits it in the stop timeout)
+DEFAULT_SCRAPE_TIMEOUT_S = 1.0  # /metrics waits this long for each TEI's; a late one is left out and counted
 
 
 class GatewayConfigError(ValueError):
@@ -91,6 +92,10 @@ class GatewayConfig:
     drain_s: float = DEFAULT_DRAIN_S
     token_input: str = "reject"  # EMBED_TOKEN_INPUT: token ids on OpenAI routes (reject, decode, passthrough)
     balance: str = "least-inputs"  # how a model's replicas share its requests (BALANCES)
+    metrics: bool = True  # count requests for /metrics (off only to measure what counting costs)
+    metrics_auth: bool = False  # EMBED_METRICS_AUTH: /metrics needs a key with the metrics scope
+    scrape_timeout_s: float = DEFAULT_SCRAPE_TIMEOUT_S  # /metrics: each TEI's own, within this
+    status_file: str = ""  # the launcher's live status (replica states, restarts) for /metrics; "": none
     _index: dict[str, ModelRoute] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -144,7 +149,8 @@ class GatewayConfig:
 _TOP = {"listen": list, "models": list, "wait_s": (int, float), "access_log": bool, "workers": int,
         "created": int, "max_body_bytes": int, "max_inputs": int, "read_timeout_s": (int, float),
         "write_timeout_s": (int, float), "idle_timeout_s": (int, float), "upstream_timeout_s": (int, float),
-        "drain_s": (int, float), "token_input": str, "balance": str}
+        "drain_s": (int, float), "token_input": str, "balance": str, "metrics": bool, "metrics_auth": bool,
+        "scrape_timeout_s": (int, float), "status_file": str}
 _LISTENER = {"host": str, "port": int, "routes": str}
 _MODEL = {"name": str, "kind": str, "upstream": str, "aliases": list, "max_client_batch_size": int, "default": bool,
           "prompts": dict, "matryoshka_dimensions": list, "replicas": list}
@@ -202,7 +208,7 @@ def validate(config: GatewayConfig) -> list[str]:
         problems.append("max_body_bytes: must be >= 1")
     if config.max_inputs < 1:
         problems.append("max_inputs: must be >= 1")
-    for name in ("read_timeout_s", "write_timeout_s", "idle_timeout_s", "upstream_timeout_s"):
+    for name in ("read_timeout_s", "write_timeout_s", "idle_timeout_s", "upstream_timeout_s", "scrape_timeout_s"):
         if getattr(config, name) <= 0:
             problems.append(f"{name}: must be > 0")
     if config.drain_s < 0:

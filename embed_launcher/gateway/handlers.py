@@ -14,8 +14,10 @@ from embed_launcher.gateway import batching, connections, shapes, tokens
 from embed_launcher.gateway.config import GatewayConfig, ModelRoute
 from embed_launcher.gateway.dialects import EmbedCall, cohere, ollama, tei
 from embed_launcher.gateway.dialects import openai as openai_dialect
+from embed_launcher.gateway.metrics import REQUEST_MODEL, Metrics
 from embed_launcher.gateway.relay import JSON, relay
 from embed_launcher.gateway.routes import Action, Target, default_model
+from embed_launcher.gateway.scrape import CONTENT_TYPE, Scraper
 from embed_launcher.gateway.shapes import RequestError
 from embed_launcher.gateway.upstream import Reply, Upstream, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 
@@ -35,8 +37,10 @@ class ChunkFailed(Exception):
 class Handlers:
     """The actions of the route table, bound to one worker's upstreams."""
 
-    def __init__(self, config: GatewayConfig, upstreams: dict[str, Upstream]) -> None:
+    def __init__(self, config: GatewayConfig, upstreams: dict[str, Upstream], metrics: Metrics | None = None) -> None:
         self.config, self.upstreams = config, upstreams
+        self.metrics = metrics or Metrics(config, counting=config.metrics)
+        self.scraper = Scraper(config, upstreams, self.metrics)
         self.decode = tokens.decoder() if config.token_input == "decode" else None
         self.facts: dict[str, dict[str, Any]] = {}  # per model, what its TEI told: dimensions, max_input_length
         self.missing_prompts: set[tuple[str, str]] = set()  # (model, prompt name) its TEI refused
@@ -45,7 +49,7 @@ class Handlers:
             Action.OPENAI: self.openai, Action.COHERE: self.cohere, Action.COHERE_EMBED: self.cohere_embed,
             Action.RERANK: self.rerank, Action.NATIVE: self.native, Action.OLLAMA_EMBED: self.ollama_embed,
             Action.OLLAMA_TAGS: self.ollama_tags, Action.OLLAMA_SHOW: self.ollama_show,
-            Action.OLLAMA_VERSION: self.ollama_version, Action.METRICS: self.native,
+            Action.OLLAMA_VERSION: self.ollama_version, Action.METRICS: self.prometheus,
         }
 
     async def handle(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
@@ -60,6 +64,10 @@ class Handlers:
         message = f"waiting for the first ready of {waiting} of {len(self.upstreams)} models"
         return web.Response(status=503, body=json.dumps({"error": message, "error_type": "Unhealthy"}),
                             content_type=JSON)
+
+    async def prometheus(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
+        """Every model's and replica's metrics, and the gateway's own (gateway/scrape.py)."""
+        return web.Response(body=await self.scraper.render(), headers={"Content-Type": CONTENT_TYPE})
 
     def visible(self, models: Sequence[ModelRoute]) -> list[ModelRoute]:
         """The models this caller may see: every one here; a key limited to some sees only those."""
@@ -104,16 +112,19 @@ class Handlers:
     def model(self, target: Target, asked: Any = None) -> ModelRoute:
         """The path's model, else the body's ``model`` among the route's kinds, else the route's default."""
         if target.model is not None:
+            REQUEST_MODEL.set(target.model.name)
             return target.model
         if asked:
             model = self.config.find(asked) if isinstance(asked, str) else None
             if model is None or model.kind not in target.route.kinds:
                 raise shapes.unknown_model(str(asked), self.visible(self.config.of_kind(*target.route.kinds)),
                                            target.route.path)
+            REQUEST_MODEL.set(model.name)
             return model
         model = default_model(target.route, self.config)
         if model is None:
             raise RequestError(404, f"no {' or '.join(target.route.kinds)} model is configured", "model_not_found")
+        REQUEST_MODEL.set(model.name)
         return model
 
     def upstream(self, model: ModelRoute) -> Upstream:
@@ -149,6 +160,7 @@ class Handlers:
         self.check_inputs(batch, split.field)
         chunks = batching.chunk_bodies(body, split, path, model.max_client_batch_size)
         if chunks is None:
+            self.metrics.sent_inputs(model.name, len(batch or ()) or 1)
             reply = await self.upstream(model).send("POST", path, raw, inputs=len(batch or ()) or 1)
             return await self.relay(request, target, reply)
         replies = await self.send_all(model, path, chunks)
@@ -177,6 +189,7 @@ class Handlers:
         self.check_inputs(batch, "input")
         chunks = batching.chunk_bodies(body, split, "/v1/embeddings", model.max_client_batch_size)
         if chunks is None:
+            self.metrics.sent_inputs(model.name, len(batch or ()) or 1)
             reply = await self.upstream(model).send("POST", "/v1/embeddings", raw, inputs=len(batch or ()) or 1)
             return await self.relay(request, target, reply, rename=asked if reply.status == 200 else None)
         replies = await self.send_all(model, "/v1/embeddings", chunks)
@@ -302,6 +315,9 @@ class Handlers:
         its inputs, so the model's replicas share the chunks by load."""
         upstream = self.upstream(model)
         split = batching.SPLITS[path]
+        self.metrics.sent_inputs(model.name, sum(len(batching.batch_of(b, split, path) or ()) or 1 for b in bodies))
+        if len(bodies) > 1:
+            self.metrics.split(model.name)
         replies: list[Reply | None] = [None] * len(bodies)
         queue = iter(enumerate(bodies))
 

@@ -175,7 +175,7 @@ def _responses(route: Route, method: str, answer: Schema | None) -> dict[str, An
     elif route.action == Action.OLLAMA_SHOW:
         statuses = (400, 401, 404, 413, 415, 429)
     elif route.action == Action.METRICS:
-        statuses = (404, 502, 503, 504)
+        statuses = (401, 403)  # EMBED_METRICS_AUTH=true: no key, or one without the metrics scope
         if not head:
             ok["content"] = {"text/plain": {"schema": {"type": "string"}}}
     else:

@@ -30,7 +30,7 @@ class Action(StrEnum):
     OLLAMA_TAGS = "ollama_tags"  # Ollama's model list (the embedding models)
     OLLAMA_SHOW = "ollama_show"  # Ollama's one-model description
     OLLAMA_VERSION = "ollama_version"  # Ollama's version probe, public like /health
-    METRICS = "metrics"  # TEI's Prometheus text of the listener's default model, public as TEI's /metrics
+    METRICS = "metrics"  # the gateway's Prometheus text: its own families and every TEI's, relabelled
 
 
 class Dialect(StrEnum):
@@ -75,9 +75,8 @@ def _table(kinds_of_neutral: tuple[str, ...], rerank_only: bool) -> dict[str, Ro
         Route("/info", GET, Action.NATIVE, kinds_of_neutral), Route("/tokenize", POST, Action.NATIVE, neutral),
         Route("/decode", POST, Action.NATIVE, neutral), Route("/", POST, Action.NATIVE, neutral),
         Route("/invocations", POST, Action.NATIVE, neutral),
-        # What TEI serves on this port today, so a scrape (or the queue autoscaler) that read TEI goes on
-        # reading the same TEI: the default model of the listener's kinds, as /info.
-        Route("/metrics", GET, Action.METRICS, kinds_of_neutral),
+        # Every model's and replica's, on every listener (public as TEI's, or EMBED_METRICS_AUTH: gateway/scrape.py).
+        Route("/metrics", GET, Action.METRICS),
     ]
     if not rerank_only:
         routes += [
@@ -116,6 +115,8 @@ class Target:
 
     def key_kind(self, config: GatewayConfig) -> str | None:
         """`rerank` or `embed`: which key guards this request; None for public routes, "any" for listings."""
+        if self.route.action is Action.METRICS and config.metrics_auth:
+            return "metrics"
         if self.route.action in PUBLIC:
             return None
         if self.route.action in LISTINGS:

@@ -21,6 +21,7 @@ from embed_launcher.gateway.config import DEFAULT_DRAIN_S, GatewayConfig
 from embed_launcher.gateway.connections import GatewayServer
 from embed_launcher.gateway.handlers import Handlers
 from embed_launcher.gateway.keystore import KeyStore
+from embed_launcher.gateway.metrics import Metrics
 from embed_launcher.gateway.upstream import Upstream
 from embed_launcher.reporting.errors import LauncherError
 
@@ -57,11 +58,12 @@ async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: C
     with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (an in-process test): no SIGHUP
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: store.poll(force=True))
     watcher = asyncio.create_task(store.watch(stop))
+    metrics = Metrics(config, counting=config.metrics)
     upstreams = {m.name: Upstream(m, keys.for_kind(m.kind), config.wait_s, config.upstream_timeout_s,
-                                  config.balance) for m in config.models}
+                                  config.balance, metrics if config.metrics else None) for m in config.models}
     for upstream in upstreams.values():
         await upstream.start()
-    handlers = GuardedHandlers(config, upstreams)
+    handlers = GuardedHandlers(config, upstreams, metrics)
     runners: list[web.ServerRunner] = []
     try:
         for listener in config.listen:
@@ -81,6 +83,7 @@ async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: C
         with contextlib.suppress(Exception):  # best-effort: the last uses since the previous write
             store.uses.flush(time.monotonic(), force=True)
         await asyncio.gather(*(r.cleanup() for r in runners))
+        await handlers.scraper.close()
         for upstream in upstreams.values():
             await upstream.close()
 

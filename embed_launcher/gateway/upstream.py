@@ -17,6 +17,7 @@ from aiohttp.tracing import Trace
 from multidict import CIMultiDictProxy
 
 from embed_launcher.gateway.config import BALANCES, ModelRoute
+from embed_launcher.gateway.metrics import Metrics
 
 BUFFER_BYTES = 256 * 1024  # answers up to this size are read whole (and can be retried); larger ones stream
 FIRST_POLL_S, MAX_POLL_S = 0.02, 0.5
@@ -186,8 +187,9 @@ class Upstream:
     """
 
     def __init__(self, model: ModelRoute, key: str | None, wait_s: float, timeout_s: float = 600.0,
-                 balance: str = BALANCES[0]) -> None:
+                 balance: str = BALANCES[0], metrics: Metrics | None = None) -> None:
         self.model, self.wait_s, self.timeout_s, self.balance = model, wait_s, timeout_s, balance
+        self.metrics = metrics
         headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
@@ -227,11 +229,14 @@ class Upstream:
         return min(ordered, key=lambda r: r.inputs)  # min keeps the first of equals: ties go in turn
 
     async def _choose(self, deadline: float) -> Replica:
-        loop = asyncio.get_running_loop()
+        loop, waited = asyncio.get_running_loop(), False
         while True:
             replica = self.pick()
             if replica is not None:
                 return replica
+            if self.metrics is not None and not waited:
+                waited = True
+                self.metrics.waited(self.model.name)
             waits = [loop.create_task(r.ready.wait()) for r in self.replicas]
             try:
                 done, _ = await asyncio.wait(waits, timeout=max(deadline - loop.time(), 0.0),
@@ -265,7 +270,8 @@ class Upstream:
         ``inputs`` (the texts or documents the body holds) is what the request weighs for least-inputs.
         """
         loop = asyncio.get_running_loop()
-        deadline, resent = loop.time() + self.wait_s, False
+        deadline, resent, tries = loop.time() + self.wait_s, False, 0
+        metrics = self.metrics
         dropped_by: Replica | None = None  # the replica that died under this request, once
         failure = ""
         while True:
@@ -278,6 +284,11 @@ class Upstream:
                 replica = sibling
             attempt = Attempt()
             replica.inputs += inputs
+            if metrics is not None:
+                tries += 1
+                if tries > 1:
+                    metrics.retried(self.model.name)
+                metrics.in_flight(self.model.name, replica.number, inputs)
             try:
                 reply = await replica.attempt(method, path, body, whole, attempt)
                 if reply.status in UNHEALTHY_STATUSES and len(self.replicas) > 1:
@@ -296,3 +307,5 @@ class Upstream:
                 raise UpstreamTimeout(self.model, self.timeout_s) from None
             finally:
                 replica.inputs -= inputs
+                if metrics is not None:
+                    metrics.in_flight(self.model.name, replica.number, -inputs)

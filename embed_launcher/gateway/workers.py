@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import queue
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 
 from embed_launcher.gateway.config import DEFAULT_DRAIN_S
 from embed_launcher.gateway.keyuse import WORKER_VAR
+from embed_launcher.gateway.metrics import MULTIPROC_VAR
 from embed_launcher.reporting.errors import LauncherError
 
 READY_FD_VAR = "EMBED_GATEWAY_READY_FD"
@@ -37,21 +40,27 @@ class Workers:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda signum, _frame: self.signals.put(signum))
-        read_fd = self.spawn_workers()
+        # The workers' metric values (prometheus_client's multiprocess mode): a private directory, new for
+        # this group (values left by an earlier one would be added in), removed once every worker is gone.
+        shared = tempfile.mkdtemp(prefix="embed-gateway-metrics-")
         try:
-            return self.loop(read_fd)
+            read_fd = self.spawn_workers({MULTIPROC_VAR: shared})
+            try:
+                return self.loop(read_fd)
+            finally:
+                os.close(read_fd)
+                self.kill_workers()
         finally:
-            os.close(read_fd)
-            self.kill_workers()
+            shutil.rmtree(shared, ignore_errors=True)
 
-    def spawn_workers(self) -> int:
+    def spawn_workers(self, extra_env: Mapping[str, str] | None = None) -> int:
         """Start every worker; return the read end of their ready pipe.
 
         A spawn that fails midway (EAGAIN, ENOMEM) kills and reaps the workers already started and
         closes both pipe ends before raising: nothing may outlive a gateway that failed to start.
         """
         read_fd, write_fd = os.pipe()
-        env = {**self.environ, READY_FD_VAR: str(write_fd)}
+        env = {**self.environ, **(extra_env or {}), READY_FD_VAR: str(write_fd)}
         argv = [sys.executable, "-m", "embed_launcher.gateway", "--worker"]
         try:
             for index in range(self.count):  # the index names the worker's key-use file (gateway/keyuse.py)

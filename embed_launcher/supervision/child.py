@@ -10,6 +10,8 @@ from embed_launcher.supervision.policy import ChildState, RestartPolicy
 from embed_launcher.supervision.process import Handle
 
 STARTUP_POLL_S = 0.1  # /health while starting; the "Ready" log line triggers an earlier probe
+CRASH = "crash"  # a restart's reason when the process ended on its own
+KILL_REASONS = ("unhealthy", "hung", "start_timeout")  # when the launcher killed it: failed checks, hung, not ready
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,16 @@ class Child:
     last_exit: str | None = None
     oom_streak: int = 0  # consecutive exits with CUDA out of memory
     abandoned: bool = False  # given up while its sibling replicas serve: never restarted
+    # Why the launcher killed it (KILL_REASONS), while `killing`; an exit on its own is a crash.
+    kill_reason: str = ""
+    exit_reason: str = CRASH  # why the last process ended: what its restart is counted under
+    restarts_by_reason: dict[str, int] = field(default_factory=dict)  # the status's (and /metrics') breakdown
+
+    def killed_for(self, reason: str) -> None:
+        """We SIGKILL it for ``reason`` (one of KILL_REASONS): its exit counts as that, not as a crash."""
+        self.killing, self.kill_reason = True, reason
+
+    def spawned(self, before: int) -> None:
+        """A process was started; a restart (the policy's count went up from ``before``) is counted by reason."""
+        if self.state.restarts > before:
+            self.restarts_by_reason[self.exit_reason] = self.restarts_by_reason.get(self.exit_reason, 0) + 1

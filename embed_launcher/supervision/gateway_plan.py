@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from embed_launcher.config.settings import RERANK, Settings
+from embed_launcher.config.variables import STATUS_FILE
 from embed_launcher.gateway.config import DEFAULT_DRAIN_S, GatewayConfig, Listener, ModelRoute
 
 LOOPBACK = "127.0.0.1"
@@ -81,4 +82,6 @@ def gateway_config(settings: Settings, children: Sequence[Child], *, created: in
         drain_s=drain_s(settings.stop_timeout_s),
         token_input=settings.token_input,
         balance=settings.gateway_balance,
+        metrics_auth=settings.metrics_auth,
+        status_file=str(settings.data_dir / STATUS_FILE),  # replica states and restarts, read at each scrape
     )

@@ -43,6 +43,7 @@ def live_status(children: Sequence[Child], now: float, *, wall_offset: float, st
             "idle_s": round(c.liveness.idle_s(now), 1) if busy else None,
             "since": round(c.state.since + wall_offset, 3),
             "restarts": c.state.restarts,
+            "restarts_by_reason": dict(c.restarts_by_reason),  # crash, unhealthy, hung, start_timeout
             "last_exit": c.last_exit,
             "health_url": c.spec.health_url,
             "metrics_url": c.spec.metrics_url,

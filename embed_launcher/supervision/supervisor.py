@@ -11,7 +11,7 @@ from typing import Protocol
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from embed_launcher.supervision import liveness, policy
-from embed_launcher.supervision.child import DEFAULT_TIMING, Child, Timing
+from embed_launcher.supervision.child import CRASH, DEFAULT_TIMING, Child, Timing
 from embed_launcher.supervision.events import Event, Mailbox, ProbeAnswered, ReadyLogged, SignalReceived
 from embed_launcher.supervision.hints import hint_for, says_cuda_oom
 from embed_launcher.supervision.liveness import Answer, Check, Liveness, Progress
@@ -149,16 +149,19 @@ class Supervisor:
         child.generation += 1
         child.probing = False
         child.liveness = Liveness()
-        child.killing = False
+        child.killing, child.kill_reason = False, ""
         child.next_probe_at = now + self.timing.startup_poll_s
+        before = child.state.restarts
         try:
             child.handle = self.spawner.spawn(child.spec)
         except OSError as exc:
             child.state = policy.spawned(child.state, now)
+            child.spawned(before)
             self.console.error(f"Error: could not start {child.spec.argv[0]}: {exc.strerror or exc}.")
             self.child_exited(child, 127, now)
             return
         child.state = policy.spawned(child.state, now)
+        child.spawned(before)
 
     def begin_stop(self, now: float, exit_code: int, reason: str) -> None:
         """TERM every child's process group; KILL whatever is left at the stop deadline."""
@@ -282,7 +285,7 @@ class Supervisor:
             child.liveness, now, max_failures=self.timing.health_failures, hang_timeout_s=self.timing.hang_timeout_s
         )
         if reason is not None and child.handle is not None and not child.killing:
-            child.killing = True
+            child.killed_for("unhealthy" if child.liveness.failures >= self.timing.health_failures else "hung")
             self.console.error(f"Error: {child.spec.label} server {reason}; restarting it.")
             self.spawner.signal(child.handle, signal.SIGKILL)
         if child.liveness.health is not before:
@@ -324,6 +327,7 @@ class Supervisor:
         child.handle = None
         child.generation += 1
         child.last_exit = describe_exit(returncode)
+        child.exit_reason = child.kill_reason if child.killing and child.kill_reason else CRASH
         if child.killing and returncode == -signal.SIGKILL:
             # We killed it (ready timeout, failed health checks): no OOM hint to send people astray.
             child.last_exit = "killed by the launcher with SIGKILL"
@@ -439,7 +443,7 @@ class Supervisor:
                     f"Error: {child.spec.label} server did not become ready within"
                     f" {self.timing.ready_timeout_s:g} seconds."
                 )
-                child.killing = True  # its exit is then counted as a failed start
+                child.killed_for("start_timeout")  # its exit is then counted as a failed start
                 self.spawner.signal(child.handle, signal.SIGKILL)
         elif phase in (Phase.STARTING, Phase.RUNNING):
             if not child.probing and now >= child.next_probe_at and child.handle is not None:
