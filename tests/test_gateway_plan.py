@@ -63,3 +63,13 @@ def test_the_config_is_built_by_gateway_plan_alone() -> None:
                                                    "http://127.0.0.1:30002"]
     assert config.listen == gateway_listen(s) and config.created == 7
     assert json.loads(config.to_json())["max_inputs"] == 8192
+
+
+def test_the_log_format_reaches_tei_and_the_gateway() -> None:
+    """EMBED_LOG_FORMAT=json: each TEI gets its own --json-output, the gateway its log_format; text adds nothing."""
+    for value, flag, fmt in (("json", True, "json"), ("text", False, "text")):
+        s = settings(EMBED_LOG_FORMAT=value)
+        ports = {svc.name: (20000 + 2 * i, 20001 + 2 * i) for i, svc in enumerate(s.services)}
+        *teis, gateway = build_plan(s, tei_bin="tei", keys={}, model_sources={}, parent_env={}, internal_ports=ports)
+        assert all(("--json-output" in t.argv) is flag for t in teis)
+        assert GatewayConfig.from_json(gateway.env["EMBED_GATEWAY_CONFIG"]).log_format == fmt

@@ -11,6 +11,7 @@ KINDS = ("embed", "sparse", "rerank")
 TOKEN_POLICIES = ("reject", "decode", "passthrough")  # EMBED_TOKEN_INPUT
 ROUTE_SETS = ("all", "rerank")
 BALANCES = ("least-inputs", "round-robin")  # EMBED_GATEWAY_BALANCE
+LOG_FORMATS = ("text", "json")  # EMBED_LOG_FORMAT
 DEFAULT_WAIT_S = 30.0
 DEFAULT_MAX_BODY_BYTES = 2_000_000  # TEI's own default payload limit
 DEFAULT_MAX_INPUTS = 8192  # inputs in one request, whatever the models' batch limits (cut into chunks)
@@ -91,6 +92,7 @@ class GatewayConfig:
     drain_s: float = DEFAULT_DRAIN_S
     token_input: str = "reject"  # EMBED_TOKEN_INPUT: token ids on OpenAI routes (reject, decode, passthrough)
     balance: str = "least-inputs"  # how a model's replicas share its requests (BALANCES)
+    log_format: str = "text"  # EMBED_LOG_FORMAT: the access log's and the gateway's own lines (LOG_FORMATS)
     _index: dict[str, ModelRoute] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -144,7 +146,8 @@ class GatewayConfig:
 _TOP = {"listen": list, "models": list, "wait_s": (int, float), "access_log": bool, "workers": int,
         "created": int, "max_body_bytes": int, "max_inputs": int, "read_timeout_s": (int, float),
         "write_timeout_s": (int, float), "idle_timeout_s": (int, float), "upstream_timeout_s": (int, float),
-        "drain_s": (int, float), "token_input": str, "balance": str}
+        "drain_s": (int, float), "token_input": str, "balance": str,
+        "log_format": str}
 _LISTENER = {"host": str, "port": int, "routes": str}
 _MODEL = {"name": str, "kind": str, "upstream": str, "aliases": list, "max_client_batch_size": int, "default": bool,
           "prompts": dict, "matryoshka_dimensions": list, "replicas": list}
@@ -211,6 +214,8 @@ def validate(config: GatewayConfig) -> list[str]:
         problems.append(f"token_input: {config.token_input!r} is not one of {', '.join(TOKEN_POLICIES)}")
     if config.balance not in BALANCES:
         problems.append(f"balance: {config.balance!r} is not one of {', '.join(BALANCES)}")
+    if config.log_format not in LOG_FORMATS:
+        problems.append(f"log_format: {config.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     return problems
 
 

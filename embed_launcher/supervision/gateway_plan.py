@@ -81,4 +81,5 @@ def gateway_config(settings: Settings, children: Sequence[Child], *, created: in
         drain_s=drain_s(settings.stop_timeout_s),
         token_input=settings.token_input,
         balance=settings.gateway_balance,
+        log_format=settings.log_format,
     )
