@@ -82,7 +82,8 @@ def fallback_address(host: str, inside_container: bool) -> str:
 def is_ready_line(text: str) -> bool:
     """TEI's last start-up line, in text or JSON log format (tei-contract §2; the relay passes a JSON
     line's message: `Ready`), or the gateway's."""
-    return text == "Ready" or text.endswith(": Ready") or '"message":"Ready"' in text or text.startswith("Gateway ready")
+    return (text == "Ready" or text.endswith(": Ready") or '"message":"Ready"' in text
+            or text.startswith("Gateway ready"))
 
 
 class Launcher:
