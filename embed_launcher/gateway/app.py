@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -11,13 +10,14 @@ from typing import Any
 
 from aiohttp import web
 
-from embed_launcher.gateway import connections, shapes
+from embed_launcher.gateway import connections, logs, shapes
 from embed_launcher.gateway.access import Grant, Need, model_refusal
 from embed_launcher.gateway.config import GatewayConfig, ModelRoute
 from embed_launcher.gateway.handlers import Handlers
 from embed_launcher.gateway.keystore import KeyStore
 from embed_launcher.gateway.openapi import OPENAPI_PATH, document
 from embed_launcher.gateway.relay import send
+from embed_launcher.gateway.requestid import HEADER
 from embed_launcher.gateway.routes import Target, resolve, speaks_openai
 from embed_launcher.gateway.upstream import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 
@@ -42,6 +42,7 @@ class Keys:
 # and GuardedHandlers reads it once the model is known (from the path, the body or the default).
 GRANT: ContextVar[Grant | None] = ContextVar("grant", default=None)
 KEY_ID = web.RequestKey("key_id", str)  # the id of the key that passed, for the access log
+REQUEST_LOG = web.RequestKey("request_log", logs.RequestLog)  # the request's id and facts, for the access log
 
 
 class GuardedHandlers(Handlers):
@@ -79,8 +80,13 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
         connections.started(request)
+        log = logs.RequestLog.of(request.headers)
+        logs.CURRENT.set(log)  # this request's task (and the tasks it starts) see it
+        request[REQUEST_LOG] = log
         try:
             response = await answer(request)
+            if not response.prepared:  # a streamed answer got it from relay before its head went out
+                response.headers[HEADER] = log.id
             return await send(request, response, config.write_timeout_s)
         finally:
             connections.done(request)
@@ -122,8 +128,7 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
         except (ConnectionResetError, web.HTTPException):
             raise
         except Exception as exc:  # never a traceback to a client; one line for the operator
-            print(f"Error: {request.method} {raw_path}: unexpected {type(exc).__name__}: {exc}", flush=True,
-                  file=sys.stdout)
+            logs.say_about_request(f"Error: {request.method} {raw_path}: unexpected {type(exc).__name__}: {exc}")
             return error(500, f"internal gateway error ({type(exc).__name__})", openai, "internal_error")
 
     def checked(request: web.BaseRequest, raw_path: str) -> Target:
@@ -177,7 +182,7 @@ def require(request: web.BaseRequest, keys: KeyStore, need: Need) -> Grant | Non
 
 def say_refusal(request: web.BaseRequest, exc: Forbidden) -> None:
     """One log line per 403: the message names the key's id, never the key."""
-    print(f"Refused: {request.method} {request.raw_path.split('?', 1)[0]}: {exc}", flush=True, file=sys.stdout)
+    logs.say_about_request(f"Refused: {request.method} {request.raw_path.split('?', 1)[0]}: {exc}")
 
 
 def error(status: int, message: str, openai: bool, code: str | None = None, allow: str | None = None,

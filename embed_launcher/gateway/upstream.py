@@ -16,6 +16,7 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 from multidict import CIMultiDictProxy
 
+from embed_launcher.gateway import logs
 from embed_launcher.gateway.config import BALANCES, ModelRoute
 
 BUFFER_BYTES = 256 * 1024  # answers up to this size are read whole (and can be retried); larger ones stream
@@ -162,7 +163,9 @@ class Replica:
     async def attempt(self, method: str, path: str, body: bytes | None, whole: bool, attempt: Attempt) -> Reply:
         assert self._session is not None
         ATTEMPT.set(attempt)
-        response = await self._session.request(method, self.base + path, data=body, headers=self.headers)
+        log = logs.CURRENT.get()
+        headers = self.headers if log is None else {**self.headers, **log.upstream_headers()}
+        response = await self._session.request(method, self.base + path, data=body, headers=headers)
         try:
             length = response.content_length
             if whole or (length is not None and length <= BUFFER_BYTES):
@@ -243,7 +246,7 @@ class Upstream:
                 raise UpstreamUnavailable(self.model, self.wait_s)
 
     async def send(self, method: str, path: str, body: bytes | None = None, *, whole: bool = False,
-                   inputs: int = 1) -> Reply:
+                   inputs: int | None = None) -> Reply:
         """Send to a ready replica; send again only what no TEI provably processed.
 
         - No connection (refused, connect timeout): that TEI is (re)starting. It is marked down and gets
@@ -260,26 +263,32 @@ class Upstream:
         - TEI's own error for a broken backend (424, 503): relayed as it is (TEI processed the request),
           and with siblings the replica gets no new work until its /health answers 200.
 
-        ``inputs`` (the texts or documents the body holds) is what the request weighs for least-inputs.
+        ``inputs`` (the texts or documents the body holds; None: not a client's inputs, weighs 1) is what
+        the request weighs for least-inputs, and what the access log counts.
         """
         loop = asyncio.get_running_loop()
+        weight, log = inputs or 1, logs.CURRENT.get()
         deadline, resent = loop.time() + self.wait_s, False
         while True:
             replica = await self._choose(deadline)
             attempt = Attempt()
-            replica.inputs += inputs
+            replica.inputs += weight
+            reached = True  # this attempt is the request's (the access log's replica, inputs): not when refused
             try:
                 reply = await replica.attempt(method, path, body, whole, attempt)
                 if reply.status in UNHEALTHY_STATUSES and len(self.replicas) > 1:
                     replica.mark_down()  # its siblings take new work until its /health answers 200 again
                 return reply
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+                reached = False
                 replica.mark_down()  # nobody listening: this TEI is (re)starting
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
                 if resent or not attempt.reused:
                     raise UpstreamFailed(self.model, type(exc).__name__) from None
-                resent = True
+                resent, reached = True, False  # sent again below: that attempt is the one counted
             except TimeoutError:
                 raise UpstreamTimeout(self.model, self.timeout_s) from None
             finally:
-                replica.inputs -= inputs
+                replica.inputs -= weight
+                if log is not None and reached:
+                    log.answered_by(replica.number, inputs)
