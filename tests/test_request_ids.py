@@ -23,8 +23,8 @@ from gateway_harness import (
     auth,
     drop,
     make_teis,
-    start_gateway,
     stack_models,
+    start_gateway,
     stop_stack,
 )
 
@@ -70,12 +70,13 @@ def test_the_id_prefers_the_client_id_then_the_trace_id_then_a_new_one() -> None
 
 
 def test_access_lines_in_both_formats() -> None:
-    """Text keeps its words and ends with rid=; JSON carries the pinned keys and leaves out what is unknown."""
+    """Text keeps its words and gains rid= (before key=, which stays last); JSON carries the pinned keys
+    and leaves out what is unknown."""
     log = logs.RequestLog("rid-1", model="small", replicas=[0, 1], inputs=7)
     try:
         logs.configure("text")
         text = logs.access_line("127.0.0.1", "POST", "/v1/embeddings", "1.1", 200, 10, 0.0125, "ci", log)
-        assert text == '127.0.0.1 "POST /v1/embeddings HTTP/1.1" 200 10 0.012500s key=ci rid=rid-1'
+        assert text == '127.0.0.1 "POST /v1/embeddings HTTP/1.1" 200 10 0.012500s rid=rid-1 key=ci'
         logs.configure("json")
         record = json.loads(logs.access_line("127.0.0.1", "POST", "/v1/embeddings", "1.1", 200, 10, 0.0125,
                                              None, log))
@@ -121,6 +122,13 @@ def sent_to_tei(path: Path, rid: str) -> list[dict[str, Any]]:
     return [r for r in records(path) if r["x-request-id"] == rid]
 
 
+def one_sent(path: Path, rid: str) -> dict[str, Any]:
+    """The one request TEI received with this id (waiting for its record)."""
+    wait_until(lambda: sent_to_tei(path, rid))
+    (seen,) = sent_to_tei(path, rid)
+    return seen
+
+
 @pytest.mark.integration
 def test_a_sent_id_is_echoed_and_reaches_tei(recorded: tuple[Stack, Path]) -> None:
     stack, path = recorded
@@ -128,10 +136,10 @@ def test_a_sent_id_is_echoed_and_reaches_tei(recorded: tuple[Stack, Path]) -> No
                           headers={**auth(), "X-Request-Id": "client-id-1"})
     assert response.status_code == 200
     assert response.headers["X-Request-Id"] == "client-id-1"
-    (seen,) = wait_until(lambda: sent_to_tei(path, "client-id-1"))  # type: ignore[misc]
+    seen = one_sent(path, "client-id-1")
     assert (seen["path"], seen["traceparent"]) == ("/v1/embeddings", None)
     stack.gateway.wait_for('"POST /v1/embeddings HTTP/1.1" 200')
-    assert re.search(r'"POST /v1/embeddings HTTP/1\.1" 200 \d+ [\d.]+s key=default rid=client-id-1\n',
+    assert re.search(r'"POST /v1/embeddings HTTP/1\.1" 200 \d+ [\d.]+s rid=client-id-1 key=default\n',
                      stack.gateway.output())
 
 
@@ -156,12 +164,12 @@ def test_a_traceparent_gives_its_trace_id_and_is_passed_on_unchanged(recorded: t
     response = httpx.post(stack.gateway.url("/rerank"), json={"query": "q", "texts": ["a", "b"]},
                           headers={**auth(RERANK_KEY), "traceparent": TRACEPARENT})
     assert response.status_code == 200 and response.headers["X-Request-Id"] == TRACE
-    (seen,) = wait_until(lambda: sent_to_tei(path, TRACE))  # type: ignore[misc]
+    seen = one_sent(path, TRACE)
     assert seen["traceparent"] == TRACEPARENT
     both = httpx.post(stack.gateway.url("/embed"), json={"inputs": "x"},
                       headers={**auth(), "traceparent": TRACEPARENT, "X-Request-Id": "wins"})
     assert both.headers["X-Request-Id"] == "wins"
-    (seen,) = wait_until(lambda: sent_to_tei(path, "wins"))  # type: ignore[misc]
+    seen = one_sent(path, "wins")
     assert seen["traceparent"] == TRACEPARENT
 
 
@@ -240,7 +248,7 @@ def test_error_lines_about_a_request_name_its_id(tmp_path: Path, log_format: str
     if log_format == "text":
         assert any(line.startswith("Error: POST /v1/embeddings: the answer was cut") and line.endswith(" rid=cut-1")
                    for line in lines)
-        assert any('"POST /embed HTTP/1.1" 502' in line and line.endswith("rid=drop-1") for line in lines)
+        assert any('"POST /embed HTTP/1.1" 502' in line and " rid=drop-1 key=-" in line for line in lines)
         return
     parsed = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"ts", "level", "logger", "msg"} <= set(r) for r in parsed)

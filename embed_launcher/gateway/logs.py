@@ -105,10 +105,12 @@ def access_line(remote: str, method: str, path_qs: str, version: str, status: in
     """The access log's line for one answered request."""
     rid = log.id if log is not None else None
     if not FORMAT.json:
+        # rid before key: the line still ends with key=<id>, as scripts that read it expect
         return (f'{remote} "{method} {path_qs} HTTP/{version}" {status} {size} {seconds:.6f}s '
-                f'key={key or "-"} rid={rid or "-"}')
-    fields: dict[str, Any] = {"model": None, "replica": None, "inputs": None}
-    if log is not None:
-        fields = {"model": log.model, "replica": log.replica(), "inputs": log.inputs or None}
-    return json_line("info", ACCESS_LOGGER, f"{method} {path_qs} HTTP/{version}", request_id=rid, status=status,
-                     duration_ms=round(seconds * 1000, 3), remote=remote, bytes=size, key=key, **fields)
+                f'rid={rid or "-"} key={key or "-"}')
+    known = log or RequestLog("")
+    fields: dict[str, Any] = {  # the pinned keys first, then the text line's other facts
+        "model": known.model, "replica": known.replica(), "request_id": rid, "status": status,
+        "duration_ms": round(seconds * 1000, 3), "inputs": known.inputs or None,
+        "remote": remote, "bytes": size, "key": key}
+    return json_line("info", ACCESS_LOGGER, f"{method} {path_qs} HTTP/{version}", **fields)

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from email.message import Message
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -32,7 +33,7 @@ DIE_MID_BODY_MIN = 64 << 10
 REQUEST_ID_LOG = os.environ.get("FAKE_TEI_REQUEST_ID_LOG")
 
 
-def record_request_ids(path: str, method: str, target: str, headers: Mapping[str, str]) -> None:
+def record_request_ids(path: str, method: str, target: str, headers: Message) -> None:
     line = json.dumps({"method": method, "path": target, "x-request-id": headers.get("x-request-id"),
                        "traceparent": headers.get("traceparent")}) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
