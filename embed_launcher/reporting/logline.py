@@ -14,6 +14,9 @@ from typing import Any
 
 FORMATS = ("text", "json")
 LEVELS = ("debug", "info", "warning", "error")
+# One encoder for every line: json.dumps builds a new one per call whenever an option is given (a third
+# of an access line's cost).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def timestamp(now: float) -> str:
@@ -26,8 +29,10 @@ def json_line(level: str, logger: str, msg: str, now: float | None = None, **fie
     """One log event as one line of JSON; ``fields`` that are None are left out."""
     record: dict[str, Any] = {"ts": timestamp(time.time() if now is None else now), "level": level,
                               "logger": logger, "msg": msg}
-    record.update((k, v) for k, v in fields.items() if v is not None)
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+    for key, value in fields.items():
+        if value is not None:
+            record[key] = value
+    return _ENCODER.encode(record)
 
 
 def json_object(line: str) -> dict[str, Any] | None:
