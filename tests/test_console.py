@@ -15,6 +15,14 @@ def test_every_secret_is_masked_longest_first() -> None:
     assert mask_secrets(line, ("abc", "embed-abc123")) == 'Args { api_key: Some("***"), hf: "***" }'
 
 
+def test_a_secret_is_masked_inside_json_too() -> None:
+    """TEI's --json-output escapes a key's quotes and backslashes in its Args line: masked all the same."""
+    key = 'sec"ret\\42'
+    line = json.dumps({"message": f'Args {{ api_key: Some("{key}") }}'})
+    masked = mask_secrets(line, (key,))
+    assert "sec" not in masked and json.loads(masked) == {"message": 'Args { api_key: Some("***") }'}
+
+
 def test_empty_secrets_are_ignored() -> None:
     """An empty key would otherwise mask every position of the line."""
     assert mask_secrets("hello", ("",)) == "hello"

@@ -240,6 +240,7 @@ def test_error_lines_about_a_request_name_its_id(tmp_path: Path, log_format: str
                        headers={"X-Request-Id": "cut-1"}).read()
         gateway.wait_for("the answer was cut")
         wait_until(lambda: gateway.output().count("cut-1") >= 2)  # the error line and the access line
+        wait_until(lambda: gateway.output().count("drop-1") >= 2)
     finally:
         gateway.stop()
         dropper.close()
@@ -249,6 +250,8 @@ def test_error_lines_about_a_request_name_its_id(tmp_path: Path, log_format: str
         assert any(line.startswith("Error: POST /v1/embeddings: the answer was cut") and line.endswith(" rid=cut-1")
                    for line in lines)
         assert any('"POST /embed HTTP/1.1" 502' in line and " rid=drop-1 key=-" in line for line in lines)
+        assert any(line.startswith("Error: POST /embed: model `dropper`: the server closed the connection")
+                   and line.endswith(" rid=drop-1") for line in lines)
         return
     parsed = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"ts", "level", "logger", "msg"} <= set(r) for r in parsed)
@@ -257,6 +260,8 @@ def test_error_lines_about_a_request_name_its_id(tmp_path: Path, log_format: str
         assert about and all(r["request_id"] == rid for r in about)
     (cut,) = [r for r in parsed if r["msg"].startswith("Error: POST /v1/embeddings: the answer was cut")]
     assert (cut["level"], cut["logger"], cut["model"]) == ("error", "gateway", "cutter")
+    (dropped,) = [r for r in parsed if r["msg"].startswith("Error: POST /embed: model `dropper`")]
+    assert (dropped["level"], dropped["request_id"], dropped["model"]) == ("error", "drop-1", "dropper")
     (access,) = [r for r in parsed if r["logger"] == "gateway.access" and r["request_id"] == "drop-1"]
     assert (access["status"], access["model"], access["inputs"], access["replica"]) == (502, "dropper", 1, 0)
     assert isinstance(access["duration_ms"], float)

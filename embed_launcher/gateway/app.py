@@ -122,8 +122,10 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
         except UpstreamUnavailable as exc:
             return error(503, str(exc), openai, "model_unavailable")
         except UpstreamFailed as exc:
+            say_upstream_failure(request, raw_path, exc)
             return error(502, str(exc), openai, "upstream_failed")
         except UpstreamTimeout as exc:
+            say_upstream_failure(request, raw_path, exc)
             return error(504, str(exc), openai, "upstream_timeout")
         except (ConnectionResetError, web.HTTPException):
             raise
@@ -178,6 +180,12 @@ def require(request: web.BaseRequest, keys: KeyStore, need: Need) -> Grant | Non
     if decision.status == 429:
         raise RateLimited(decision.message, decision.retry_after_s or 1)
     return decision.grant
+
+
+def say_upstream_failure(request: web.BaseRequest, raw_path: str, exc: Exception) -> None:
+    """One line per 502 and 504: a TEI dropped or sat on the request (rare; the operator wants the id). A 503
+    (the model's TEI restarting) is not logged here: a restart under load makes many, the access log has them."""
+    logs.say_about_request(f"Error: {request.method} {raw_path}: {exc}")
 
 
 def say_refusal(request: web.BaseRequest, exc: Forbidden) -> None:

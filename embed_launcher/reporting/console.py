@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import threading
@@ -19,10 +20,11 @@ def strip_ansi(text: str) -> str:
 
 
 def mask_secrets(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every occurrence of every secret, longest first so no fragment survives."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, MASK)
+    """Replace every occurrence of every secret, longest first so no fragment survives; also as it reads
+    inside a JSON string (TEI's --json-output escapes a key's quotes and backslashes)."""
+    forms = {form for secret in secrets if secret for form in (secret, json.dumps(secret)[1:-1])}
+    for secret in sorted(forms, key=len, reverse=True):
+        text = text.replace(secret, MASK)
     return text
 
 
