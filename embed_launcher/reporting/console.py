@@ -6,7 +6,7 @@ import json
 import re
 import sys
 import threading
-from typing import ClassVar, TextIO
+from typing import Any, ClassVar, TextIO
 
 from embed_launcher.reporting.logline import json_line, json_object
 
@@ -80,25 +80,30 @@ class Console:
             except (BrokenPipeError, ValueError):
                 pass  # the reader went away (e.g. `| head`); losing a log line beats dying
 
-    def info(self, text: str = "") -> None:
-        """A launcher message, verbatim (in JSON, one object per line of it; blank spacing lines are left out)."""
+    def info(self, text: str = "", **fields: Any) -> None:
+        """A launcher message, verbatim (in JSON, one object per line of it; blank spacing lines are left out).
+
+        ``fields`` (e.g. the ``model`` and ``replica`` a line is about) go into the JSON line only.
+        """
         for line in text.split("\n"):
             if not self.json:
                 self._write(self.out, line)
             elif line.strip():
-                self._write(self.out, json_line("info", self.logger, line))
+                self._write(self.out, json_line("info", self.logger, line, **fields))
 
     def lines(self, lines: list[str] | tuple[str, ...]) -> None:
         """Several launcher messages, kept together."""
         self.info("\n".join(lines))
 
-    def warn(self, text: str) -> None:
+    def warn(self, text: str, **fields: Any) -> None:
         """A warning that does not stop anything."""
-        self._write(self.err, json_line("warning", self.logger, text) if self.json else self._paint("warn", text))
+        self._write(self.err, json_line("warning", self.logger, text, **fields) if self.json
+                    else self._paint("warn", text))
 
-    def error(self, text: str) -> None:
+    def error(self, text: str, **fields: Any) -> None:
         """An error, as the user will read it: one actionable message (one JSON object, however many lines)."""
-        self._write(self.err, json_line("error", self.logger, text) if self.json else self._paint("error", text))
+        self._write(self.err, json_line("error", self.logger, text, **fields) if self.json
+                    else self._paint("error", text))
 
     def child(self, name: str, text: str) -> None:
         """One line relayed from a child, already masked."""
