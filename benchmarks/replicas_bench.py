@@ -273,9 +273,9 @@ def side_by_side(tmp: Path, args: argparse.Namespace, service_s: float) -> list[
             results[name] = (rps, pct(through, 50) - pct(direct, 50), pct(through, 99) - pct(direct, 99), failed)
     finally:
         gateway.stop()
-        for proc, _ in proxies.values():
+        for name, (proc, _) in proxies.items():
             if proc is not None:
-                proc.send_signal(signal.SIGQUIT if proc.args[0].endswith("nginx") else signal.SIGTERM)
+                proc.send_signal(signal.SIGQUIT if name.startswith("nginx") else signal.SIGTERM)
                 try:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:

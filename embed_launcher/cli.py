@@ -32,7 +32,8 @@ def launcher_command(check: bool) -> None:
     from embed_launcher.supervision.sdnotify import Notifier
 
     line_buffered()
-    console = Console()
+    # JSON from the first line when the environment asks for it (the env file is read later, by load)
+    console = Console(json=os.environ.get("EMBED_LOG_FORMAT", "").strip().lower() == "json")
     launcher = Launcher(os.environ, console, notifier=Notifier(os.environ))
     sys.exit(run_guarded(lambda: launcher.run(check_only=check), console))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,3 +90,22 @@ def test_version() -> None:
     """-V prints the version."""
     result = CliRunner().invoke(launcher_command, ["--version"])
     assert result.exit_code == 0 and "embed-launcher" in result.output
+
+
+def test_log_format_json_and_a_bad_value(tmp_path: Path) -> None:
+    """EMBED_LOG_FORMAT: json from the environment (errors too) or the env file; a bad value is one
+    message naming the variable and the allowed values, exit 2."""
+    tei = tmp_path / "tei"
+    tei.write_text("#!/bin/sh\n")
+    tei.chmod(0o755)
+    env = {"EMBED_TEI_BIN": str(tei), "EMBED_ENV_FILE": str(tmp_path / "none.env"), "EMBED_DATA_DIR": str(tmp_path)}
+    bad = CliRunner().invoke(launcher_command, ["--check"], env={**env, "EMBED_LOG_FORMAT": "yaml"})
+    assert bad.exit_code == 2 and "EMBED_LOG_FORMAT must be one of text, json; got 'yaml'." in bad.output
+    failed = CliRunner().invoke(launcher_command, ["--check"], env={**env, "EMBED_LOG_FORMAT": "json",
+                                                                   "EMBED_PORT": "0"})
+    (line,) = [json.loads(text) for text in failed.output.splitlines()]
+    assert failed.exit_code == 2 and line["level"] == "error" and "EMBED_PORT" in line["msg"]
+    (tmp_path / "json.env").write_text("EMBED_LOG_FORMAT=json\n")
+    valid = CliRunner().invoke(launcher_command, ["--check"], env={**env, "EMBED_ENV_FILE": str(tmp_path / "json.env")})
+    (line,) = [json.loads(text) for text in valid.output.splitlines()]
+    assert valid.exit_code == 0 and (line["level"], line["msg"]) == ("info", "Configuration is valid.")

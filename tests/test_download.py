@@ -270,3 +270,13 @@ def test_disk_full_mid_download(hub: HubStandIn, tmp_path: Path) -> None:
 
     with pytest.raises(LauncherError, match=f"not enough disk space in {tmp_path} for 'BAAI/bge-m3': it ran out"):
         pull(hub, tmp_path, "BAAI/bge-m3", progress=DiskFull(io.StringIO()))
+
+
+def test_plain_progress_lines_can_go_through_the_console() -> None:
+    """EMBED_LOG_FORMAT=json: the download worker hands each progress line to the console (which wraps it)."""
+    lines: list[str] = []
+    progress = PlainProgress(say=lines.append)
+    progress.start("org/model", 2_000_000, 0)
+    progress.finish("org/model")
+    assert [line.split(":")[0] for line in lines] == ["Downloading org/model"] * 2
+    assert lines[0].split(": ")[1].startswith("0%") and lines[1].split(": ")[1].startswith("100%")

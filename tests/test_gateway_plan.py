@@ -70,3 +70,13 @@ def test_metrics_auth_and_the_status_file_reach_the_gateway() -> None:
     defaults = planned_config(EMBED_DATA_DIR="/data")
     assert defaults.status_file == "/data/.status.json" and not defaults.metrics_auth and defaults.metrics
     assert planned_config(EMBED_METRICS_AUTH="true").metrics_auth
+
+
+def test_the_log_format_reaches_tei_and_the_gateway() -> None:
+    """EMBED_LOG_FORMAT=json: each TEI gets its own --json-output, the gateway its log_format; text adds nothing."""
+    for value, flag, fmt in (("json", True, "json"), ("text", False, "text")):
+        s = settings(EMBED_LOG_FORMAT=value)
+        ports = {svc.name: (20000 + 2 * i, 20001 + 2 * i) for i, svc in enumerate(s.services)}
+        *teis, gateway = build_plan(s, tei_bin="tei", keys={}, model_sources={}, parent_env={}, internal_ports=ports)
+        assert all(("--json-output" in t.argv) is flag for t in teis)
+        assert GatewayConfig.from_json(gateway.env["EMBED_GATEWAY_CONFIG"]).log_format == fmt

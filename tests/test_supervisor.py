@@ -609,3 +609,16 @@ def test_a_silent_gateway_is_failing_not_busy() -> None:
     for _ in range(3):
         h.sup.handle_probe("gateway", gateway.generation, Check(Answer.SILENT))
     assert h.spawner.signals == [(h.pid("gateway"), signal.SIGKILL)]
+
+
+def test_in_json_a_line_about_a_child_names_its_model_and_replica(h: Harness) -> None:
+    """EMBED_LOG_FORMAT=json: the exit and restart lines carry `model` and `replica` (issue 20's keys)."""
+    h.sup.console.use_format("json")
+    h.ready("embed")
+    h.ready("rerank")
+    h.exit("embed", 1)
+    lines = [json.loads(line) for line in h.err.getvalue().splitlines()]
+    exited = next(r for r in lines if "exited unexpectedly" in r["msg"])
+    restarting = next(r for r in lines if r["msg"].startswith("Restarting embeddings server"))
+    assert (exited["level"], exited["model"], exited["replica"]) == ("error", "m", 0)
+    assert (restarting["level"], restarting["model"], restarting["replica"]) == ("warning", "m", 0)

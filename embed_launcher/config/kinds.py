@@ -130,6 +130,7 @@ TEXT = Kind(lambda raw: raw, "any text")
 WORD = Kind(lambda raw: None if re.search(r"\s", raw) else raw, "a value without spaces")
 BACKEND = _choice("auto", "onnx", "candle")
 TOKEN_INPUT = _choice("reject", "decode", "passthrough")
+LOG_FORMAT = _choice("text", "json")
 PERSISTENCE = Kind(
     lambda raw: "auto" if raw.lower() == "auto" else _BOOLEANS.get(raw.lower()),
     "auto, or true or false (also 1/0, yes/no, on/off)",

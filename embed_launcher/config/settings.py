@@ -17,6 +17,7 @@ from embed_launcher.config.kinds import (
     COUNT,
     GPUS,
     HOST,
+    LOG_FORMAT,
     MODEL,
     PERSISTENCE,
     SECONDS,
@@ -105,6 +106,7 @@ class Settings:
     gateway_read_timeout_s: float = 60.0
     gateway_upstream_timeout_s: float = 600.0
     token_input: str = "reject"  # EMBED_TOKEN_INPUT
+    log_format: str = "text"  # EMBED_LOG_FORMAT: text or json
     gateway_balance: str = "least-inputs"  # EMBED_GATEWAY_BALANCE
     gateway_allowed: bool = True  # EMBED_GATEWAY is not false: auto replicas may turn the gateway on
     gpus: tuple[str, ...] | None = None  # EMBED_GPUS; None = CUDA_VISIBLE_DEVICES or nvidia-smi -L
@@ -244,6 +246,7 @@ def _settings(r: Reader, env_file: Path, cwd: Path, entries: tuple[ModelEntry, .
         gateway_read_timeout_s=r.required("EMBED_GATEWAY_READ_TIMEOUT", SECONDS),
         gateway_upstream_timeout_s=r.required("EMBED_GATEWAY_UPSTREAM_TIMEOUT", SECONDS),
         token_input=r.required("EMBED_TOKEN_INPUT", TOKEN_INPUT),
+        log_format=r.required("EMBED_LOG_FORMAT", LOG_FORMAT),
         gateway_balance=r.required("EMBED_GATEWAY_BALANCE", BALANCE),
         gateway_allowed=r.required("EMBED_GATEWAY", AUTO_BOOL) is not False,
         gpus=r.optional("EMBED_GPUS", GPUS),

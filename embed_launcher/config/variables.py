@@ -161,6 +161,9 @@ VARIABLES: tuple[Variable, ...] = (
              note="text-embeddings-router on PATH"),
     Variable("EMBED_BACKEND", "auto", "Weights TEI loads, so downloads: auto, onnx or candle",
              _RUN),
+    Variable("EMBED_LOG_FORMAT", "text",
+             "Log lines: text, or json (one JSON object per line: the launcher's, the gateway's access log and"
+             " its own lines; TEI gets --json-output)", _RUN),
     Variable("EMBED_READY_TIMEOUT", "600", "Seconds a TEI start may take to answer /health", _SUP),
     Variable("EMBED_STOP_TIMEOUT", "8", "Seconds to wait for a graceful stop before SIGKILL", _SUP),
     Variable("EMBED_RESTART_DELAY", "1", "Seconds before restarting a crashed child, doubling",

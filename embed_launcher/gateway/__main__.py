@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 
+from embed_launcher.gateway import logs
 from embed_launcher.gateway.app import Keys
 from embed_launcher.gateway.config import GatewayConfig, GatewayConfigError
 from embed_launcher.gateway.keystore import KeyStore
@@ -27,10 +28,13 @@ def load(environ: dict[str, str]) -> GatewayConfig:
         raise LauncherError(f"Error: {exc}", EXIT_CONFIG) from None
 
 
-def main(argv: list[str], environ: dict[str, str]) -> int:
+def main(argv: list[str], environ: dict[str, str], console: Console | None = None) -> int:
     # SIGHUP means "re-read the keys file": until the loop handles it, it must not kill a starting gateway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config, keys = load(environ), Keys.from_environ(environ)
+    logs.configure(config.log_format)  # every line from here on, the access log's too
+    if console is not None:
+        console.use_format(config.log_format)  # the funnel's last words
     if config.token_input == "decode":
         decoder()  # tiktoken and its encoding, found now: a missing one is a clear error, not a failing request
     if "--worker" in argv:
@@ -43,4 +47,5 @@ def main(argv: list[str], environ: dict[str, str]) -> int:
 if __name__ == "__main__":
     line_buffered()
     environ = dict(os.environ)
-    sys.exit(run_guarded(lambda: main(sys.argv[1:], environ), Console(colour=False), environ))
+    console = Console(colour=False, logger=logs.LOGGER)
+    sys.exit(run_guarded(lambda: main(sys.argv[1:], environ, console), console, environ))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
@@ -12,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from embed_launcher.gateway import connections, shapes
+from embed_launcher.gateway import connections, logs, shapes
 from embed_launcher.gateway.access import Grant, Need, model_refusal
 from embed_launcher.gateway.config import GatewayConfig, ModelRoute
 from embed_launcher.gateway.handlers import Handlers
@@ -20,6 +19,7 @@ from embed_launcher.gateway.keystore import KeyStore
 from embed_launcher.gateway.metrics import NO_MODEL, REQUEST_MODEL, UNMATCHED
 from embed_launcher.gateway.openapi import OPENAPI_PATH, document
 from embed_launcher.gateway.relay import send
+from embed_launcher.gateway.requestid import HEADER
 from embed_launcher.gateway.routes import Action, Target, resolve, speaks_openai
 from embed_launcher.gateway.upstream import UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
 
@@ -46,6 +46,7 @@ GRANT: ContextVar[Grant | None] = ContextVar("grant", default=None)
 # The route table's path a request resolved to (its `route` label in embed_requests_total).
 ROUTE: ContextVar[str] = ContextVar("route", default=UNMATCHED)
 KEY_ID = web.RequestKey("key_id", str)  # the id of the key that passed, for the access log
+REQUEST_LOG = web.RequestKey("request_log", logs.RequestLog)  # the request's id and facts, for the access log
 
 
 class GuardedHandlers(Handlers):
@@ -87,8 +88,13 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
         began = time.perf_counter()
         ROUTE.set(UNMATCHED)
         REQUEST_MODEL.set(NO_MODEL)
+        log = logs.RequestLog.of(request.headers)
+        logs.CURRENT.set(log)  # this request's task (and the tasks it starts) see it
+        request[REQUEST_LOG] = log
         try:
             response = await answer(request)
+            if not response.prepared:  # a streamed answer got it from relay before its head went out
+                response.headers[HEADER] = log.id
             route = ROUTE.get()
             if route != METRICS_PATH:  # a scrape counts nothing: every worker's answer stays the same
                 handlers.metrics.request_done(REQUEST_MODEL.get(), route, response.status, time.perf_counter() - began)
@@ -128,14 +134,15 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
         except UpstreamUnavailable as exc:
             return error(503, str(exc), openai, "model_unavailable")
         except UpstreamFailed as exc:
+            say_upstream_failure(request, raw_path, exc)
             return error(502, str(exc), openai, "upstream_failed")
         except UpstreamTimeout as exc:
+            say_upstream_failure(request, raw_path, exc)
             return error(504, str(exc), openai, "upstream_timeout")
         except (ConnectionResetError, web.HTTPException):
             raise
         except Exception as exc:  # never a traceback to a client; one line for the operator
-            print(f"Error: {request.method} {raw_path}: unexpected {type(exc).__name__}: {exc}", flush=True,
-                  file=sys.stdout)
+            logs.say_about_request(f"Error: {request.method} {raw_path}: unexpected {type(exc).__name__}: {exc}")
             return error(500, f"internal gateway error ({type(exc).__name__})", openai, "internal_error")
 
     def checked(request: web.BaseRequest, raw_path: str) -> Target:
@@ -190,9 +197,15 @@ def require(request: web.BaseRequest, keys: KeyStore, need: Need) -> Grant | Non
     return decision.grant
 
 
+def say_upstream_failure(request: web.BaseRequest, raw_path: str, exc: Exception) -> None:
+    """One line per 502 and 504: a TEI dropped or sat on the request (rare; the operator wants the id). A 503
+    (the model's TEI restarting) is not logged here: a restart under load makes many, the access log has them."""
+    logs.say_about_request(f"Error: {request.method} {raw_path}: {exc}")
+
+
 def say_refusal(request: web.BaseRequest, exc: Forbidden) -> None:
     """One log line per 403: the message names the key's id, never the key."""
-    print(f"Refused: {request.method} {request.raw_path.split('?', 1)[0]}: {exc}", flush=True, file=sys.stdout)
+    logs.say_about_request(f"Refused: {request.method} {request.raw_path.split('?', 1)[0]}: {exc}")
 
 
 def error(status: int, message: str, openai: bool, code: str | None = None, allow: str | None = None,

@@ -11,6 +11,7 @@ KINDS = ("embed", "sparse", "rerank")
 TOKEN_POLICIES = ("reject", "decode", "passthrough")  # EMBED_TOKEN_INPUT
 ROUTE_SETS = ("all", "rerank")
 BALANCES = ("least-inputs", "round-robin")  # EMBED_GATEWAY_BALANCE
+LOG_FORMATS = ("text", "json")  # EMBED_LOG_FORMAT
 DEFAULT_WAIT_S = 30.0
 DEFAULT_MAX_BODY_BYTES = 2_000_000  # TEI's own default payload limit
 DEFAULT_MAX_INPUTS = 8192  # inputs in one request, whatever the models' batch limits (cut into chunks)
@@ -96,6 +97,7 @@ class GatewayConfig:
     metrics_auth: bool = False  # EMBED_METRICS_AUTH: /metrics needs a key with the metrics scope
     scrape_timeout_s: float = DEFAULT_SCRAPE_TIMEOUT_S  # /metrics: each TEI's own, within this
     status_file: str = ""  # the launcher's live status (replica states, restarts) for /metrics; "": none
+    log_format: str = "text"  # EMBED_LOG_FORMAT: the access log's and the gateway's own lines (LOG_FORMATS)
     _index: dict[str, ModelRoute] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -150,7 +152,7 @@ _TOP = {"listen": list, "models": list, "wait_s": (int, float), "access_log": bo
         "created": int, "max_body_bytes": int, "max_inputs": int, "read_timeout_s": (int, float),
         "write_timeout_s": (int, float), "idle_timeout_s": (int, float), "upstream_timeout_s": (int, float),
         "drain_s": (int, float), "token_input": str, "balance": str, "metrics": bool, "metrics_auth": bool,
-        "scrape_timeout_s": (int, float), "status_file": str}
+        "scrape_timeout_s": (int, float), "status_file": str, "log_format": str}
 _LISTENER = {"host": str, "port": int, "routes": str}
 _MODEL = {"name": str, "kind": str, "upstream": str, "aliases": list, "max_client_batch_size": int, "default": bool,
           "prompts": dict, "matryoshka_dimensions": list, "replicas": list}
@@ -217,6 +219,8 @@ def validate(config: GatewayConfig) -> list[str]:
         problems.append(f"token_input: {config.token_input!r} is not one of {', '.join(TOKEN_POLICIES)}")
     if config.balance not in BALANCES:
         problems.append(f"balance: {config.balance!r} is not one of {', '.join(BALANCES)}")
+    if config.log_format not in LOG_FORMATS:
+        problems.append(f"log_format: {config.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     return problems
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from embed_launcher.gateway import batching, connections, shapes, tokens
+from embed_launcher.gateway import batching, connections, logs, shapes, tokens
 from embed_launcher.gateway.config import GatewayConfig, ModelRoute
 from embed_launcher.gateway.dialects import EmbedCall, cohere, ollama, tei
 from embed_launcher.gateway.dialects import openai as openai_dialect
@@ -111,6 +111,13 @@ class Handlers:
     # choosing the model ----------------------------------------------------------------------
     def model(self, target: Target, asked: Any = None) -> ModelRoute:
         """The path's model, else the body's ``model`` among the route's kinds, else the route's default."""
+        model = self._model(target, asked)
+        log = logs.CURRENT.get()
+        if log is not None:
+            log.model = model.name  # for the access log and the request's error lines
+        return model
+
+    def _model(self, target: Target, asked: Any) -> ModelRoute:
         if target.model is not None:
             REQUEST_MODEL.set(target.model.name)
             return target.model

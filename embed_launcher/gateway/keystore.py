@@ -19,6 +19,7 @@ from pathlib import Path
 from embed_launcher.gateway.access import Bucket, Decision, KeyRing, Need, candidates, decide
 from embed_launcher.gateway.keyfile import KeyEntry, KeyFileError, parse_keys
 from embed_launcher.gateway.keyuse import UseRecord
+from embed_launcher.gateway.logs import say
 
 POLL_S = 0.5  # with no traffic, a change is applied (and its line logged) within this
 LOG_EVERY_S = 10.0  # 429s of one key are logged at most this often (a client over its limit retries a lot)
@@ -64,9 +65,6 @@ class KeyStore:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], workers: int = 1) -> KeyStore:
         path = environ.get(KEYS_FILE_VAR) or None
-
-        def say(line: str) -> None:
-            print(line, flush=True)
 
         return cls(environ.get("EMBED_GATEWAY_EMBED_KEY") or None, environ.get("EMBED_GATEWAY_RERANK_KEY") or None,
                    Path(path) if path else None, workers=workers, say=say, uses=UseRecord.from_environ(environ, say))

@@ -8,7 +8,8 @@ import json
 import aiohttp
 from aiohttp import web
 
-from embed_launcher.gateway import shapes
+from embed_launcher.gateway import logs, shapes
+from embed_launcher.gateway.requestid import HEADER
 from embed_launcher.gateway.upstream import Reply
 
 JSON = "application/json"
@@ -54,7 +55,10 @@ async def relay(request: web.BaseRequest, reply: Reply, *, openai: bool, timeout
                 rename: str | None = None) -> web.StreamResponse:
     """TEI's answer as it is (status, body, content type, TEI's `x-` headers); on OpenAI and Cohere
     routes a TEI error becomes OpenAI's JSON error shape (TEI's own are flat, or plain text)."""
-    headers = {k: v for k, v in reply.headers.items() if k.lower().startswith("x-")}
+    headers = {k: v for k, v in reply.headers.items() if k.lower().startswith("x-") and k.lower() != "x-request-id"}
+    log = logs.CURRENT.get()
+    if log is not None:  # set here too: a streamed answer's head goes out before the dispatcher sees it
+        headers[HEADER] = log.id
     content_type = reply.headers.get("content-type")
     if content_type:
         headers["Content-Type"] = content_type
@@ -105,8 +109,8 @@ async def stream(request: web.BaseRequest, reply: Reply, headers: dict[str, str]
             await out.write(rename_model(tail, rename) if rename else b"")
             await out.write_eof()
     except (aiohttp.ClientError, TimeoutError) as exc:
-        print(f"Error: {request.method} {request.path}: the answer was cut after {sent} bytes "
-              f"({type(exc).__name__}); the client's connection was closed", flush=True)
+        logs.say_about_request(f"Error: {request.method} {request.path}: the answer was cut after {sent} bytes "
+                               f"({type(exc).__name__}); the client's connection was closed")
         cut(request)
     finally:
         reply.response.release()

@@ -16,7 +16,8 @@ import uvloop
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from embed_launcher.gateway.app import KEY_ID, GuardedHandlers, Keys, build_dispatch
+from embed_launcher.gateway import logs
+from embed_launcher.gateway.app import KEY_ID, REQUEST_LOG, GuardedHandlers, Keys, build_dispatch
 from embed_launcher.gateway.config import DEFAULT_DRAIN_S, GatewayConfig
 from embed_launcher.gateway.connections import GatewayServer
 from embed_launcher.gateway.handlers import Handlers
@@ -29,13 +30,14 @@ DRAIN_S = DEFAULT_DRAIN_S  # the longest drain; config.drain_s (fitted inside EM
 
 
 class AccessLog(AbstractAccessLogger):
-    """One line per request: client, request line, status, bytes, seconds, and the id of the key that
-    passed (`-` for none): never the key itself."""
+    """One line per request: client, request line, status, bytes, seconds, the id of the key that
+    passed (`-` for none; never the key itself) and the request's id (logs.access_line)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        line = f"{request.method} {request.path_qs} HTTP/{request.version.major}.{request.version.minor}"
-        self.logger.info('%s "%s" %s %s %.6fs key=%s', request.remote or "-", line, response.status,
-                         response.body_length, time, request.get(KEY_ID) or "-")
+        version = f"{request.version.major}.{request.version.minor}"
+        self.logger.info("%s", logs.access_line(request.remote or "-", request.method, request.path_qs, version,
+                                                response.status, response.body_length, time,
+                                                request.get(KEY_ID), request.get(REQUEST_LOG)))
 
 
 class ListenError(LauncherError):
@@ -43,7 +45,7 @@ class ListenError(LauncherError):
 
 
 def say(line: str) -> None:
-    print(line, flush=True)
+    logs.say(line)
 
 
 async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: Callable[[], None],

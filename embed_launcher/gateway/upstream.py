@@ -16,6 +16,7 @@ from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 from multidict import CIMultiDictProxy
 
+from embed_launcher.gateway import logs
 from embed_launcher.gateway.config import BALANCES, ModelRoute
 from embed_launcher.gateway.metrics import Metrics
 
@@ -163,7 +164,9 @@ class Replica:
     async def attempt(self, method: str, path: str, body: bytes | None, whole: bool, attempt: Attempt) -> Reply:
         assert self._session is not None
         ATTEMPT.set(attempt)
-        response = await self._session.request(method, self.base + path, data=body, headers=self.headers)
+        log = logs.CURRENT.get()
+        headers = self.headers if log is None else {**self.headers, **log.upstream_headers()}
+        response = await self._session.request(method, self.base + path, data=body, headers=headers)
         try:
             length = response.content_length
             if whole or (length is not None and length <= BUFFER_BYTES):
@@ -248,7 +251,7 @@ class Upstream:
                 raise UpstreamUnavailable(self.model, self.wait_s)
 
     async def send(self, method: str, path: str, body: bytes | None = None, *, whole: bool = False,
-                   inputs: int = 1) -> Reply:
+                   inputs: int | None = None) -> Reply:
         """Send to a ready replica; send again only what no TEI provably processed.
 
         - No connection (refused, connect timeout): that TEI is (re)starting. It is marked down and gets
@@ -267,9 +270,11 @@ class Upstream:
         - TEI's own error for a broken backend (424, 503): relayed as it is (TEI processed the request),
           and with siblings the replica gets no new work until its /health answers 200.
 
-        ``inputs`` (the texts or documents the body holds) is what the request weighs for least-inputs.
+        ``inputs`` (the texts or documents the body holds; None: not a client's inputs, weighs 1) is what
+        the request weighs for least-inputs, and what the access log counts.
         """
         loop = asyncio.get_running_loop()
+        weight, log = inputs or 1, logs.CURRENT.get()
         deadline, resent, tries = loop.time() + self.wait_s, False, 0
         metrics = self.metrics
         dropped_by: Replica | None = None  # the replica that died under this request, once
@@ -283,29 +288,33 @@ class Upstream:
                     raise UpstreamFailed(self.model, failure)
                 replica = sibling
             attempt = Attempt()
-            replica.inputs += inputs
+            replica.inputs += weight
+            reached = True  # this attempt is the request's (the access log's replica, inputs): not when refused
             if metrics is not None:
                 tries += 1
                 if tries > 1:
                     metrics.retried(self.model.name)
-                metrics.in_flight(self.model.name, replica.number, inputs)
+                metrics.in_flight(self.model.name, replica.number, weight)
             try:
                 reply = await replica.attempt(method, path, body, whole, attempt)
                 if reply.status in UNHEALTHY_STATUSES and len(self.replicas) > 1:
                     replica.mark_down()  # its siblings take new work until its /health answers 200 again
                 return reply
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+                reached = False
                 replica.mark_down()  # nobody listening: this TEI is (re)starting
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
                 if attempt.reused and not resent:
-                    resent = True  # the idle-close race: never processed, sent again on a new connection
+                    resent, reached = True, False  # the idle-close race: never processed, sent again below
                     continue
                 if dropped_by is not None or len(self.replicas) == 1:
                     raise UpstreamFailed(self.model, type(exc).__name__) from None
-                dropped_by, failure = replica, type(exc).__name__
+                dropped_by, failure, reached = replica, type(exc).__name__, False  # the sibling's attempt counts
             except TimeoutError:
                 raise UpstreamTimeout(self.model, self.timeout_s) from None
             finally:
-                replica.inputs -= inputs
+                replica.inputs -= weight
                 if metrics is not None:
-                    metrics.in_flight(self.model.name, replica.number, -inputs)
+                    metrics.in_flight(self.model.name, replica.number, -weight)
+                if log is not None and reached:
+                    log.answered_by(replica.number, inputs)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from embed_launcher.config.load import load
 from embed_launcher.models.download import PullRequest, pull_models
 from embed_launcher.models.fileset import model_kind
-from embed_launcher.models.progress import default_progress
+from embed_launcher.models.progress import PlainProgress, default_progress
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.funnel import line_buffered, run_guarded
 
@@ -28,6 +28,7 @@ from embed_launcher.reporting.funnel import line_buffered, run_guarded
 def pull_all(result_fd: int, backends: Mapping[str, str], stop: threading.Event, console: Console) -> int:
     """Pull what the settings name, each in its service's weight format; report snapshot dirs on ``result_fd``."""
     settings = load(os.environ, lambda warning: None)  # the launcher has shown the warnings
+    console.use_format(settings.log_format)
     requests = [
         PullRequest(s.model, s.revision, kind=model_kind(s.kind), backend=backends[s.name]) for s in settings.services
     ]
@@ -36,7 +37,7 @@ def pull_all(result_fd: int, backends: Mapping[str, str], stop: threading.Event,
         should_stop=stop.is_set,
         cache_dir=settings.data_dir,
         token=settings.hf_token,
-        progress=default_progress(sys.stdout),
+        progress=PlainProgress(say=console.info) if console.json else default_progress(sys.stdout),
     )
     for result in results:
         if result.warning:

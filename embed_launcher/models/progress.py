@@ -55,8 +55,10 @@ class _Count:
 class PlainProgress:
     """One line per step, e.g. ``Downloading BAAI/bge-m3: 42% (240 MB of 570 MB)``; no control codes."""
 
-    def __init__(self, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic,
+                 say: Callable[[str], None] | None = None) -> None:
         self._stream = stream
+        self._say = say  # instead of the stream: the console's info (EMBED_LOG_FORMAT=json wraps each line)
         self._clock = clock
         self._lock = threading.Lock()
         self._counts: dict[str, _Count] = {}
@@ -92,11 +94,13 @@ class PlainProgress:
         return 100 if total <= 0 else min(100, done * 100 // total)
 
     def _emit(self, repo_id: str, count: _Count) -> None:
-        stream = self._stream or sys.stdout
         percent = self._percent(count.done, count.total)
-        stream.write(
-            f"Downloading {repo_id}: {percent}% ({human_bytes(count.done)} of {human_bytes(count.total)})\n"
-        )
+        line = f"Downloading {repo_id}: {percent}% ({human_bytes(count.done)} of {human_bytes(count.total)})"
+        if self._say is not None:
+            self._say(line)
+            return
+        stream = self._stream or sys.stdout
+        stream.write(line + "\n")
         stream.flush()
 
 

@@ -80,8 +80,10 @@ def fallback_address(host: str, inside_container: bool) -> str:
 
 
 def is_ready_line(text: str) -> bool:
-    """TEI's last start-up line, in text or JSON log format (tei-contract §2), or the gateway's."""
-    return text.endswith(": Ready") or '"message":"Ready"' in text or text.startswith("Gateway ready")
+    """TEI's last start-up line, in text or JSON log format (tei-contract §2; the relay passes a JSON
+    line's message: `Ready`), or the gateway's."""
+    return (text == "Ready" or text.endswith(": Ready") or '"message":"Ready"' in text
+            or text.startswith("Gateway ready"))
 
 
 class Launcher:
@@ -109,6 +111,7 @@ class Launcher:
     def run(self, *, check_only: bool = False) -> int:
         """Start and supervise; returns the process exit code."""
         settings = load(self.environ, self.console.warn)
+        self.console.use_format(settings.log_format)
         settings, placement = self.place_replicas(settings)
         check_keys_file(settings, self.console.warn)
         tei_bin = resolve_tei_bin(settings.tei_bin, self.environ.get("PATH", os.defpath))

@@ -84,4 +84,5 @@ def gateway_config(settings: Settings, children: Sequence[Child], *, created: in
         balance=settings.gateway_balance,
         metrics_auth=settings.metrics_auth,
         status_file=str(settings.data_dir / STATUS_FILE),  # replica states and restarts, read at each scrape
+        log_format=settings.log_format,
     )

@@ -91,9 +91,13 @@ def child_env(parent_env: Mapping[str, str], *, api_key: str | None, hf_token: s
 
 
 def child_argv(
-    tei_bin: str, service: ServiceSettings, *, model_source: str, host: str, cache_dir: Path, child: str = ""
+    tei_bin: str, service: ServiceSettings, *, model_source: str, host: str, cache_dir: Path, child: str = "",
+    json_logs: bool = False,
 ) -> tuple[str, ...]:
-    """TEI's command line: always explicit address, ports and paths; tuning flags last."""
+    """TEI's command line: always explicit address, ports and paths; tuning flags last.
+
+    ``json_logs`` (EMBED_LOG_FORMAT=json): TEI's own `--json-output`, one JSON object per line, relayed as it is.
+    """
     argv = [
         tei_bin,
         "--model-id", model_source,
@@ -107,6 +111,8 @@ def child_argv(
     ]  # fmt: skip
     if service.revision:
         argv += ["--revision", service.revision]
+    if json_logs:
+        argv.append("--json-output")
     for flag, value in service.tei_args:
         argv += [flag, value]
     return tuple(argv)
@@ -168,7 +174,7 @@ def build_plan(
                     model=service.model,
                     kind=service.kind,
                     argv=child_argv(tei_bin, service, model_source=source, host=host, cache_dir=settings.data_dir,
-                                    child=name),
+                                    child=name, json_logs=settings.log_format == "json"),
                     env=env,
                     port=service.port,
                     health_url=f"http://{probe_host(host)}:{service.port}/health",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO, Protocol
 
 from embed_launcher.reporting.console import Console, mask_secrets, strip_ansi
+from embed_launcher.reporting.logline import message_of
 from embed_launcher.supervision.plan import ChildSpec
 
 PR_SET_PDEATHSIG = 1
@@ -105,14 +106,19 @@ class Spawner:
         return child
 
     def _relay(self, spec: ChildSpec, stream: IO[bytes], child: ChildProcess) -> None:
-        """Copy the child's output line by line, masked, until it closes its end."""
+        """Copy the child's output line by line, masked, until it closes its end.
+
+        The console gets the line as it is; the tail (read by the hints) and ``on_line`` (the Ready
+        line) get its message, so a TEI writing JSON (--json-output) is understood as one writing text.
+        """
         with stream:
             for raw in iter(stream.readline, b""):
                 text = mask_secrets(strip_ansi(raw.decode("utf-8", "replace").rstrip("\r\n")), spec.secrets)
-                child.tail.append(text)
+                message = message_of(text)
+                child.tail.append(message)
                 self.console.child(spec.name, text)
                 if self.on_line is not None:
-                    self.on_line(spec.name, text)
+                    self.on_line(spec.name, message)
 
     def signal(self, child: Handle, sig: int) -> None:
         """Send ``sig`` to the child's whole process group (TEI and anything it started)."""

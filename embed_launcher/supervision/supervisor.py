@@ -32,6 +32,12 @@ def times(n: int) -> str:
     return "twice" if n == 2 else f"{n} times"
 
 
+def about(spec: ChildSpec) -> dict[str, object]:
+    """What a line about this child carries in JSON (EMBED_LOG_FORMAT=json): its model and replica number
+    (the gateway's access log numbers replicas the same way); nothing for the gateway."""
+    return {} if spec.kind == "gateway" else {"model": spec.model, "replica": spec.replica}
+
+
 class Spawner(Protocol):
     def spawn(self, spec: ChildSpec) -> Handle: ...
     def signal(self, child: Handle, sig: int) -> None: ...
@@ -286,7 +292,7 @@ class Supervisor:
         )
         if reason is not None and child.handle is not None and not child.killing:
             child.killed_for("unhealthy" if child.liveness.failures >= self.timing.health_failures else "hung")
-            self.console.error(f"Error: {child.spec.label} server {reason}; restarting it.")
+            self.console.error(f"Error: {child.spec.label} server {reason}; restarting it.", **about(child.spec))
             self.spawner.signal(child.handle, signal.SIGKILL)
         if child.liveness.health is not before:
             self.notifier.status(self.status_line())
@@ -346,16 +352,17 @@ class Supervisor:
         """Say what happened to the child, and give up if the policy says so."""
         label = child.spec.label
         if previous is Phase.STARTING:
-            self.console.error(f"Error: {label} server failed to start ({child.last_exit}).")
+            self.console.error(f"Error: {label} server failed to start ({child.last_exit}).", **about(child.spec))
         else:
-            self.console.error(f"Error: {label} server exited unexpectedly ({child.last_exit}).")
+            self.console.error(f"Error: {label} server exited unexpectedly ({child.last_exit}).", **about(child.spec))
         if child.state.phase is Phase.FATAL and self.serving_siblings(child):
             self.abandon(child)
         elif child.state.phase is Phase.FATAL:
             self.give_up(child, handle)
         else:
             delay = (child.state.restart_at or child.state.since) - child.state.since
-            self.console.warn(f"Restarting {label.lower()} server in {delay:g} s (restart {child.state.restarts + 1}).")
+            self.console.warn(f"Restarting {label.lower()} server in {delay:g} s (restart {child.state.restarts + 1}).",
+                              **about(child.spec))
             self.notifier.status(self.status_line())
 
     def serving_siblings(self, child: Child) -> list[Child]:
@@ -406,7 +413,7 @@ class Supervisor:
         else:
             why = "rejected its arguments (exit 2): check the TEI tuning variables and the TEI version"
             code = EXIT_CONFIG
-        self.console.error(f"Error: {label} server {why}; giving up.")
+        self.console.error(f"Error: {label} server {why}; giving up.", **about(child.spec))
         tail = list(handle.tail) if handle is not None else []
         if tail:
             self.console.error(f"Last output of the {label.lower()} server:")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from email.message import Message
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -26,6 +28,19 @@ DOCS_HTML = b"<!doctype html><html><head><title>Swagger UI</title></head><body>f
 OPENAPI = {"openapi": "3.0.3", "info": {"title": "Text Embeddings Inference", "version": "1.9.3"}, "paths": {}}
 # FAKE_TEI_DIE_MID_BODY=1: an answer whose body is bigger than this dies half-way (a 384-dim vector is ~8 KB of JSON).
 DIE_MID_BODY_MIN = 64 << 10
+# FAKE_TEI_REQUEST_ID_LOG=<path>: a test-only record of the request-id headers each request carried (TEI
+# itself logs no request headers): one JSON line per request, one O_APPEND write, so threads never interleave.
+REQUEST_ID_LOG = os.environ.get("FAKE_TEI_REQUEST_ID_LOG")
+
+
+def record_request_ids(path: str, method: str, target: str, headers: Message) -> None:
+    line = json.dumps({"method": method, "path": target, "x-request-id": headers.get("x-request-id"),
+                       "traceparent": headers.get("traceparent")}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
 
 
 class Settings:
@@ -188,6 +203,8 @@ class Handler(BaseHTTPRequestHandler):
     def dispatch(self, method: str) -> None:
         self.body_read = False
         path = urlsplit(self.path).path
+        if REQUEST_ID_LOG:
+            record_request_ids(REQUEST_ID_LOG, method, path, self.headers)
         get_like = method in ("GET", "HEAD")
         if method == "OPTIONS" and "access-control-request-method" in self.headers:
             return self.reply(200, headers={"access-control-allow-methods": "GET,POST",
