@@ -81,11 +81,12 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
         connections.started(request)
         try:
             response = await answer(request)
-            return await send(request, response, config.write_timeout_s)
+            return await send(request, response, handlers.config.write_timeout_s)
         finally:
             connections.done(request)
 
     async def answer(request: web.BaseRequest) -> web.StreamResponse:
+        config = handlers.config  # the routes in force now (a reload swaps them)
         raw_path = request.raw_path.split("?", 1)[0]
         if raw_path == OPENAPI_PATH:
             if request.method in ("GET", "HEAD"):
@@ -130,6 +131,7 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
         """The request's target, once its key passed: the key is checked before anything about the
         models is said (an unknown model's 404 lists the names; a caller without a key learns nothing)."""
         GRANT.set(None)
+        config = handlers.config
         try:
             target = resolve(raw_path, routes, config)
         except shapes.RequestError as err:
