@@ -44,3 +44,5 @@ class Child:
     last_exit: str | None = None
     oom_streak: int = 0  # consecutive exits with CUDA out of memory
     abandoned: bool = False  # given up while its sibling replicas serve: never restarted
+    config_generation: int = 1  # the configuration (reload) it belongs to
+    retired: bool = False  # a reload stops it (replaced, removed, or a failed reload's new TEI): never restarted
