@@ -126,7 +126,7 @@ def vector_guard(old: tuple[ServiceSettings, ...], new: tuple[ServiceSettings, .
                 continue
             if fresh.allow_vector_change:
                 continue
-            name = sorted(shared)[0]
+            name = fresh.served_name if fresh.served_name in shared else sorted(shared)[0]
             was = running.model + (f"@{running.revision}" if running.revision else "")
             now = fresh.model + (f"@{fresh.revision}" if fresh.revision else "")
             problems.append(
