@@ -172,3 +172,22 @@ def test_vector_change_and_port_change_are_refused(served: tuple[LauncherRun, Pa
     assert "Reload failed: EMBED_PORT changed: restart required (a reload cannot change it); still serving the" \
         " previous configuration" in run.output()
     assert embed(run.ports["EMBED_PORT"], "a") == 200
+
+
+def test_gateway_settings_reload_without_a_new_process(served: tuple[LauncherRun, Path]) -> None:
+    """EMBED_GATEWAY_MAX_INPUTS (a gateway setting) applies on reload: same gateway and TEI pids."""
+    run, _ = served
+    port = run.ports["EMBED_PORT"]
+    before = {name: s["pid"] for name, s in status(run)["services"].items()}
+    Path(run.env["EMBED_ENV_FILE"]).write_text("EMBED_GATEWAY_MAX_INPUTS=2\n")
+    result = manage(run, "--reload", "--timeout", "60")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no model changed; the gateway's settings are applied" in result.stdout
+    body = json.dumps({"model": "a", "input": ["one", "two", "three"]}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/embeddings", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert b"EMBED_GATEWAY_MAX_INPUTS" in refused.value.read()
+    assert embed(port, "a") == 200
+    assert {name: s["pid"] for name, s in status(run)["services"].items()} == before
