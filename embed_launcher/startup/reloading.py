@@ -20,7 +20,7 @@ from embed_launcher.datadir.atomic import atomic_write
 from embed_launcher.gateway.reconfigure import CONFIG_FILE_VAR
 from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import LauncherError
-from embed_launcher.startup.download_phase import service_backends
+from embed_launcher.startup.download_phase import local_sources, service_backends
 from embed_launcher.supervision.child import Timing
 from embed_launcher.supervision.events import Mailbox, ReloadPrepared
 from embed_launcher.supervision.placement import Placement
@@ -119,8 +119,10 @@ class LauncherReloader:
         sources: dict[str, str] = {}
         if moved:
             backends = service_backends(settings, self.backend(settings))
-            # Downloads happen now, before anything switches; the usual progress lines show.
-            sources = self.fetch(settings, backends, self.environ, self.console, None, Mailbox())
+            sources = self.cached(settings, backends, moved)
+            if sources is None:
+                # Downloads happen now, before anything switches; the usual progress lines show.
+                sources = self.fetch(settings, backends, self.environ, self.console, None, Mailbox())
         internal = self.ports(settings, placement, moved, old.internal)
         specs = build_plan(
             settings, tei_bin=self.tei_bin, keys=self.keys, model_sources=sources, parent_env=self.environ,
@@ -142,6 +144,16 @@ class LauncherReloader:
             drain_timeout_s=settings.drain_timeout_s,
             state=Running(settings, placement, internal),
         )
+
+    @staticmethod
+    def cached(settings: Settings, backends: Mapping[str, str], moved: set[str]) -> dict[str, str] | None:
+        """Every model's snapshot when each one that starts is complete in the cache already (no download
+        worker to start: a reload of cached models is about TEI's load time), else None."""
+        try:
+            sources = local_sources(settings, backends)
+        except LauncherError:
+            return None
+        return sources if all(name in sources for name in moved) else None
 
     def ports(
         self, settings: Settings, placement: Placement, moved: set[str], current: Mapping[str, tuple[int, int]]
