@@ -119,7 +119,9 @@ def main() -> None:
                 models.write_text(text)
                 manage_reload(env)
             load = Load(port)
-            add_s, switch_s, remove_s = [], [], []
+            add_s: list[float] = []
+            switch_s: list[float] = []
+            remove_s: list[float] = []
             for rep in range(args.reps):
                 before, revision = (A_BACK, A_MAIN) if rep % 2 == 0 else (A_MAIN, A_BACK)  # each rep switches A
                 models.write_text(before + B)

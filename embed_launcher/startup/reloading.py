@@ -119,10 +119,9 @@ class LauncherReloader:
         sources: dict[str, str] = {}
         if moved:
             backends = service_backends(settings, self.backend(settings))
-            sources = self.cached(settings, backends, moved)
-            if sources is None:
-                # Downloads happen now, before anything switches; the usual progress lines show.
-                sources = self.fetch(settings, backends, self.environ, self.console, None, Mailbox())
+            # Downloads happen now, before anything switches; the usual progress lines show.
+            sources = self.cached(settings, backends, moved) or self.fetch(
+                settings, backends, self.environ, self.console, None, Mailbox())
         internal = self.ports(settings, placement, moved, old.internal)
         specs = build_plan(
             settings, tei_bin=self.tei_bin, keys=self.keys, model_sources=sources, parent_env=self.environ,
