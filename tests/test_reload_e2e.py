@@ -172,6 +172,15 @@ def test_vector_change_and_port_change_are_refused(served: tuple[LauncherRun, Pa
     assert "Reload failed: EMBED_PORT changed: restart required (a reload cannot change it); still serving the" \
         " previous configuration" in run.output()
     assert embed(run.ports["EMBED_PORT"], "a") == 200
+    # A models file with an error: one line naming the file and the key, nothing changes.
+    env_file.write_text("")
+    models_file.write_text(A + "max_batch_tokens = -1\n")
+    result = manage(run, "--reload", "--timeout", "60")
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Reload failed: invalid configuration (1 problem): - EMBED_MODELS_FILE ")
+    assert "models[1].max_batch_tokens" in line and line.endswith("; still serving the previous configuration")
+    assert embed(run.ports["EMBED_PORT"], "a") == 200
 
 
 def test_gateway_settings_reload_without_a_new_process(served: tuple[LauncherRun, Path]) -> None:
@@ -191,3 +200,27 @@ def test_gateway_settings_reload_without_a_new_process(served: tuple[LauncherRun
     assert b"EMBED_GATEWAY_MAX_INPUTS" in refused.value.read()
     assert embed(port, "a") == 200
     assert {name: s["pid"] for name, s in status(run)["services"].items()} == before
+
+
+def test_every_gateway_worker_switches_before_the_old_routes_go(launch: Launch, tmp_path: Path) -> None:
+    """Two gateway workers: the reload completes once both applied the routes; both serve the new model."""
+    models_file = tmp_path / "models.toml"
+    models_file.write_text(A)
+    run = launch({"EMBED_MODELS_FILE": str(models_file), "EMBED_API_KEY": KEY, "EMBED_GATEWAY_WORKERS": "2"})
+    run.wait_for("server is ready", timeout_s=60)
+    load = Load(run.ports["EMBED_PORT"])
+    for thread in load.threads:
+        thread.start()
+    try:
+        load.more()
+        models_file.write_text(A_MAIN + B)
+        result = manage(run, "--reload", "--timeout", "60")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert run.output().count("Gateway routes: configuration 2 in force") == 2
+        assert all(embed(run.ports["EMBED_PORT"], "b") == 200 for _ in range(20))  # whichever worker answers
+        load.more()
+    finally:
+        load.stop.set()
+        for thread in load.threads:
+            thread.join(timeout=30)
+    assert load.failed == []

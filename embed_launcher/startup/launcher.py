@@ -175,6 +175,7 @@ class Launcher:
             mailbox=mailbox, fetch=self.fetch, pick_ports=self.pick_ports, place=self.place_replicas, timing=timing,
             tei_bin=tei_bin, backend=lambda s: tei_backend(s.backend, tei_bin, self.environ),
             keys={"embed": keys.embed_key, "rerank": keys.rerank_key}, created=int(self.started),
+            on_commit=lambda new: self.write_state(new, data, auth, address.address),
         )  # fmt: skip
         return self.supervise(settings, specs, publish, mailbox, banner, advise, reloader, gateway_json)
 

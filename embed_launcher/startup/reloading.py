@@ -70,11 +70,13 @@ class LauncherReloader:
         backend: Callable[[Settings], str],
         keys: Mapping[str, str | None],
         created: int,
+        on_commit: Callable[[Settings], None] = lambda settings: None,
     ) -> None:
         self.running = running
         self.environ, self.console, self.mailbox = environ, console, mailbox
         self.fetch, self.pick_ports, self.place, self.timing = fetch, pick_ports, place, timing
         self.tei_bin, self.backend, self.keys, self.created = tei_bin, backend, keys, created
+        self.on_commit = on_commit  # the state files embed_manage --showinfo reads name the default models
 
     # -- Reloader ---------------------------------------------------------------------------
 
@@ -92,6 +94,11 @@ class LauncherReloader:
     def committed(self, prepared: Prepared) -> None:
         assert isinstance(prepared.state, Running)
         self.running = prepared.state
+        try:
+            self.on_commit(prepared.state.settings)
+        except OSError as exc:
+            self.console.warn("Warning: the state files could not be updated after the reload"
+                              f" ({exc.strerror or exc}).")
 
     # -- the preparation (its own thread) ------------------------------------------------------
 
@@ -99,7 +106,8 @@ class LauncherReloader:
         try:
             prepared = self.prepared(generation)
         except LauncherError as exc:
-            reason = str(exc).removeprefix("Error: ").strip().rstrip(".") or "the download failed (see above)"
+            lines = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            reason = lines.removeprefix("Error: ").rstrip(".") or "the download failed (see above)"
             prepared = Prepared(generation, failure=reason)
         except Exception as exc:  # a bug must not take the serving configuration down
             prepared = Prepared(generation, failure=f"unexpected {type(exc).__name__}: {exc}")
