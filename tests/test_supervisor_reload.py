@@ -154,3 +154,32 @@ def test_a_sighup_during_a_reload_queues_one_more() -> None:
     assert run.reloader.asked == [2]
     run.exit("embed@2", 2)  # the first one fails ...
     assert run.reloader.asked == [2, 3]  # ... and one more (for both SIGHUPs) starts
+
+
+def test_the_record_of_a_queued_reload_is_its_own() -> None:
+    """`embed_manage --reload` waits for a record numbered after the one it saw: a SIGHUP during a reload
+    gets the outcome of the reload it queued, not of the one that was running."""
+    run = Run()
+    run.replace_embed()  # reload 1
+    run.sup.dispatch(SignalReceived(signal.SIGHUP))  # reload 2, queued
+    run.exit("embed@2", 2)
+    assert run.published[-1]["reload"]["seq"] == 1  # type: ignore[index]
+    assert run.published[-1]["reload"]["state"] == "failed"  # type: ignore[index]
+    run.sup.dispatch(ReloadPrepared(Prepared(3, summary="no model changed", nothing=True)))
+    assert run.published[-1]["reload"] == {**run.published[-1]["reload"], "seq": 2, "state": "ok"}  # type: ignore[dict-item]
+
+
+def test_a_new_tei_that_crashes_after_the_switch_is_restarted_like_any_other() -> None:
+    run = Run()
+    run.replace_embed()
+    run.ready("embed@2")
+    run.at(1.0)
+    run.sup.dispatch(GatewayRouted(2))
+    run.exit("embed@2", 1)
+    assert "Reload failed" not in run.err.getvalue()
+    assert "Restarting embeddings server" in run.err.getvalue()
+    run.at(1.0 + SETTLE_S)
+    run.exit("embed", 0)
+    run.at(3.0)
+    assert "Reload complete" in run.out.getvalue()
+    assert [name for name, _ in run.spawner.spawned].count("embed@2") == 2

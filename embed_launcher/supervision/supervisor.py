@@ -34,6 +34,7 @@ from embed_launcher.supervision.status import HEARTBEAT_S, live_status, status_l
 
 MAX_WAIT_S = 1.0  # the loop wakes at least this often (watchdog, clock-based deadlines)
 OUTPUT_GRACE_S = 0.5  # after a child's exit, how long its last lines may take to arrive
+SWITCH_PENDING = (SwitchPhase.STARTING, SwitchPhase.SWITCHING)  # a new TEI's exit fails the reload
 TEI_USAGE_ERROR = 2  # clap rejected the arguments: retrying cannot help
 OOM_LIMIT = 2  # exits with CUDA out of memory in a row before a replica is given up
 
@@ -101,6 +102,7 @@ class Supervisor:
         self.generation = 1  # the configuration in force
         self.next_generation = 2
         self.reload_seq = 0  # reloads asked for (SIGHUPs)
+        self.running_seq = 0  # the last one asked for when the reload in progress started: its record's number
         self.reload_record: dict[str, object] | None = None
         self.preparing = False
         self.reload_pending = False  # a SIGHUP during a reload: one more once this one is over
@@ -370,7 +372,8 @@ class Supervisor:
             self.publish()
             return
         child.state = policy.exited(child.state, now, self.timing.policy, fatal=fatal)
-        if self.switch is not None and child in self.switch.new and not self.stopping:
+        if self.switch is not None and child in self.switch.new and self.switch.phase in SWITCH_PENDING \
+                and not self.stopping:  # once the gateway switched, a new TEI is restarted like any other
             self.console.error(f"Error: {child.spec.label} server failed to start ({child.last_exit}).")
             self.fail_reload(f"the new {child.spec.label.lower()} server failed to start ({child.last_exit})", now)
             return
@@ -533,6 +536,7 @@ class Supervisor:
         assert self.reloader is not None
         self.console.info("Reloading the configuration (the env file and the models file)...")
         self.preparing, self.reload_pending = True, False
+        self.running_seq = self.reload_seq  # a SIGHUP from now on asks for one more reload
         generation, self.next_generation = self.next_generation, self.next_generation + 1
         self.reloader.prepare(generation)
 
@@ -684,7 +688,7 @@ class Supervisor:
             self.console.info(f"Reload complete: {message}.")
         else:
             self.console.error(f"Reload failed: {message}; still serving the previous configuration")
-        self.reload_record = outcome(self.reload_seq, state, message, self.generation, time.time)
+        self.reload_record = outcome(self.running_seq, state, message, self.generation, time.time)
         self.notifier.status(self.status_line())
         self.publish()
         if self.reload_pending and not self.stopping:
