@@ -52,6 +52,26 @@ def with_config_file(spec: ChildSpec, path: Path, config_json: str | None = None
     return replace(spec, env=env)
 
 
+def internal_ports(
+    settings: Settings,
+    placement: Placement,
+    moved: set[str],
+    current: Mapping[str, tuple[int, int]],
+    pick_ports: Callable[[int], list[int]],
+) -> dict[str, tuple[int, int]]:
+    """Each replica's (port, Prometheus port) on 127.0.0.1: unchanged models keep their TEIs' ports; added
+    and replaced ones get fresh ones (their old TEIs still hold theirs)."""
+    names = []
+    for s in settings.services:
+        count = len(placement.get(s.name, ())) or 1
+        names += [(s.name, replica_name(s.name, i, count)) for i in range(count)]
+    fresh = [name for service, name in names if service in moved or name not in current]
+    ports = pick_ports(2 * len(fresh)) if fresh else []
+    internal = {name: current[name] for _, name in names if name not in fresh}
+    internal.update({name: (ports[2 * i], ports[2 * i + 1]) for i, name in enumerate(fresh)})
+    return internal
+
+
 class LauncherReloader:
     """Prepares reloads for the supervisor (supervision.reload.Reloader)."""
 
@@ -130,7 +150,7 @@ class LauncherReloader:
             # Downloads happen now, before anything switches; the usual progress lines show.
             sources = self.cached(settings, backends, moved) or self.fetch(
                 settings, backends, self.environ, self.console, None, Mailbox())
-        internal = self.ports(settings, placement, moved, old.internal)
+        internal = internal_ports(settings, placement, moved, old.internal, self.pick_ports)
         specs = build_plan(
             settings, tei_bin=self.tei_bin, keys=self.keys, model_sources=sources, parent_env=self.environ,
             internal_ports=internal, python=sys.executable, created=self.created, placement=placement,
@@ -161,20 +181,6 @@ class LauncherReloader:
         except LauncherError:
             return None
         return sources if all(name in sources for name in moved) else None
-
-    def ports(
-        self, settings: Settings, placement: Placement, moved: set[str], current: Mapping[str, tuple[int, int]]
-    ) -> dict[str, tuple[int, int]]:
-        """Unchanged models keep their TEIs' ports; added and replaced ones get fresh ones."""
-        names = []
-        for s in settings.services:
-            count = len(placement.get(s.name, ())) or 1
-            names += [(s.name, replica_name(s.name, i, count)) for i in range(count)]
-        fresh = [name for service, name in names if service in moved or name not in current]
-        ports = self.pick_ports(2 * len(fresh)) if fresh else []
-        internal = {name: current[name] for service, name in names if name not in fresh}
-        internal.update({name: (ports[2 * i], ports[2 * i + 1]) for i, name in enumerate(fresh)})
-        return internal
 
     @staticmethod
     def gateway_json(gateway: ChildSpec | None, settings: Settings, generation: int) -> str:
