@@ -70,7 +70,10 @@ class Reconfigure:
             if fixed:
                 self.say(refused_line(config.generation, f"restart required ({', '.join(fixed)} changed)"))
                 return
-            await self.apply(config)
+            try:
+                await self.apply(config)
+            except Exception as exc:  # e.g. EMBED_TOKEN_INPUT=decode without its encoding: the routes stay
+                self.say(refused_line(config.generation, f"{type(exc).__name__}: {exc}"))
 
     async def apply(self, config: GatewayConfig) -> None:
         current, old = self.handlers.config, self.handlers.upstreams
@@ -94,7 +97,12 @@ class Reconfigure:
                 await upstream.close()
             self.say(refused_line(config.generation, f"its new TEIs did not answer /health within {READY_WAIT_S:g} s"))
             return
-        self.handlers.swap(config, upstreams)
+        try:
+            self.handlers.swap(config, upstreams)
+        except BaseException:
+            for upstream in started:
+                await upstream.close()
+            raise
         self.say(switched_line(config.generation))
         kept = {id(u) for u in upstreams.values()}
         replaced = [u for u in old.values() if id(u) not in kept]
