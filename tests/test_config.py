@@ -148,6 +148,7 @@ PARSED: list[tuple[str, str, Getter, object]] = [
     ("EMBED_HEALTH_FAILURES", "07", lambda s: s.health_failures, 7),
     ("EMBED_HANG_TIMEOUT", "90s", lambda s: s.hang_timeout_s, 90.0),
     ("EMBED_BACKOFF_RESET_AFTER", "30", lambda s: s.backoff_reset_after_s, 30.0),
+    ("EMBED_DRAIN_TIMEOUT", "5", lambda s: s.drain_timeout_s, 5.0),
     ("EMBED_REVISION", "refs/pr/3", lambda s: s.embed.revision, "refs/pr/3"),
     ("RERANK_REVISION", "abc123", lambda s: s.rerank.revision, "abc123"),
     ("EMBED_SERVED_MODEL_NAME", "my model", lambda s: s.embed.served_model_name, "my model"),

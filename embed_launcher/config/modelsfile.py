@@ -10,6 +10,7 @@
     max_client_batch_size = 256  # any TEI tuning variable, by its name after EMBED_/RERANK_, in lower case
     prompts = { search_query = "query", search_document = "passage" }  # Cohere input_type → prompt name
     matryoshka_dimensions = [768, 512, 256]  # the sizes the model was trained to be cut to (/v1/models)
+    allow_vector_change = true   # a reload may change model or revision behind this name (stored vectors break)
 
 Every problem is reported at once, each naming the file and the key, like the env file's.
 """
@@ -27,6 +28,7 @@ from embed_launcher.config.variables import TUNABLES
 KINDS = ("embed", "sparse", "rerank")
 IDENTITY_KEYS = ("model", "alias", "kind", "revision", "replicas", "gpus")
 GATEWAY_KEYS = ("prompts", "matryoshka_dimensions")  # read by the gateway, not TEI
+RELOAD_KEYS = ("allow_vector_change",)  # read by a reload's vector-space guard, not TEI
 INPUT_TYPES = ("search_query", "search_document", "classification", "clustering")  # Cohere's input_type
 TUNABLE_KEYS = {t.suffix.lower(): t for t in TUNABLES}
 
@@ -44,6 +46,7 @@ class ModelEntry:
     matryoshka_dimensions: tuple[int, ...] = ()
     replicas: int | None = None  # None: EMBED_/RERANK_REPLICAS; 0: auto; else a count
     gpus: tuple[str, ...] | None = None  # pinned GPU ids; None: any usable GPU
+    allow_vector_change: bool = False  # a reload may change model or revision behind this entry's names
 
 
 def parse_models_file(text: str, path: Path) -> tuple[tuple[ModelEntry, ...], list[str]]:
@@ -90,13 +93,16 @@ def _entry(table: dict[str, object], where: str, problems: list[str]) -> ModelEn
             problems.append(f"{where}.{key} must be a text without spaces; got {table[key]!r}")
     prompts, dimensions = _prompts(table.get("prompts", {}), where, problems), _sizes(table, where, problems)
     replicas, gpus = _placement(table, where, problems)
+    allow = table.get("allow_vector_change", False)
+    if not isinstance(allow, bool):
+        problems.append(f"{where}.allow_vector_change must be true or false; got {allow!r}")
     tunables = []
     for key, raw in table.items():
-        if key in IDENTITY_KEYS or key in GATEWAY_KEYS:
+        if key in IDENTITY_KEYS or key in GATEWAY_KEYS or key in RELOAD_KEYS:
             continue
         tunable = TUNABLE_KEYS.get(key)
         if tunable is None:
-            near = difflib.get_close_matches(key, [*IDENTITY_KEYS, *GATEWAY_KEYS, *TUNABLE_KEYS], n=1)
+            near = difflib.get_close_matches(key, [*IDENTITY_KEYS, *GATEWAY_KEYS, *RELOAD_KEYS, *TUNABLE_KEYS], n=1)
             hint = f"; did you mean {near[0]}?" if near else ""
             problems.append(f"{where}: unknown key '{key}'{hint}")
             continue
@@ -107,7 +113,8 @@ def _entry(table: dict[str, object], where: str, problems: list[str]) -> ModelEn
         tunables.append((tunable.suffix, value))
     if len(problems) > before or model is None or kind is None:
         return None
-    return ModelEntry(model, kind, alias, revision, tuple(tunables), prompts, dimensions, replicas, gpus)
+    return ModelEntry(model, kind, alias, revision, tuple(tunables), prompts, dimensions, replicas, gpus,
+                      allow_vector_change=allow is True)
 
 
 def _prompts(raw: object, where: str, problems: list[str]) -> tuple[tuple[str, str], ...]:

@@ -45,6 +45,7 @@ class ServiceSettings:
     matryoshka_dimensions: tuple[int, ...] = ()  # the models file's (gateway: /v1/models)
     replicas: int = 0  # TEI processes serving this model; 0 = auto (one per usable GPU, 1 on CPU)
     gpus: tuple[str, ...] | None = None  # GPU ids its replicas are pinned to (models file `gpus`)
+    allow_vector_change: bool = False  # models file: a reload may change model or revision behind its names
 
     def tei_arg(self, flag: str) -> str | None:
         """The last value given for one TEI flag (e.g. "--dtype"), or None when unset."""
@@ -94,6 +95,7 @@ def default_service(r: Reader, name: str, enabled: bool, port: str | None, first
         matryoshka_dimensions=entry.matryoshka_dimensions if entry else (),
         replicas=replicas(r, p, entry),
         gpus=entry.gpus if entry else None,
+        allow_vector_change=entry.allow_vector_change if entry else False,
     )
 
 
@@ -117,6 +119,7 @@ def extra_service(
         matryoshka_dimensions=entry.matryoshka_dimensions,
         replicas=replicas(r, KIND_PREFIX[kind], entry),
         gpus=entry.gpus,
+        allow_vector_change=entry.allow_vector_change,
     )
 
 

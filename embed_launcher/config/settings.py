@@ -110,6 +110,7 @@ class Settings:
     gateway_balance: str = "least-inputs"  # EMBED_GATEWAY_BALANCE
     gateway_allowed: bool = True  # EMBED_GATEWAY is not false: auto replicas may turn the gateway on
     gpus: tuple[str, ...] | None = None  # EMBED_GPUS; None = CUDA_VISIBLE_DEVICES or nvidia-smi -L
+    drain_timeout_s: float = 30.0  # a reload: how long replaced TEIs may finish their requests (EMBED_DRAIN_TIMEOUT)
     warnings: tuple[str, ...] = ()  # non-fatal notes found while loading (unknown keys...)
 
     @property
@@ -231,6 +232,7 @@ def _settings(r: Reader, env_file: Path, cwd: Path, entries: tuple[ModelEntry, .
         health_failures=r.required("EMBED_HEALTH_FAILURES", COUNT),
         hang_timeout_s=r.required("EMBED_HANG_TIMEOUT", SECONDS),
         backoff_reset_after_s=r.required("EMBED_BACKOFF_RESET_AFTER", SECONDS),
+        drain_timeout_s=r.required("EMBED_DRAIN_TIMEOUT", SECONDS),
         embed=embed,
         rerank=rerank,
         extra=extra,

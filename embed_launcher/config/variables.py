@@ -175,6 +175,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("EMBED_HANG_TIMEOUT", "600",
              "Seconds /health may stay unanswered with no work completing before a TEI counts as hung"
              " and is replaced (a busy TEI is never replaced)", _SUP),
+    Variable("EMBED_DRAIN_TIMEOUT", "30",
+             "Seconds a reload lets the replaced TEIs finish their requests in flight before stopping them",
+             _SUP),
     Variable("EMBED_BACKOFF_RESET_AFTER", "60",
              "Seconds a TEI must have been ready for its crash to be restarted at EMBED_RESTART_DELAY"
              " again, not after a longer backoff", _SUP),

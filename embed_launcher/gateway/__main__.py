@@ -10,7 +10,7 @@ from embed_launcher.gateway import logs
 from embed_launcher.gateway.app import Keys
 from embed_launcher.gateway.config import GatewayConfig, GatewayConfigError
 from embed_launcher.gateway.keystore import KeyStore
-from embed_launcher.gateway.serve import ready_line, run_single, run_worker, say
+from embed_launcher.gateway.serve import config_file, ready_line, run_single, run_worker, say
 from embed_launcher.gateway.tokens import decoder
 from embed_launcher.gateway.workers import READY_FD_VAR, Workers
 from embed_launcher.reporting.console import Console
@@ -38,9 +38,10 @@ def main(argv: list[str], environ: dict[str, str], console: Console | None = Non
     if config.token_input == "decode":
         decoder()  # tiktoken and its encoding, found now: a missing one is a clear error, not a failing request
     if "--worker" in argv:
-        return run_worker(config, keys, KeyStore.from_environ(environ, config.workers), int(environ[READY_FD_VAR]))
+        return run_worker(config, keys, KeyStore.from_environ(environ, config.workers), int(environ[READY_FD_VAR]),
+                          config_file(environ))
     if config.workers == 1:
-        return run_single(config, keys, KeyStore.from_environ(environ))
+        return run_single(config, keys, KeyStore.from_environ(environ), config_file(environ))
     return Workers(config.workers, environ, say, ready_line(config)).run()
 
 

@@ -98,11 +98,12 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
             route = ROUTE.get()
             if route != METRICS_PATH:  # a scrape counts nothing: every worker's answer stays the same
                 handlers.metrics.request_done(REQUEST_MODEL.get(), route, response.status, time.perf_counter() - began)
-            return await send(request, response, config.write_timeout_s)
+            return await send(request, response, handlers.config.write_timeout_s)
         finally:
             connections.done(request)
 
     async def answer(request: web.BaseRequest) -> web.StreamResponse:
+        config = handlers.config  # the routes in force now (a reload swaps them)
         raw_path = request.raw_path.split("?", 1)[0]
         if raw_path == OPENAPI_PATH:
             ROUTE.set(OPENAPI_PATH)
@@ -149,6 +150,7 @@ def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, ro
         """The request's target, once its key passed: the key is checked before anything about the
         models is said (an unknown model's 404 lists the names; a caller without a key learns nothing)."""
         GRANT.set(None)
+        config = handlers.config
         try:
             target = resolve(raw_path, routes, config)
         except shapes.RequestError as err:

@@ -19,6 +19,7 @@ DEFAULT_READ_TIMEOUT_S = 60.0  # a client sends a request's headers and body wit
 DEFAULT_WRITE_TIMEOUT_S = 60.0  # a client reads its answer within this, else it is dropped
 DEFAULT_IDLE_TIMEOUT_S = 75.0  # an idle keep-alive connection is closed after this
 DEFAULT_UPSTREAM_TIMEOUT_S = 600.0  # one request to a TEI, answer read in full
+DEFAULT_RETIRE_S = 60.0  # a reload: how long the replaced routes' connections stay open
 DEFAULT_DRAIN_S = 5.0  # in-flight requests get this long after SIGTERM (the plan fits it in the stop timeout)
 DEFAULT_SCRAPE_TIMEOUT_S = 1.0  # /metrics waits this long for each TEI's; a late one is left out and counted
 
@@ -98,6 +99,10 @@ class GatewayConfig:
     scrape_timeout_s: float = DEFAULT_SCRAPE_TIMEOUT_S  # /metrics: each TEI's own, within this
     status_file: str = ""  # the launcher's live status (replica states, restarts) for /metrics; "": none
     log_format: str = "text"  # EMBED_LOG_FORMAT: the access log's and the gateway's own lines (LOG_FORMATS)
+    # A reload (SIGHUP) applies a configuration file of a higher generation; the routes it replaces keep
+    # their connections this long for the requests in flight on them (EMBED_DRAIN_TIMEOUT and a margin).
+    generation: int = 0
+    retire_s: float = DEFAULT_RETIRE_S
     _index: dict[str, ModelRoute] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -152,7 +157,8 @@ _TOP = {"listen": list, "models": list, "wait_s": (int, float), "access_log": bo
         "created": int, "max_body_bytes": int, "max_inputs": int, "read_timeout_s": (int, float),
         "write_timeout_s": (int, float), "idle_timeout_s": (int, float), "upstream_timeout_s": (int, float),
         "drain_s": (int, float), "token_input": str, "balance": str, "metrics": bool, "metrics_auth": bool,
-        "scrape_timeout_s": (int, float), "status_file": str, "log_format": str}
+        "scrape_timeout_s": (int, float), "status_file": str, "log_format": str, "generation": int,
+        "retire_s": (int, float)}
 _LISTENER = {"host": str, "port": int, "routes": str}
 _MODEL = {"name": str, "kind": str, "upstream": str, "aliases": list, "max_client_batch_size": int, "default": bool,
           "prompts": dict, "matryoshka_dimensions": list, "replicas": list}
@@ -215,6 +221,8 @@ def validate(config: GatewayConfig) -> list[str]:
             problems.append(f"{name}: must be > 0")
     if config.drain_s < 0:
         problems.append("drain_s: must be >= 0")
+    if config.retire_s < 0:
+        problems.append("retire_s: must be >= 0")
     if config.token_input not in TOKEN_POLICIES:
         problems.append(f"token_input: {config.token_input!r} is not one of {', '.join(TOKEN_POLICIES)}")
     if config.balance not in BALANCES:

@@ -42,6 +42,9 @@ class Handlers:
         self.metrics = metrics or Metrics(config, counting=config.metrics)
         self.scraper = Scraper(config, upstreams, self.metrics)
         self.decode = tokens.decoder() if config.token_input == "decode" else None
+        # Every route's Upstream, current or replaced by a reload: a request that chose its model before
+        # a switch keeps that model's TEIs (they drain), even once its name routes elsewhere or nowhere.
+        self.by_route: dict[ModelRoute, Upstream] = {u.model: u for u in upstreams.values()}
         self.facts: dict[str, dict[str, Any]] = {}  # per model, what its TEI told: dimensions, max_input_length
         self.missing_prompts: set[tuple[str, str]] = set()  # (model, prompt name) its TEI refused
         self.actions: dict[Action, Handler] = {
@@ -51,6 +54,22 @@ class Handlers:
             Action.OLLAMA_TAGS: self.ollama_tags, Action.OLLAMA_SHOW: self.ollama_show,
             Action.OLLAMA_VERSION: self.ollama_version, Action.METRICS: self.prometheus,
         }
+
+    def swap(self, config: GatewayConfig, upstreams: dict[str, Upstream]) -> None:
+        """A reload: the new routes in force for every request from now on. No await in here, so no request
+        sees half of it; the caller retires the replaced upstreams (``retire``) once their requests are done."""
+        self.decode = tokens.decoder() if config.token_input == "decode" else None
+        self.by_route.update({u.model: u for u in upstreams.values()})
+        self.facts = {name: facts for name, facts in self.facts.items()
+                      if name in upstreams and upstreams[name] is self.upstreams.get(name)}
+        self.config, self.upstreams = config, upstreams
+        self.scraper.config, self.scraper.upstreams = config, upstreams  # /metrics asks the new TEIs
+        self.metrics.present(config)
+
+    def retire(self, upstream: Upstream) -> None:
+        """Forget a replaced upstream (its requests are done, its connections closed)."""
+        if self.by_route.get(upstream.model) is upstream:
+            del self.by_route[upstream.model]
 
     async def handle(self, request: web.BaseRequest, target: Target) -> web.StreamResponse:
         return await self.actions[target.route.action](request, target)
@@ -135,7 +154,7 @@ class Handlers:
         return model
 
     def upstream(self, model: ModelRoute) -> Upstream:
-        return self.upstreams[model.name]
+        return self.by_route.get(model) or self.upstreams[model.name]
 
     def relay(self, request: web.BaseRequest, target: Target, reply: Reply,
               rename: str | None = None) -> Awaitable[web.StreamResponse]:

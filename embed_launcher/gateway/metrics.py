@@ -68,6 +68,10 @@ class Metrics:
         self._requests: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._inputs: dict[str, Counter] = {}
         self._inflight: dict[tuple[str, int], Gauge] = {}
+        self.present(config)
+
+    def present(self, config: GatewayConfig) -> None:
+        """Every family's series of every model at zero (at start, and for the models a reload adds)."""
         for model in config.models:
             self.requests.labels(model.name, MAIN_ROUTE[model.kind], "200")
             self.duration.labels(model.name)

@@ -9,7 +9,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -23,6 +24,7 @@ from embed_launcher.gateway.connections import GatewayServer
 from embed_launcher.gateway.handlers import Handlers
 from embed_launcher.gateway.keystore import KeyStore
 from embed_launcher.gateway.metrics import Metrics
+from embed_launcher.gateway.reconfigure import CONFIG_FILE_VAR, Reconfigure
 from embed_launcher.gateway.upstream import Upstream
 from embed_launcher.reporting.errors import LauncherError
 
@@ -49,23 +51,35 @@ def say(line: str) -> None:
 
 
 async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: Callable[[], None],
-                stop: asyncio.Event | None = None, store: KeyStore | None = None) -> None:
+                stop: asyncio.Event | None = None, store: KeyStore | None = None,
+                config_file: Path | None = None) -> None:
     """Listen, call ``ready``, serve until ``stop`` (SIGTERM or SIGINT by default), drain, close.
 
     ``store``: the keys clients may present (default: the implicit key only); its file is watched,
-    and SIGHUP re-reads it at once.
+    and SIGHUP re-reads it at once. ``config_file``: where the launcher writes a reload's configuration;
+    SIGHUP applies it when its generation is newer (gateway/reconfigure.py).
     """
     stop = stop or _stop_on_signals()
     store = store or KeyStore(keys.embed, keys.rerank, None, workers=config.workers, say=say)
-    with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (an in-process test): no SIGHUP
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: store.poll(force=True))
-    watcher = asyncio.create_task(store.watch(stop))
     metrics = Metrics(config, counting=config.metrics)
     upstreams = {m.name: Upstream(m, keys.for_kind(m.kind), config.wait_s, config.upstream_timeout_s,
                                   config.balance, metrics if config.metrics else None) for m in config.models}
     for upstream in upstreams.values():
         await upstream.start()
     handlers = GuardedHandlers(config, upstreams, metrics)
+    routes = Reconfigure(config_file, handlers, keys.for_kind, say)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_sighup() -> None:
+        """Re-read the keys file, and the routes when the launcher wrote a newer configuration."""
+        store.poll(force=True)
+        task = asyncio.get_running_loop().create_task(routes.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (an in-process test): no SIGHUP
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
+    watcher = asyncio.create_task(store.watch(stop))
     runners: list[web.ServerRunner] = []
     try:
         for listener in config.listen:
@@ -86,7 +100,10 @@ async def serve(config: GatewayConfig, keys: Keys, *, reuse_port: bool, ready: C
             store.uses.flush(time.monotonic(), force=True)
         await asyncio.gather(*(r.cleanup() for r in runners))
         await handlers.scraper.close()
-        for upstream in upstreams.values():
+        for task in list(reloads):
+            task.cancel()
+        await routes.close()
+        for upstream in handlers.upstreams.values():
             await upstream.close()
 
 
@@ -95,7 +112,7 @@ def listener_server(config: GatewayConfig, handlers: Handlers, keys: KeyStore, r
 
     def request_factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
         return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop(),
-                               client_max_size=config.max_body_bytes)
+                               client_max_size=handlers.config.max_body_bytes)
 
     return GatewayServer(build_dispatch(config, handlers, keys, routes), read_timeout_s=config.read_timeout_s,
                          request_factory=request_factory, handler_cancellation=True,
@@ -133,18 +150,24 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-def run_single(config: GatewayConfig, keys: Keys, store: KeyStore) -> int:
+def config_file(environ: Mapping[str, str]) -> Path | None:
+    """Where a reload's configuration is written (EMBED_GATEWAY_CONFIG_FILE), if anywhere."""
+    path = environ.get(CONFIG_FILE_VAR)
+    return Path(path) if path else None
+
+
+def run_single(config: GatewayConfig, keys: Keys, store: KeyStore, path: Path | None = None) -> int:
     """workers = 1: this process serves."""
-    run(serve(config, keys, reuse_port=False, ready=lambda: say(ready_line(config)), store=store))
+    run(serve(config, keys, reuse_port=False, ready=lambda: say(ready_line(config)), store=store, config_file=path))
     return 0
 
 
-def run_worker(config: GatewayConfig, keys: Keys, store: KeyStore, ready_fd: int) -> int:
+def run_worker(config: GatewayConfig, keys: Keys, store: KeyStore, ready_fd: int, path: Path | None = None) -> int:
     """One of several workers: tell the parent through ``ready_fd`` once listening."""
 
     def ready() -> None:
         os.write(ready_fd, b"1")
         os.close(ready_fd)
 
-    run(serve(config, keys, reuse_port=True, ready=ready, store=store))
+    run(serve(config, keys, reuse_port=True, ready=ready, store=store, config_file=path))
     return 0

@@ -11,7 +11,8 @@ import click
 
 from embed_launcher.reporting.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
-ACTIONS = ("showinfo", "showkey", "getkey", "status", "alive", "listmodels", "listrerankers", "pullmodel", "listkeys")
+ACTIONS = ("showinfo", "showkey", "getkey", "status", "alive", "reload", "listmodels", "listrerankers", "pullmodel",
+           "listkeys")
 KEY_OPTIONS = ("scopes", "models", "expires", "rpm")
 USAGE = """Usage: embed_manage <action> [--json]
 
@@ -24,6 +25,9 @@ Actions (exactly one):
                        ready or busy (a readiness check)
   --alive              Exit 0 while the launcher runs and is not stuck, whatever its TEI
                        children are doing (a liveness check)
+  --reload [--timeout S]  Re-read the env file and the models file without a restart (as SIGHUP
+                       does); wait for the outcome (default 900 s): exit 0 once the new
+                       configuration serves, 1 with the reason if the reload failed
   --listmodels         Recommended embedding models (cached ones marked, with size)
   --listrerankers      Recommended reranker models (cached ones marked, with size)
   --pullmodel <model>  Download a model's TEI file set into the data directory
@@ -84,6 +88,8 @@ class ManageCommand(click.Command):
 @click.option("--getkey", is_flag=True)
 @click.option("--status", is_flag=True)
 @click.option("--alive", is_flag=True)
+@click.option("--reload", is_flag=True)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS")
 @click.option("--listmodels", is_flag=True)
 @click.option("--listrerankers", is_flag=True)
 @click.option("--pullmodel", metavar="MODEL")
@@ -97,7 +103,7 @@ class ManageCommand(click.Command):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (with --status).")
 def manage_command(as_json: bool, pullmodel: str | None, addkey: str | None, revokekey: str | None,
                    scopes: str | None, models: str | None, expires: str | None, rpm: int | None,
-                   **flags: bool) -> int:
+                   timeout: float | None, **flags: bool) -> int:
     """Inspect and manage the embeddings server."""
     chosen = [name for name in ACTIONS if flags.get(name)] + (["pullmodel"] if pullmodel is not None else [])
     chosen += [name for name, value in (("addkey", addkey), ("revokekey", revokekey)) if value is not None]
@@ -117,12 +123,15 @@ def manage_command(as_json: bool, pullmodel: str | None, addkey: str | None, rev
         raise click.UsageError("Specify only one action at a time.")
     if as_json and chosen[0] != "status":
         raise click.UsageError("--json goes with --status.")
+    if timeout is not None and chosen[0] != "reload":
+        raise click.UsageError("--timeout goes with --reload.")
     return run_action(chosen[0], dict(os.environ), as_json=as_json, model=pullmodel,
-                      key_id=addkey or revokekey, key_options=key_options)
+                      key_id=addkey or revokekey, key_options=key_options, timeout_s=timeout)
 
 
 def run_action(action: str, environ: dict[str, str], *, as_json: bool = False, model: str | None = None,
-               key_id: str | None = None, key_options: dict[str, Any] | None = None) -> int:
+               key_id: str | None = None, key_options: dict[str, Any] | None = None,
+               timeout_s: float | None = None) -> int:
     """Run one action through the error funnel; returns the exit code."""
     from embed_launcher.reporting.console import Console
     from embed_launcher.reporting.funnel import run_guarded
@@ -134,6 +143,7 @@ def run_action(action: str, environ: dict[str, str], *, as_json: bool = False, m
         "showinfo": lambda: _info().show_info(environ, console),
         "status": lambda: _status().show_status(environ, console, as_json=as_json),
         "alive": lambda: _alive().show_alive(environ, console),
+        "reload": lambda: _reload().reload(environ, console, **({"timeout_s": timeout_s} if timeout_s else {})),
         "listmodels": lambda: _models().list_models(environ, console, rerankers=False),
         "listrerankers": lambda: _models().list_models(environ, console, rerankers=True),
         "pullmodel": lambda: _models().pull(environ, console, model or ""),
@@ -173,6 +183,12 @@ def _alive() -> Any:
     from embed_launcher.manage import alive as manage_alive
 
     return manage_alive
+
+
+def _reload() -> Any:
+    from embed_launcher.manage import reload as manage_reload
+
+    return manage_reload
 
 
 def _models() -> Any:

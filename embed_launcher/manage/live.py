@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from embed_launcher.datadir.directory import DataDir, StateSnapshot
 
@@ -70,6 +70,7 @@ class LiveStatus:
     stale_after_s: float
     stopping: bool
     services: Mapping[str, Mapping[str, object]]
+    raw: Mapping[str, object] = field(default_factory=dict)  # the whole status (its reload record, generation)
 
     @property
     def fresh(self) -> bool:
@@ -91,12 +92,14 @@ def read_live(data: DataDir, now: float) -> LiveStatus:
         stale_after_s=STALE_AFTER_HEARTBEATS * heartbeat_s,
         stopping=bool(status.get("stopping")),
         services=services if isinstance(services, dict) else {},
+        raw=status,
     )
 
 def all_services(state: StateSnapshot, environ: Mapping[str, str], live: LiveStatus) -> list[ServiceView]:
     """The enabled services of the state files, then every other child the launcher runs (models, gateway)."""
-    replicated = {str(r.get("service")) for r in live.services.values()
-                  if isinstance(r, dict) and r.get("replicas", 1) != 1}
+    # Shown per child: replicas, and a model a reload replaced (its TEIs are named "embed@2").
+    replicated = {str(r.get("service")) for name, r in live.services.items()
+                  if isinstance(r, dict) and (r.get("replicas", 1) != 1 or r.get("service", name) != name)}
     views = [v for v in enabled_services(state, environ) if v.name not in replicated]  # shown per replica
     known = {v.name for v in views}
     for name, recorded in live.services.items():

@@ -36,6 +36,9 @@ def service_status(
     gave_up = bool(recorded.get("gave_up")) and live.alive
     if gave_up:
         state = "gave up"
+    draining = bool(recorded.get("draining")) and live.alive
+    if draining:
+        state = "draining"  # a reload replaced it: it finishes its requests in flight, then stops
     since = recorded.get("since")
     uptime = round(now - since, 1) if isinstance(since, (int, float)) and state == "running" else None
     return {
@@ -48,6 +51,7 @@ def service_status(
         "service": recorded.get("service", view.name), "replica": recorded.get("replica", 0),
         "replicas": recorded.get("replicas", 1), "gpu": recorded.get("gpu"),
         "inputs_in_flight": inputs_in_flight(recorded, running),
+        "generation": recorded.get("generation", 1), "draining": draining,
     }  # fmt: skip
 
 def serving(services: list[dict[str, object]]) -> bool:
@@ -75,6 +79,7 @@ def show_status(environ: Mapping[str, str], console: Console, *, as_json: bool) 
         console.info(json.dumps({
             "healthy": healthy, "launcher_pid": live.launcher_pid if live.alive else None,
             "status_age_s": None if live.age_s is None else round(live.age_s, 1), "services": services,
+            "generation": live.raw.get("generation", 1), "reload": live.raw.get("reload"),
         }))  # fmt: skip
     else:
         console.lines(status_table(services, live))

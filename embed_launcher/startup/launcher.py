@@ -32,11 +32,12 @@ from embed_launcher.startup.download_phase import fetch_models, give_up_advice, 
 from embed_launcher.startup.gpus import run_smi, usable_cpus, usable_gpus
 from embed_launcher.startup.keys_file import check_keys_file
 from embed_launcher.startup.preflight import check_ports, free_local_ports
+from embed_launcher.startup.reloading import LauncherReloader, Running, gateway_config_path, with_config_file
 from embed_launcher.supervision.child import Timing
-from embed_launcher.supervision.events import Mailbox, ReadyLogged
+from embed_launcher.supervision.events import GatewayRouted, Mailbox, ReadyLogged
 from embed_launcher.supervision.notify import Notifier
 from embed_launcher.supervision.placement import Placement, place, several
-from embed_launcher.supervision.plan import ChildSpec, build_plan, replica_name
+from embed_launcher.supervision.plan import GATEWAY, ChildSpec, build_plan, replica_name
 from embed_launcher.supervision.policy import RestartPolicy
 from embed_launcher.supervision.process import Spawner
 from embed_launcher.supervision.publish import StatusPublisher
@@ -77,6 +78,21 @@ def fallback_address(host: str, inside_container: bool) -> str:
     if not ipaddress.ip_address(host).is_unspecified:
         return host
     return UNKNOWN if inside_container else socket.gethostname()
+
+
+ROUTED = "Gateway routes: configuration "  # gateway/reconfigure.py: "... N in force" or "... N refused: why"
+
+
+def routed_event(text: str) -> GatewayRouted | None:
+    """The gateway's word on a reload's routes, from its output line."""
+    at = text.find(ROUTED)
+    if at < 0:
+        return None
+    number, _, rest = text[at + len(ROUTED):].partition(" ")
+    if not number.isdigit():
+        return None
+    refusal = rest.removeprefix("refused: ") if rest.startswith("refused: ") else None
+    return GatewayRouted(int(number), refusal)
 
 
 def is_ready_line(text: str) -> bool:
@@ -156,7 +172,29 @@ class Launcher:
         )
         advise = give_up_advice(settings, backends)
         banner = lambda: ready_banner(shown, address.address) + more  # noqa: E731
-        return self.supervise(settings, specs, publish, mailbox, banner, advise)
+        specs, gateway_json = self.with_reload_file(settings, specs)
+        reloader = LauncherReloader(
+            Running(settings, placement, internal or {}), environ=self.environ, console=self.console,
+            mailbox=mailbox, fetch=self.fetch, pick_ports=self.pick_ports, place=self.place_replicas, timing=timing,
+            tei_bin=tei_bin, backend=lambda s: tei_backend(s.backend, tei_bin, self.environ),
+            keys={"embed": keys.embed_key, "rerank": keys.rerank_key}, created=int(self.started),
+            on_commit=lambda new: self.write_state(new, data, auth, address.address),
+        )  # fmt: skip
+        return self.supervise(settings, specs, publish, mailbox, banner, advise, reloader, gateway_json)
+
+    def with_reload_file(self, settings: Settings, specs: tuple[ChildSpec, ...]) -> tuple[tuple[ChildSpec, ...], str]:
+        """The gateway learns where reloads write its routes; the file starts as its first configuration
+        (generation 1), so a SIGHUP before any reload never applies a stale file of an earlier run."""
+        if not specs or specs[-1].kind != GATEWAY:
+            return specs, ""
+        path = gateway_config_path(settings)
+        config = LauncherReloader.gateway_json(specs[-1], settings, 1)
+        try:
+            LauncherReloader.write_file(path, config)
+        except OSError as exc:
+            self.console.warn(f"Warning: cannot write {path} ({exc.strerror or exc}); reloads will fail until it"
+                              " can be written.")
+        return (*specs[:-1], with_config_file(specs[-1], path, config)), config
 
     def prepare_keys(self, settings: Settings, data: DataDir) -> tuple[KeyResolution, tuple[str, ...]]:
         """Resolve the API keys by the original's rules; return them and the notes to print."""
@@ -258,6 +296,8 @@ class Launcher:
         mailbox: Mailbox,
         banner: Callable[[], Sequence[str]],
         advise: Callable[[ChildSpec, Sequence[str]], str | None],
+        reloader: LauncherReloader | None = None,
+        gateway_json: str = "",
     ) -> int:
         """Hand the children to the supervisor loop."""
         pid = os.getpid()
@@ -268,6 +308,8 @@ class Launcher:
         def on_line(name: str, text: str) -> None:
             if is_ready_line(text):
                 mailbox.post(ReadyLogged(name))
+            elif name == GATEWAY and (routed := routed_event(text)) is not None:
+                mailbox.post(routed)
 
         supervisor = Supervisor(
             specs,
@@ -279,5 +321,8 @@ class Launcher:
             banner=banner,
             status_sink=status_sink,
             advise=advise,
+            reloader=reloader,
+            gateway_workers=settings.gateway_workers,
+            gateway_json=gateway_json,
         )
         return supervisor.run()

@@ -59,3 +59,5 @@ class Child:
         """A process was started; a restart (the policy's count went up from ``before``) is counted by reason."""
         if self.state.restarts > before:
             self.restarts_by_reason[self.exit_reason] = self.restarts_by_reason.get(self.exit_reason, 0) + 1
+    config_generation: int = 1  # the configuration (reload) it belongs to
+    retired: bool = False  # a reload stops it (replaced, removed, or a failed reload's new TEI): never restarted

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from types import FrameType
 
 from embed_launcher.supervision.liveness import Check
+from embed_launcher.supervision.reload import Prepared
 
 # Signals that stop the launcher; the first asks for a graceful stop, a second forces it.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-# SIGHUP (systemctl reload) stops nothing: the gateway re-reads the keys file.
+# SIGHUP (systemctl reload, embed_manage --reload) stops nothing: the gateway re-reads the keys file, and the
+# launcher re-reads the env file and the models file (a reload: supervisor.py).
 RELOAD_SIGNAL = signal.SIGHUP
 
 
@@ -41,7 +43,22 @@ class ReadyLogged:
     name: str
 
 
-Event = SignalReceived | ProbeAnswered | ReadyLogged
+@dataclass(frozen=True)
+class ReloadPrepared:
+    """The launcher prepared a reload (or found why it cannot be made)."""
+
+    prepared: Prepared
+
+
+@dataclass(frozen=True)
+class GatewayRouted:
+    """The gateway (one worker) applied a configuration generation, or refused it (``refusal``)."""
+
+    generation: int
+    refusal: str | None = None
+
+
+Event = SignalReceived | ProbeAnswered | ReadyLogged | ReloadPrepared | GatewayRouted
 
 
 class Mailbox:

@@ -53,6 +53,8 @@ def live_status(children: Sequence[Child], now: float, *, wall_offset: float, st
             "gpu": c.spec.gpu,
             "cpus": list(c.spec.cpus),
             "gave_up": c.abandoned,
+            "generation": c.config_generation,  # the configuration (reload) it serves
+            "draining": c.retired,  # a reload stops it once its requests in flight are done
         }
     return {
         "stopping": stopping, "updated": round(now + wall_offset, 3), "heartbeat_s": HEARTBEAT_S, "services": services,

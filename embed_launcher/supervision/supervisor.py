@@ -12,7 +12,15 @@ from embed_launcher.reporting.console import Console
 from embed_launcher.reporting.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from embed_launcher.supervision import liveness, policy
 from embed_launcher.supervision.child import CRASH, DEFAULT_TIMING, Child, Timing
-from embed_launcher.supervision.events import Event, Mailbox, ProbeAnswered, ReadyLogged, SignalReceived
+from embed_launcher.supervision.events import (
+    Event,
+    GatewayRouted,
+    Mailbox,
+    ProbeAnswered,
+    ReadyLogged,
+    ReloadPrepared,
+    SignalReceived,
+)
 from embed_launcher.supervision.hints import hint_for, says_cuda_oom
 from embed_launcher.supervision.liveness import Answer, Check, Liveness, Progress
 from embed_launcher.supervision.notify import Notifier, NullNotifier
@@ -20,10 +28,13 @@ from embed_launcher.supervision.plan import ChildSpec
 from embed_launcher.supervision.policy import Phase
 from embed_launcher.supervision.probe import check_health, read_progress
 from embed_launcher.supervision.process import Handle, describe_exit, reap, signal_group
+from embed_launcher.supervision.reload import SETTLE_S, SWITCH_TIMEOUT_S, Prepared, Reloader, Switch, outcome
+from embed_launcher.supervision.reload import Phase as SwitchPhase
 from embed_launcher.supervision.status import HEARTBEAT_S, live_status, status_line
 
 MAX_WAIT_S = 1.0  # the loop wakes at least this often (watchdog, clock-based deadlines)
 OUTPUT_GRACE_S = 0.5  # after a child's exit, how long its last lines may take to arrive
+SWITCH_PENDING = (SwitchPhase.STARTING, SwitchPhase.SWITCHING)  # a new TEI's exit fails the reload
 TEI_USAGE_ERROR = 2  # clap rejected the arguments: retrying cannot help
 OOM_LIMIT = 2  # exits with CUDA out of memory in a row before a replica is given up
 
@@ -66,6 +77,9 @@ class Supervisor:
         status_sink: Callable[[Mapping[str, object]], object] = lambda status: None,
         reaper: Callable[[], list[tuple[int, int]]] = reap,
         advise: Callable[[ChildSpec, Sequence[str]], str | None] = lambda spec, tail: hint_for(tail),
+        reloader: Reloader | None = None,
+        gateway_workers: int = 1,
+        gateway_json: str = "",
     ) -> None:
         self.children = [Child(spec) for spec in specs]
         self.console = console
@@ -87,6 +101,18 @@ class Supervisor:
         self.banner_shown = False
         self.last_watchdog = 0.0
         self.last_publish = float("-inf")
+        # Reloads (SIGHUP): None = the launcher gave no reloader, SIGHUP only reaches the gateway (keys).
+        self.reloader = reloader
+        self.gateway_workers = gateway_workers  # each worker says when it applied new routes
+        self.gateway_json = gateway_json  # the gateway's configuration in force (a failed switch goes back to it)
+        self.generation = 1  # the configuration in force
+        self.next_generation = 2
+        self.reload_seq = 0  # reloads asked for (SIGHUPs)
+        self.running_seq = 0  # the last one asked for when the reload in progress started: its record's number
+        self.reload_record: dict[str, object] | None = None
+        self.preparing = False
+        self.reload_pending = False  # a SIGHUP during a reload: one more once this one is over
+        self.switch: Switch | None = None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -113,6 +139,7 @@ class Supervisor:
         for event in self.mailbox.drain():
             self.dispatch(event)
         self.reap_children()
+        self.purge_retired()
         self.tick(self.clock())
 
     def dispatch(self, event: Event) -> None:
@@ -123,6 +150,10 @@ class Supervisor:
             self.handle_probe(event.name, event.generation, event.check)
         elif isinstance(event, ReadyLogged):
             self.handle_ready_line(event.name)
+        elif isinstance(event, ReloadPrepared):
+            self.handle_prepared(event.prepared)
+        elif isinstance(event, GatewayRouted):
+            self.handle_routed(event.generation, event.refusal)
 
     def finished(self) -> bool:
         """Done once a stop was decided and no child process is left."""
@@ -140,6 +171,8 @@ class Supervisor:
                 deadlines.append(c.state.restart_at)
         if self.stop_deadline is not None and not self.killed_all:
             deadlines.append(self.stop_deadline)
+        if self.switch is not None and self.switch.phase is not SwitchPhase.STARTING:
+            deadlines.append(self.switch.deadline)
         return max(0.0, min(deadlines) - now)
 
     # -- lifecycle verbs --------------------------------------------------------------------
@@ -236,6 +269,7 @@ class Supervisor:
             return  # reaping happens on every loop turn
         if signum == signal.SIGHUP:
             self.forward_reload()
+            self.request_reload()
             return
         name = signal.Signals(signum).name
         if not self.stopping:
@@ -343,7 +377,16 @@ class Supervisor:
         served_long = previous is Phase.RUNNING and now - child.state.since >= self.timing.policy.reset_after_s
         child.oom_streak = ((0 if served_long else child.oom_streak) + 1) if says_cuda_oom(tail) else 0
         fatal = (previous is Phase.STARTING and returncode == TEI_USAGE_ERROR) or child.oom_streak >= OOM_LIMIT
+        if child.retired:
+            child.state = policy.exited(policy.stopping(child.state, now), now, self.timing.policy)
+            self.publish()
+            return
         child.state = policy.exited(child.state, now, self.timing.policy, fatal=fatal)
+        if self.switch is not None and child in self.switch.new and self.switch.phase in SWITCH_PENDING \
+                and not self.stopping:  # once the gateway switched, a new TEI is restarted like any other
+            self.console.error(f"Error: {child.spec.label} server failed to start ({child.last_exit}).")
+            self.fail_reload(f"the new {child.spec.label.lower()} server failed to start ({child.last_exit})", now)
+            return
         if not self.stopping:
             self.report_exit(child, previous, handle)
         self.publish()
@@ -434,6 +477,8 @@ class Supervisor:
             return
         for child in self.children:
             self.tick_child(child, now)
+        if self.switch is not None:
+            self.tick_switch(now)
         if now - self.last_publish >= HEARTBEAT_S:
             self.publish()
         interval = self.notifier.watchdog_interval_s
@@ -443,6 +488,8 @@ class Supervisor:
 
     def tick_child(self, child: Child, now: float) -> None:
         """Time-driven work for one child."""
+        if child.retired:
+            return  # a reload stops it: no probe, no restart
         phase = child.state.phase
         if phase is Phase.STARTING and now - child.state.since >= self.timing.ready_timeout_s:
             if child.handle is not None and not child.killing:
@@ -482,6 +529,187 @@ class Supervisor:
 
         threading.Thread(target=ask, name=f"probe-{name}", daemon=True).start()
 
+    # -- reloads (blue-green) ------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the configuration (off the loop); one at a time, a SIGHUP meanwhile queues one more."""
+        if self.reloader is None or self.stopping:
+            return
+        self.reload_seq += 1
+        self.reload_record = outcome(self.reload_seq, "running", "reloading", self.generation, time.time)
+        if self.preparing or self.switch is not None:
+            self.reload_pending = True
+        else:
+            self.start_reload()
+        self.publish()
+
+    def start_reload(self) -> None:
+        assert self.reloader is not None
+        self.console.info("Reloading the configuration (the env file and the models file)...")
+        self.preparing, self.reload_pending = True, False
+        self.running_seq = self.reload_seq  # a SIGHUP from now on asks for one more reload
+        generation, self.next_generation = self.next_generation, self.next_generation + 1
+        self.reloader.prepare(generation)
+
+    def handle_prepared(self, prepared: Prepared) -> None:
+        """The launcher prepared the reload: refuse it, apply settings only, or start the new TEIs."""
+        self.preparing = False
+        if self.stopping:
+            return
+        now = self.clock()
+        if prepared.failure is not None:
+            self.end_reload("failed", prepared.failure)
+            return
+        if prepared.timing is not None:
+            self.timing = prepared.timing  # supervision numbers apply at once, to every child
+        gateway = self.gateway_child()
+        if prepared.nothing or (gateway is None and not prepared.new_specs and not prepared.retire):
+            assert self.reloader is not None
+            self.reloader.committed(prepared)
+            self.generation = prepared.generation
+            self.end_reload("ok", f"nothing to change ({prepared.summary})")
+            return
+        self.console.info(f"Reload (configuration {prepared.generation}): {prepared.summary}")
+        new = [Child(spec, config_generation=prepared.generation) for spec in prepared.new_specs]
+        old = [c for c in self.children if c.spec.kind != "gateway" and c.spec.service_name in prepared.retire
+               and not c.retired]
+        self.switch = Switch(prepared, new, old, gateway.spec if gateway else None, self.gateway_json)
+        self.children[-1:-1] = new  # before the gateway (it stays last)
+        for child in new:
+            self.spawn_child(child, now)
+        self.publish()
+        self.tick_switch(now)
+
+    def gateway_child(self) -> Child | None:
+        return next((c for c in self.children if c.spec.kind == "gateway"), None)
+
+    def tick_switch(self, now: float) -> None:
+        """Move the switch on: new TEIs ready -> gateway switched -> settle -> old TEIs drained and stopped."""
+        switch = self.switch
+        assert switch is not None
+        if switch.phase is SwitchPhase.STARTING:
+            if all(c.state.phase is Phase.RUNNING for c in switch.new):
+                self.switch_gateway(switch, now)
+        elif switch.phase is SwitchPhase.SWITCHING and now >= switch.deadline:
+            self.fail_reload(f"the gateway did not apply the new routes within {SWITCH_TIMEOUT_S:g} s", now)
+        elif switch.phase is SwitchPhase.SETTLING and now >= switch.deadline:
+            switch.phase, switch.deadline = SwitchPhase.DRAINING, now + switch.prepared.drain_timeout_s
+            for child in switch.old:
+                self.retire(child, now)
+            self.publish()
+        elif switch.phase is SwitchPhase.DRAINING:
+            left = [c for c in switch.old if c.handle is not None]
+            if not left:
+                self.finish_reload()
+            elif now >= switch.deadline and not switch.killed:
+                switch.killed = True
+                self.console.warn(f"Warning: {', '.join(c.spec.label.lower() for c in left)} did not finish within"
+                                  f" EMBED_DRAIN_TIMEOUT ({switch.prepared.drain_timeout_s:g} s); killing now.")
+                for child in left:
+                    assert child.handle is not None
+                    self._signal_quietly(child.handle, signal.SIGKILL)
+
+    def switch_gateway(self, switch: Switch, now: float) -> None:
+        """Every new TEI is ready: hand the gateway its new routes (file + SIGHUP) and wait for its word."""
+        prepared, gateway = switch.prepared, self.gateway_child()
+        assert self.reloader is not None
+        try:
+            self.reloader.write_gateway_config(prepared.gateway_json)
+        except OSError as exc:
+            self.fail_reload(f"cannot write the gateway's configuration ({exc.strerror or exc})", now)
+            return
+        if gateway is not None and prepared.gateway_spec is not None:
+            gateway.spec = prepared.gateway_spec  # its restarts from now on get the new routes
+        switch.phase, switch.deadline = SwitchPhase.SWITCHING, now + SWITCH_TIMEOUT_S
+        if gateway is None or gateway.handle is None or gateway.state.phase is not Phase.RUNNING:
+            self.gateway_switched(switch, now)  # no gateway serving now: its next start has the new routes
+            return
+        self._signal_quietly(gateway.handle, signal.SIGHUP)
+
+    def handle_routed(self, generation: int, refusal: str | None) -> None:
+        """A gateway worker's line: it applied (or refused) a configuration."""
+        switch = self.switch
+        if switch is None or switch.phase is not SwitchPhase.SWITCHING or generation != switch.prepared.generation:
+            return
+        now = self.clock()
+        if refusal is not None:
+            self.fail_reload(f"the gateway refused the new routes: {refusal}", now)
+            return
+        switch.confirmations += 1
+        if switch.confirmations >= self.gateway_workers:
+            self.gateway_switched(switch, now)
+
+    def gateway_switched(self, switch: Switch, now: float) -> None:
+        self.gateway_json = switch.prepared.gateway_json
+        switch.phase, switch.deadline = SwitchPhase.SETTLING, now + SETTLE_S
+        for child in switch.old:
+            child.retired = True  # draining: shown as such, never restarted
+        self.generation = switch.prepared.generation
+        assert self.reloader is not None
+        self.reloader.committed(switch.prepared)
+        self.publish()
+
+    def retire(self, child: Child, now: float) -> None:
+        """SIGTERM: TEI stops listening and finishes the requests it holds (tei-contract §4)."""
+        child.retired = True
+        child.state = policy.stopping(child.state, now)
+        if child.handle is not None:
+            self._signal_quietly(child.handle, signal.SIGTERM)
+
+    def finish_reload(self) -> None:
+        switch = self.switch
+        assert switch is not None
+        self.children = [c for c in self.children if c not in switch.old]
+        self.switch = None
+        self.end_reload("ok", f"configuration {switch.prepared.generation} serves ({switch.prepared.summary})")
+
+    def fail_reload(self, reason: str, now: float) -> None:
+        """Stop the new TEIs and give the gateway back its routes: the previous configuration keeps serving."""
+        switch = self.switch
+        if switch is None:
+            return
+        self.switch = None
+        gateway = self.gateway_child()
+        if switch.phase is SwitchPhase.SWITCHING and self.reloader is not None:
+            if gateway is not None and switch.previous_gateway is not None:
+                gateway.spec = switch.previous_gateway
+            back = self.rollback_json(switch.previous_json)
+            try:
+                self.reloader.write_gateway_config(back)
+                if gateway is not None and gateway.handle is not None:
+                    self._signal_quietly(gateway.handle, signal.SIGHUP)
+            except OSError:
+                pass  # the gateway never applied the new file's routes either, or the line above says so
+        for child in switch.new:
+            self.retire(child, now)
+        self.end_reload("failed", reason)
+
+    def rollback_json(self, previous: str) -> str:
+        """The previous routes under a fresh generation number, so that a gateway that switched goes back."""
+        import json
+
+        data = json.loads(previous) if previous else {}
+        data["generation"] = self.next_generation
+        self.next_generation += 1
+        return json.dumps(data, separators=(",", ":"))
+
+    def end_reload(self, state: str, message: str) -> None:
+        """Say how the reload ended and record it for `embed_manage --reload`; run a queued one."""
+        if state == "ok":
+            self.console.info(f"Reload complete: {message}.")
+        else:
+            self.console.error(f"Reload failed: {message}; still serving the previous configuration")
+        self.reload_record = outcome(self.running_seq, state, message, self.generation, time.time)
+        self.notifier.status(self.status_line())
+        self.publish()
+        if self.reload_pending and not self.stopping:
+            self.start_reload()
+
+    def purge_retired(self) -> None:
+        """Retired children that have exited leave the table (the old ones leave at the switch's end)."""
+        old = self.switch.old if self.switch is not None else []
+        self.children = [c for c in self.children if not (c.retired and c.handle is None and c not in old)]
+
     # -- reporting --------------------------------------------------------------------------
 
     def child_named(self, name: str) -> Child:
@@ -495,4 +723,5 @@ class Supervisor:
         """Hand the live status to the sink (the data dir's status file, read by embed_manage --status)."""
         now = self.clock()
         self.last_publish = now
-        self.status_sink(live_status(self.children, now, wall_offset=time.time() - now, stopping=self.stopping))
+        status = live_status(self.children, now, wall_offset=time.time() - now, stopping=self.stopping)
+        self.status_sink({**status, "generation": self.generation, "reload": self.reload_record})

@@ -143,6 +143,25 @@ def test_killed_tei_is_healed_by_the_launcher(machine: Machine, port: int) -> No
     assert len(machine.tei_pids()) == 1
 
 
+def test_systemctl_reload_applies_the_env_file_without_a_restart(machine: Machine, port: int) -> None:
+    """`systemctl reload` (ExecReload: SIGHUP) re-reads the env file: the gateway's settings change, the
+    launcher and its TEI keep running (same MainPID, same TEI pid, no restart), and the journal says so."""
+    before = machine.show("MainPID", "NRestarts")
+    tei = machine.tei_pid()
+    cursor = machine.journal_cursor()
+    machine.sh(f"cp {ENV_FILE} /root/embed.env.before && echo EMBED_GATEWAY_WAIT=12 >> {ENV_FILE}")
+    try:
+        machine.sh(f"systemctl reload {UNIT}")
+        wait_until(lambda: "Reload complete" in machine.journal(cursor), timeout_s=60, interval_s=0.2)
+        journal = machine.journal(cursor)
+        assert "Reload complete: nothing to change" not in journal, journal
+        assert "the gateway's settings are applied" in journal, journal
+    finally:
+        machine.sh(f"cp /root/embed.env.before {ENV_FILE}")  # cp keeps the file's owner and mode
+    assert machine.show("MainPID", "NRestarts") == before
+    assert machine.tei_pid() == tei and health(port) == 200
+
+
 def test_killed_launcher_is_restarted_by_systemd_with_one_tei(machine: Machine, port: int) -> None:
     """Launcher SIGKILLed: systemd SIGKILLs its TEI (KillMode=mixed), restarts it; one TEI afterwards."""
     before = machine.show("MainPID", "NRestarts")
