@@ -17,6 +17,7 @@ from conftest import free_ports, wait_until
 from gateway_harness import EMBED_KEY, RERANK_KEY, Gateway, Tei, auth, start_gateway
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from test_grafana import exported_families, sample_names
 
 from embed_launcher import __version__
 from embed_launcher.gateway.config import ModelRoute
@@ -39,6 +40,23 @@ OWN = {  # family (as the parser names it) -> its labels
 # Three models, two replicas each.
 MODELS = [("BAAI/bge-small-en-v1.5", "embed", EMBED_KEY), ("naver/splade", "sparse", EMBED_KEY),
           ("BAAI/bge-reranker-v2-m3", "rerank", RERANK_KEY)]
+
+
+def dashboard_list_problems(text: str) -> list[str]:
+    """The Grafana test's list of exported families (tests/test_grafana.py exported_families) against a
+    real answer: every series it believes in is there, with exactly its labels (a rename fails here)."""
+    real: dict[str, set[frozenset[str]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            real.setdefault(sample.name, set()).add(frozenset(sample.labels) - {"le"})
+    listed = exported_families()
+    problems = []
+    for series, family in sample_names(listed).items():
+        if series not in real:
+            problems.append(f"{series}: not in /metrics")
+        elif real[series] != {listed[family].labels}:
+            problems.append(f"{series}: labels {sorted(map(sorted, real[series]))}, listed {sorted(listed[family].labels)}")
+    return problems
 
 
 def families(text: str) -> dict[str, list[Sample]]:
@@ -206,6 +224,11 @@ def test_every_family_is_present_at_zero_from_start_up_then_counts(tmp_path: Pat
         text = httpx.get(gateway.url("/metrics")).text
         assert text.count("# TYPE te_request_count_total counter") == 1
         assert text.count("# TYPE embed_requests_total counter") == 1
+        # A request TEI itself refuses, so its te_request_failure family has a sample too (TEI registers a
+        # counter on its first increment)
+        refused = httpx.post(gateway.url("/embed"), json={"inputs": ""}, headers=auth())
+        assert refused.status_code == 400 and refused.json()["error_type"] == "Empty", refused.text
+        assert dashboard_list_problems(httpx.get(gateway.url("/metrics")).text) == []
     finally:
         stop(gateway)
 

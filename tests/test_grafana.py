@@ -67,8 +67,8 @@ def exported_families() -> dict[str, Family]:
     The one source of the exported set for these tests. For now: the families issue 20 pins for the
     launcher and gateway, and TEI's te_* families as the TEI contract lists them (shared/tei-contract.md §10:
     TEI 1.9.3, every histogram rendered with buckets); the gateway re-exports each with the labels
-    model, kind and replica. To be pointed at the real endpoint once it exists (parse its `# TYPE`
-    lines, and the label names of its samples), so that a family or label renamed there fails here.
+    model, kind and replica. tests/test_gateway_metrics.py checks this list against a real gateway's
+    answer (every series listed is there, with exactly these labels), so a rename there fails.
     """
     ours = {
         "embed_requests_total": _family("counter", "model", "route", "code"),
@@ -87,9 +87,10 @@ def exported_families() -> dict[str, Family]:
     }
     tei = {
         "te_queue_size": _family("gauge", *TEI_LABELS),
-        "te_request_count": _family("counter", *TEI_LABELS, "method"),
-        "te_request_success": _family("counter", *TEI_LABELS, "method"),  # as the stand-in counts it
-        "te_request_failure": _family("counter", *TEI_LABELS, "err"),
+        # prometheus_client writes counters with `_total`: TEI's te_request_count is te_request_count_total
+        "te_request_count_total": _family("counter", *TEI_LABELS, "method"),
+        "te_request_success_total": _family("counter", *TEI_LABELS, "method"),  # as the stand-in counts it
+        "te_request_failure_total": _family("counter", *TEI_LABELS, "err"),
         "te_request_duration": _family("histogram", *TEI_LABELS),
         "te_request_queue_duration": _family("histogram", *TEI_LABELS),
         "te_request_inference_duration": _family("histogram", *TEI_LABELS),
