@@ -46,16 +46,17 @@ def dashboard_list_problems(text: str) -> list[str]:
     """The Grafana test's list of exported families (tests/test_grafana.py exported_families) against a
     real answer: every series it believes in is there, with exactly its labels (a rename fails here)."""
     real: dict[str, set[frozenset[str]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
+    for parsed in text_string_to_metric_families(text):
+        for sample in parsed.samples:
             real.setdefault(sample.name, set()).add(frozenset(sample.labels) - {"le"})
     listed = exported_families()
     problems = []
-    for series, family in sample_names(listed).items():
+    for series, name in sample_names(listed).items():
         if series not in real:
             problems.append(f"{series}: not in /metrics")
-        elif real[series] != {listed[family].labels}:
-            problems.append(f"{series}: labels {sorted(map(sorted, real[series]))}, listed {sorted(listed[family].labels)}")
+        elif real[series] != {listed[name].labels}:
+            seen = sorted(map(sorted, real[series]))
+            problems.append(f"{series}: labels {seen}, listed {sorted(listed[name].labels)}")
     return problems
 
 
