@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,7 +99,9 @@ def test_log_format_json_and_a_bad_value(tmp_path: Path) -> None:
     tei = tmp_path / "tei"
     tei.write_text("#!/bin/sh\n")
     tei.chmod(0o755)
-    env = {"EMBED_TEI_BIN": str(tei), "EMBED_ENV_FILE": str(tmp_path / "none.env"), "EMBED_DATA_DIR": str(tmp_path)}
+    inherited: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("EMBED_", "RERANK_"))}
+    env = {**inherited, "EMBED_TEI_BIN": str(tei), "EMBED_ENV_FILE": str(tmp_path / "none.env"),
+           "EMBED_DATA_DIR": str(tmp_path)}  # nothing of the caller's: CI sets EMBED_REQUIRE_PODMAN, say
     bad = CliRunner().invoke(launcher_command, ["--check"], env={**env, "EMBED_LOG_FORMAT": "yaml"})
     assert bad.exit_code == 2 and "EMBED_LOG_FORMAT must be one of text, json; got 'yaml'." in bad.output
     failed = CliRunner().invoke(launcher_command, ["--check"], env={**env, "EMBED_LOG_FORMAT": "json",
