@@ -215,7 +215,8 @@ def test_docs_is_said_to_be_404_and_metrics_relayed_behind_the_gateway() -> None
     assert "/docs" not in TABLES["all"] and "/docs" not in TABLES["rerank"]
     api = (ROOT / "docs" / "api.md").read_text()
     assert "| `GET /docs` (Swagger UI) | yes: TEI's own | **404**" in api
-    assert "| `GET /metrics` (Prometheus, public) | yes: TEI's own, unlabelled | yes: every TEI's, labelled" in api
+    assert ("| `GET /metrics` (Prometheus, public) | yes: TEI's own, unlabelled; the labelled families on"
+            " `EMBED_PROMETHEUS_PORT` | yes: every TEI's, labelled") in api
 
 
 def test_no_page_claims_what_ci_does_not_run() -> None:

@@ -259,7 +259,7 @@ def test_sigterm_during_backoff_cancels_the_restart(launch: Launch, tei_dir: Pat
 def test_second_sigint_kills_a_child_that_ignores_term(launch: Launch, tei_dir: Path) -> None:
     """Row 12: INT then INT again while a child ignores TERM -> killed at once, not at the stop timeout, exit != 0."""
     tei = service_tei(tei_dir, embed={"ignore_term": 1})
-    run = launch({"EMBED_STOP_TIMEOUT": "600", "EMBED_GATEWAY": "false"}, tei=tei.path)  # the only child: TEI
+    run = launch({"EMBED_STOP_TIMEOUT": "600", "EMBED_GATEWAY": "false"}, tei=tei.path)  # TEI, the gateway for /metrics
     run.wait_for(EMBED_READY)
     child = run.child_pid("embed")
     run.signal(signal.SIGINT)
@@ -267,7 +267,7 @@ def test_second_sigint_kills_a_child_that_ignores_term(launch: Launch, tei_dir: 
     run.signal(signal.SIGINT)
     code = run.wait_exit(30)  # not the 600 s stop timeout: killed at once
     assert code != 0
-    assert "second signal (SIGINT) during shutdown; killing embeddings now." in run.output()
+    assert "second signal (SIGINT) during shutdown; killing embeddings, gateway now." in run.output()
     assert gone([child])
 
 

@@ -80,3 +80,35 @@ def test_the_log_format_reaches_tei_and_the_gateway() -> None:
         *teis, gateway = build_plan(s, tei_bin="tei", keys={}, model_sources={}, parent_env={}, internal_ports=ports)
         assert all(("--json-output" in t.argv) is flag for t in teis)
         assert GatewayConfig.from_json(gateway.env["EMBED_GATEWAY_CONFIG"]).log_format == fmt
+
+
+def test_with_the_gateway_off_tei_keeps_its_ports_and_the_gateway_serves_metrics_on_the_prometheus_ports() -> None:
+    """EMBED_GATEWAY=false: TEI itself on the public ports (its transient Prometheus bind on an ephemeral port,
+    tei-contract §3.3), and the gateway only for /metrics, on EMBED_PROMETHEUS_PORT and RERANK_PROMETHEUS_PORT."""
+    s = load_settings({"RERANK_ENABLED": "true", "EMBED_GATEWAY": "false", "EMBED_HOST": "0.0.0.0",
+                       "EMBED_PROMETHEUS_PORT": "9100", "RERANK_PROMETHEUS_PORT": "9101", "EMBED_GATEWAY_WORKERS": "4"},
+                      None, env_file=Path("/nonexistent.env"), cwd=Path("/srv"))
+    *teis, gateway = build_plan(s, tei_bin="tei", keys={"embed": "k", "rerank": "r"}, model_sources={},
+                                parent_env={})
+    assert [t.name for t in teis] == ["embed", "rerank"] and gateway.name == "gateway"
+    for tei, port in zip(teis, (s.embed.port, s.rerank.port), strict=True):
+        argv = list(tei.argv)
+        assert argv[argv.index("--hostname") + 1] == "0.0.0.0" and argv[argv.index("--port") + 1] == str(port)
+        assert argv[argv.index("--prometheus-port") + 1] == "0"  # the metrics port is the gateway's now
+    config = GatewayConfig.from_json(gateway.env["EMBED_GATEWAY_CONFIG"])
+    assert [(li.host, li.port, li.routes) for li in config.listen] == [("0.0.0.0", 9100, "metrics"),
+                                                                       ("0.0.0.0", 9101, "metrics")]
+    assert [(m.kind, m.upstream) for m in config.models] == [("embed", f"http://127.0.0.1:{s.embed.port}"),
+                                                             ("rerank", f"http://127.0.0.1:{s.rerank.port}")]
+    assert config.workers == 1  # a scrape every few seconds: one process is plenty
+    assert gateway.health_url == "http://127.0.0.1:9100/health"
+    assert gateway.env["EMBED_GATEWAY_EMBED_KEY"] == "k"  # TEI's /info needs it; EMBED_METRICS_AUTH accepts it
+
+
+def test_with_the_gateway_off_a_tei_bound_to_one_address_is_scraped_there() -> None:
+    s = load_settings({"EMBED_GATEWAY": "false", "EMBED_HOST": "10.1.2.3"}, None, env_file=Path("/nonexistent.env"),
+                      cwd=Path("/srv"))
+    *_, gateway = build_plan(s, tei_bin="tei", keys={}, model_sources={}, parent_env={})
+    config = GatewayConfig.from_json(gateway.env["EMBED_GATEWAY_CONFIG"])
+    assert config.models[0].upstream == f"http://10.1.2.3:{s.embed.port}"
+    assert config.listen[0].host == "10.1.2.3" and config.listen[0].port == s.embed.prometheus_port

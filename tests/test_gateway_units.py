@@ -98,6 +98,8 @@ def test_not_json_is_one_problem() -> None:
     ("/models/BAAI%2Fbge-m3/v1/embeddings", "all", "openai", "BAAI/bge-m3", "embed"),
     ("/models/reranker/rerank", "rerank", "rerank", "BAAI/bge-reranker-v2-m3", "rerank"),
     ("/models/naver/splade/embed_sparse", "all", "native", "naver/splade", "embed"),
+    ("/metrics", "metrics", "metrics", None, None),
+    ("/health", "metrics", "health", None, None),
 ])
 def test_paths_resolve_to_a_route_a_model_and_a_key(path: str, routes: str, action: str, model: str | None,
                                                      key: str | None) -> None:
@@ -111,6 +113,8 @@ def test_paths_resolve_to_a_route_a_model_and_a_key(path: str, routes: str, acti
 @pytest.mark.parametrize(("path", "routes"), [
     ("/v1/embeddings", "rerank"), ("/embed", "rerank"), ("/v1/models", "rerank"), ("/nope", "all"),
     ("/models/small/embed", "rerank"), ("/models/unknown/embed", "all"), ("/models/small/health", "all"),
+    # the Prometheus port of EMBED_GATEWAY=false: /metrics and /health only, TEI itself has the rest
+    ("/v1/embeddings", "metrics"), ("/rerank", "metrics"), ("/info", "metrics"), ("/models/small/embed", "metrics"),
 ])
 def test_paths_outside_a_listener_are_404(path: str, routes: str) -> None:
     with pytest.raises(RequestError) as caught:

@@ -20,6 +20,8 @@ import psutil
 import pytest
 from conftest import LauncherRun, alive, make_tei, manage, wait_until
 from fake_hub.repos import GRANTED_TOKEN
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 pytestmark = pytest.mark.integration
 
@@ -209,7 +211,7 @@ def test_crash_loop_gives_up_with_exit_1_and_the_last_error(launch: Launch, tei_
 
 def test_status_reports_healthy_services_as_json(launch: Launch) -> None:
     """embed_manage --status --json: exit 0 and every service healthy while serving."""
-    run = launch({"RERANK_ENABLED": "true", "EMBED_GATEWAY": "false"})  # TEI direct: the two TEIs, no gateway
+    run = launch({"RERANK_ENABLED": "true", "EMBED_GATEWAY": "false"})  # TEI direct, the gateway for /metrics only
     run.wait_for("Text embeddings & reranking server is ready")
     wait_until(
         lambda: json.loads((run.data_dir / ".status.json").read_text())["services"]["rerank"]["state"] == "running"
@@ -217,7 +219,7 @@ def test_status_reports_healthy_services_as_json(launch: Launch) -> None:
     result = manage(run, "--status", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
-    assert report["healthy"] and {s["name"] for s in report["services"]} == {"embed", "rerank"}
+    assert report["healthy"] and {s["name"] for s in report["services"]} == {"embed", "rerank", "gateway"}
     assert all(s["state"] == "running" and s["pid"] for s in report["services"])
 
 
@@ -250,3 +252,42 @@ def test_the_default_serves_every_dialect_and_what_tei_served_on_both_ports(laun
     info = urllib.request.Request(f"http://127.0.0.1:{embed_port}/info", headers={"Authorization": "Bearer k"})
     with urllib.request.urlopen(info, timeout=10) as answer:  # Dify's
         assert json.loads(answer.read())["model_id"]
+
+
+def test_with_the_gateway_off_the_prometheus_ports_serve_the_same_metrics(launch: Launch) -> None:
+    """Issue 20: EMBED_GATEWAY=false keeps TEI itself on the public ports, and the Prometheus ports answer
+    /metrics with the same families as the gateway's: every TEI's relabelled, the launcher's own."""
+    def scrape(port: int) -> dict[str, list[Sample]]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            return {f.name: f.samples for f in text_string_to_metric_families(answer.read().decode())}
+
+    run = launch({"RERANK_ENABLED": "true", "EMBED_GATEWAY": "false", "EMBED_API_KEY": "embed-key",
+                  "RERANK_API_KEY": "rerank-key"})
+    run.wait_for("Text embeddings & reranking server is ready")
+    assert post(run.ports["EMBED_PORT"], "/embed", {"inputs": "hello"}, "embed-key")[0] == 200  # TEI itself
+    assert post(run.ports["RERANK_PORT"], "/rerank", {"query": "q", "texts": ["a"]}, "rerank-key")[0] == 200
+    cohere = {"query": "q", "documents": ["a"]}
+    assert post(run.ports["EMBED_PORT"], "/v1/rerank", cohere, "embed-key")[0] == 404  # TEI has no Cohere route
+    own = ("embed_requests", "embed_request_duration_seconds", "embed_inputs", "embed_inflight_inputs",
+           "embed_gateway_waits", "embed_gateway_retries", "embed_batch_splits", "embed_replica_state",
+           "embed_replica_restarts", "embed_up", "embed_build_info", "embed_scrape_errors")
+
+    def counted() -> bool:
+        found = scrape(run.ports["EMBED_PROMETHEUS_PORT"])
+        return any(s.labels.get("model") == "BAAI/bge-small-en-v1.5" and s.value >= 1
+                   for s in found.get("te_request_count", ()))
+
+    wait_until(counted, 10)  # the launcher's first probe marks TEI ready for the scraper
+    for port in (run.ports["EMBED_PROMETHEUS_PORT"], run.ports["RERANK_PROMETHEUS_PORT"]):
+        found = scrape(port)
+        assert all(found.get(name) for name in own), [name for name in own if not found.get(name)]
+        up = {s.labels["model"]: s.value for s in found["embed_up"]}
+        assert up == {"BAAI/bge-small-en-v1.5": 1.0, "BAAI/bge-reranker-v2-m3": 1.0}
+        kinds = {(s.labels["model"], s.labels["kind"], s.labels["replica"])
+                 for s in found["te_queue_size"]}
+        assert kinds == {("BAAI/bge-small-en-v1.5", "embed", "0"), ("BAAI/bge-reranker-v2-m3", "rerank", "0")}
+    with urllib.request.urlopen(f"http://127.0.0.1:{run.ports['EMBED_PORT']}/metrics", timeout=10) as answer:
+        own_text = answer.read()
+    assert b"te_request_count" in own_text and b"embed_up" not in own_text  # TEI's own on its port, as before
+    out = run.output()
+    assert "Gateway ready on" in out and "(/metrics only" in out and "Keys file" not in out  # the default keys only

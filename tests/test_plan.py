@@ -165,7 +165,9 @@ def test_the_gateway_config_routes_every_model_and_carries_no_secret() -> None:
 
 
 def test_without_the_gateway_internal_ports_are_ignored() -> None:
-    """One model per port: the TEIs keep the public ports, as before; no gateway child."""
+    """One model per port: the TEIs keep the public ports, as before; the gateway serves only /metrics, on the
+    Prometheus ports."""
     specs = gateway_plan({"RERANK_ENABLED": "true", "EMBED_GATEWAY": "false"})
-    assert [s.name for s in specs] == ["embed", "rerank"]
+    assert [s.name for s in specs] == ["embed", "rerank", "gateway"]
     assert flag(specs[0].argv, "--port") == ["8000"]
+    assert [li["routes"] for li in json.loads(specs[-1].env["EMBED_GATEWAY_CONFIG"])["listen"]] == ["metrics"] * 2

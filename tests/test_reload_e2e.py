@@ -225,3 +225,28 @@ def test_every_gateway_worker_switches_before_the_old_routes_go(launch: Launch, 
         for thread in load.threads:
             thread.join(timeout=30)
     assert load.failed == []
+
+
+def test_with_the_gateway_off_a_reload_closes_metrics_without_a_new_process(launch: Launch) -> None:
+    """EMBED_GATEWAY=false: the gateway serves only /metrics on the Prometheus port; EMBED_METRICS_AUTH set by a
+    reload applies there with the same pids, and a model change is still refused (TEI holds the public port)."""
+    run = launch({"EMBED_GATEWAY": "false", "EMBED_API_KEY": KEY})
+    run.wait_for("server is ready", timeout_s=60)
+    url = f"http://127.0.0.1:{run.ports['EMBED_PROMETHEUS_PORT']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        assert b"embed_up" in answer.read()
+    wait_until(lambda: status(run).get("services", {}).get("gateway", {}).get("state") == "running")
+    before = {name: s["pid"] for name, s in status(run)["services"].items()}
+    Path(run.env["EMBED_ENV_FILE"]).write_text("EMBED_METRICS_AUTH=true\n")
+    result = manage(run, "--reload", "--timeout", "60")
+    assert result.returncode == 0, result.stdout + result.stderr
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=10)
+    assert refused.value.code == 401
+    keyed = urllib.request.Request(url, headers={"Authorization": f"Bearer {KEY}"})
+    with urllib.request.urlopen(keyed, timeout=10) as answer:
+        assert b"embed_up" in answer.read()
+    assert {name: s["pid"] for name, s in status(run)["services"].items()} == before
+    Path(run.env["EMBED_ENV_FILE"]).write_text("EMBED_METRICS_AUTH=true\nEMBED_MODEL=BAAI/bge-m3\n")
+    refused_model = manage(run, "--reload", "--timeout", "60")
+    assert refused_model.returncode == 1 and "EMBED_GATEWAY is off" in refused_model.stdout + refused_model.stderr

@@ -53,7 +53,8 @@ def test_nothing_changed_is_nothing() -> None:
 
 
 def test_gateway_only_changes_touch_no_tei() -> None:
-    for old, new in ((load(A), load(A_PROMPTS)), (load(A), load(A, EMBED_GATEWAY_WAIT="5"))):
+    for old, new in ((load(A), load(A_PROMPTS)), (load(A), load(A, EMBED_GATEWAY_WAIT="5")),
+                     (load(A), load(A, EMBED_METRICS_AUTH="true"))):
         plan = diff(old, new)
         assert plan.moved == () and plan.gateway_changed and not plan.nothing and plan.refused == ()
 
@@ -66,6 +67,7 @@ def test_more_replicas_replace_the_model() -> None:
 @pytest.mark.parametrize(("variable", "value"), [
     ("EMBED_PORT", "9000"), ("EMBED_HOST", "127.0.0.1"), ("EMBED_GATEWAY_WORKERS", "2"),
     ("EMBED_DATA_DIR", "/elsewhere"), ("EMBED_API_KEY", "sk-new"),
+    ("EMBED_LOG_FORMAT", "json"),  # every TEI's --json-output: a new process each
 ])
 def test_port_bind_and_process_changes_are_refused_naming_the_variable(variable: str, value: str) -> None:
     plan = diff(load(A), load(A, **{variable: value}))

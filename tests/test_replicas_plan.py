@@ -65,7 +65,7 @@ def test_the_gateway_gets_every_replica_of_a_model_in_one_route() -> None:
 def test_one_replica_keeps_todays_names_and_tells_tei_its_gpu() -> None:
     """A single-GPU host: the child is still `embed` (status keys, logs), on that GPU; TEI direct on its port
     with EMBED_GATEWAY=false, on an internal port behind the gateway by default."""
-    (spec,) = plan({"EMBED_GATEWAY": "false"}, ("0",))
+    spec, _metrics = plan({"EMBED_GATEWAY": "false"}, ("0",))
     assert spec.name == "embed" and spec.env["CUDA_VISIBLE_DEVICES"] == "0" and spec.label == "Embeddings (GPU 0)"
     assert flag(spec.argv, "--port") == ["8000"]
     [tei] = [s for s in plan({}, ("0",)) if s.kind != "gateway"]

@@ -83,7 +83,8 @@ def _service_variables(name: str, label: str) -> tuple[Variable, ...]:
 
 
 _SVC, _GW, _NET, _RUN, _SUP = "Services", "Gateway", "Network", "Launcher", "Supervision"
-_PROMETHEUS = "Port TEI binds for an instant at start (metrics are served at /metrics)"
+_PROMETHEUS = ("With EMBED_GATEWAY=false: the port of GET /metrics with every family, labelled (TEI itself holds"
+               " the public port); behind the gateway unused (/metrics is on the public ports)")
 VARIABLES: tuple[Variable, ...] = (
     Variable("EMBED_ENABLED", "true", "Serve text embeddings", _SVC),
     Variable("EMBED_MODEL", "BAAI/bge-small-en-v1.5",

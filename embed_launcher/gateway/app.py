@@ -80,7 +80,7 @@ METRICS_PATH = "/metrics"
 
 
 def build_dispatch(config: GatewayConfig, handlers: Handlers, keys: KeyStore, routes: str) -> Dispatch:
-    """The request handler for one listener; ``routes`` is `all` or `rerank`."""
+    """The request handler for one listener; ``routes`` is `all`, `rerank` or `metrics`."""
     openapi_body = json.dumps(document(routes)).encode()  # public metadata, like TEI's /api-doc/openapi.json
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 KINDS = ("embed", "sparse", "rerank")
 TOKEN_POLICIES = ("reject", "decode", "passthrough")  # EMBED_TOKEN_INPUT
-ROUTE_SETS = ("all", "rerank")
+ROUTE_SETS = ("all", "rerank", "metrics")  # metrics: the Prometheus port of EMBED_GATEWAY=false
 BALANCES = ("least-inputs", "round-robin")  # EMBED_GATEWAY_BALANCE
 LOG_FORMATS = ("text", "json")  # EMBED_LOG_FORMAT
 DEFAULT_WAIT_S = 30.0
@@ -34,7 +34,7 @@ class GatewayConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Listener:
-    """One public socket and the set of routes it serves (`all`, or only the reranking ones)."""
+    """One public socket and the set of routes it serves (`all`, only the reranking ones, or only /metrics)."""
 
     host: str
     port: int

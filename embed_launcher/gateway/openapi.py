@@ -88,7 +88,7 @@ DESCRIPTION = (
 
 
 def document(routes: str = "all") -> dict[str, Any]:
-    """The OpenAPI document of a listener serving ``routes`` (`all` or `rerank`)."""
+    """The OpenAPI document of a listener serving ``routes`` (`all`, `rerank` or `metrics`)."""
     table = TABLES[routes]
     paths: dict[str, Any] = {OPENAPI_PATH: _openapi_path()}
     for path, route in table.items():

@@ -101,7 +101,11 @@ def _table(kinds_of_neutral: tuple[str, ...], rerank_only: bool) -> dict[str, Ro
     return {route.path: route for route in routes}
 
 
-TABLES = {"all": _table(ANY_KIND, rerank_only=False), "rerank": _table(("rerank",), rerank_only=True)}
+# With EMBED_GATEWAY=false TEI itself holds the public ports, and the gateway listens on the Prometheus ports
+# for /metrics alone (and /health, for the supervisor's checks): nothing there reaches a model.
+METRICS_ONLY = {"/health": Route("/health", GET, Action.HEALTH), "/metrics": Route("/metrics", GET, Action.METRICS)}
+TABLES = {"all": _table(ANY_KIND, rerank_only=False), "rerank": _table(("rerank",), rerank_only=True),
+          "metrics": METRICS_ONLY}
 PREFIXABLE = frozenset(p for p, r in TABLES["all"].items() if r.action not in PUBLIC | LISTINGS)
 
 
@@ -142,7 +146,7 @@ def resolve(raw_path: str, routes: str, config: GatewayConfig) -> Target:
         return Target(route)
     if raw_path.startswith(MODEL_ENTRY) and MODEL_ENTRY in table:
         return Target(table[MODEL_ENTRY], asked=unquote(raw_path[len(MODEL_ENTRY):]))
-    if raw_path.startswith(MODEL_PREFIX):
+    if raw_path.startswith(MODEL_PREFIX) and not PREFIXABLE.isdisjoint(table):
         return _prefixed(unquote(raw_path[len(MODEL_PREFIX):]), table, config)
     raise RequestError(404, f"no route {raw_path}", "not_found")
 

@@ -141,7 +141,10 @@ def _access_logger() -> logging.Logger:
 
 
 def ready_line(config: GatewayConfig) -> str:
-    return "Gateway ready on " + ", ".join(listener.address for listener in config.listen)
+    line = "Gateway ready on " + ", ".join(listener.address for listener in config.listen)
+    if all(listener.routes == "metrics" for listener in config.listen):
+        line += " (/metrics only: with EMBED_GATEWAY=false TEI itself is on the public ports)"
+    return line
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

@@ -45,11 +45,22 @@ def gateway_listen(settings: Settings) -> tuple[Listener, ...]:
     return tuple(doors)
 
 
-def gateway_config(settings: Settings, children: Sequence[Child], *, created: int) -> GatewayConfig:
-    """The gateway's EMBED_GATEWAY_CONFIG (no secrets): where it listens, and each model's TEI."""
+def metrics_listen(settings: Settings) -> tuple[Listener, ...]:
+    """EMBED_GATEWAY=false: TEI itself holds the public ports, so the gateway serves /metrics (and /health)
+    on each model's Prometheus port (EMBED_PROMETHEUS_PORT, RERANK_PROMETHEUS_PORT), where TEI's own
+    metrics listener would be in a gRPC build (an HTTP build only binds it for an instant: tei-contract §3.3)."""
+    ports = dict.fromkeys(s.prometheus_port for s in settings.services)
+    return tuple(Listener(settings.host, port, "metrics") for port in ports)
+
+
+def gateway_config(
+    settings: Settings, children: Sequence[Child], *, created: int, tei_host: str = LOOPBACK
+) -> GatewayConfig:
+    """The gateway's EMBED_GATEWAY_CONFIG (no secrets): where it listens, and each model's TEI (on
+    ``tei_host``: 127.0.0.1 behind the gateway, the public address that TEI binds with EMBED_GATEWAY=false)."""
     upstreams: dict[str, list[str]] = {}
     for c in children:  # in replica order
-        upstreams.setdefault(c.name.split("#")[0], []).append(f"http://{LOOPBACK}:{c.port}")
+        upstreams.setdefault(c.name.split("#")[0], []).append(f"http://{tei_host}:{c.port}")
     models = []
     for s in settings.services:
         batch = s.tei_arg("--max-client-batch-size")
@@ -69,11 +80,11 @@ def gateway_config(settings: Settings, children: Sequence[Child], *, created: in
         )
     limits = [int(s.tei_arg("--payload-limit") or TEI_DEFAULT_PAYLOAD_LIMIT) for s in settings.services]
     return GatewayConfig(
-        listen=gateway_listen(settings),
+        listen=gateway_listen(settings) if settings.gateway else metrics_listen(settings),
         models=tuple(models),
         wait_s=settings.gateway_wait_s,
         access_log=settings.gateway_access_log,
-        workers=settings.gateway_workers,
+        workers=settings.gateway_workers if settings.gateway else 1,  # for /metrics alone, one process is plenty
         created=created,
         max_body_bytes=max(limits),  # each TEI still applies its own limit
         max_inputs=settings.gateway_max_inputs,

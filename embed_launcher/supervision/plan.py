@@ -135,7 +135,8 @@ def build_plan(
     created: int = 0,
     placement: Placement | None = None,
 ) -> tuple[ChildSpec, ...]:
-    """One spec per enabled service, embeddings first, then the gateway's when it is on.
+    """One spec per enabled service, embeddings first, then the gateway's: serving the public ports when it
+    is on, only /metrics on the Prometheus ports when it is off (EMBED_GATEWAY=false).
 
     ``keys`` maps "embed"/"rerank" to the API key (None or "" = no auth); ``model_sources`` maps
     service name to what TEI gets as --model-id (a snapshot directory once downloaded, else the
@@ -146,6 +147,7 @@ def build_plan(
     """
     specs = []
     gateway = settings.gateway and internal_ports is not None
+    metrics_only = not settings.gateway  # TEI itself on the public ports; the gateway on its Prometheus port
     for configured in settings.services:
         slots = (placement or {}).get(configured.name, (Slot(0),))
         for slot in slots:
@@ -166,6 +168,8 @@ def build_plan(
                 assert internal_ports is not None
                 port, metrics_port = internal_ports[name]
                 service, host = replace(service, port=port, prometheus_port=metrics_port), LOOPBACK
+            elif metrics_only:
+                service = replace(service, prometheus_port=0)  # TEI's instant bind: any free port (§3.3, §8)
             secrets = tuple(s for s in (key, settings.hf_token) if s)
             specs.append(
                 ChildSpec(
@@ -187,7 +191,7 @@ def build_plan(
                     cpus=slot.cpus,
                 )
             )
-    if gateway:
+    if gateway or metrics_only:
         specs.append(gateway_spec(settings, specs, keys, parent_env, python=python, created=created))
     return tuple(specs)
 
@@ -201,14 +205,17 @@ def gateway_spec(
     python: str,
     created: int,
 ) -> ChildSpec:
-    """The gateway: the public ports, routing each request to its model's TEI on 127.0.0.1."""
+    """The gateway: the public ports, routing each request to its model's TEI on 127.0.0.1 (or, with
+    EMBED_GATEWAY=false, the Prometheus ports, answering /metrics for the TEIs on the public ports)."""
     env = child_env(parent_env, api_key=None, hf_token=None)
     env.pop("NO_COLOR", None)
-    config = gateway_config(settings, children, created=created)
+    tei_host = LOOPBACK if settings.gateway else probe_host(settings.host)
+    config = gateway_config(settings, children, created=created, tei_host=tei_host)
     env["EMBED_GATEWAY_CONFIG"] = config.to_json()
     embed_key, rerank_key = keys.get("embed") or "", keys.get(RERANK) or ""
     env["EMBED_GATEWAY_EMBED_KEY"], env["EMBED_GATEWAY_RERANK_KEY"] = embed_key, rerank_key
-    env["EMBED_API_KEYS_FILE"] = str(settings.keys_file or "")  # hashes only; watched by the gateway
+    # hashes only; watched by the gateway. With EMBED_GATEWAY=false only the default keys work (TEI checks them).
+    env["EMBED_API_KEYS_FILE"] = str(settings.keys_file or "") if settings.gateway else ""
     env["EMBED_GATEWAY_STATE_DIR"] = str(settings.data_dir)  # where it records the keys' last use
     door = config.listen[0].port
     return ChildSpec(

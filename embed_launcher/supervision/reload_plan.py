@@ -88,12 +88,13 @@ RESTART_REQUIRED: tuple[tuple[str, Callable[[Settings], object]], ...] = (
     ("EMBED_API_KEYS_FILE", lambda s: s.keys_file if s.keys_file_given else None),
     ("EMBED_TEI_BIN", lambda s: s.tei_bin),
     ("EMBED_BACKEND", lambda s: s.backend),
+    ("EMBED_LOG_FORMAT", lambda s: s.log_format),  # every TEI's --json-output, and the launcher's own lines
 )
 
 # The gateway settings a running gateway re-reads (they travel in its configuration file).
 GATEWAY_SETTINGS: tuple[Callable[[Settings], object], ...] = (
     lambda s: s.gateway_wait_s, lambda s: s.gateway_max_inputs, lambda s: s.gateway_upstream_timeout_s,
-    lambda s: s.token_input, lambda s: s.gateway_balance, lambda s: s.stop_timeout_s,
+    lambda s: s.token_input, lambda s: s.gateway_balance, lambda s: s.stop_timeout_s, lambda s: s.metrics_auth,
 )
 
 # What only the gateway reads of a model: a change there re-routes, it starts no TEI.
