@@ -25,10 +25,12 @@ from gateway_harness import (
     make_teis,
     stack_models,
     start_gateway,
+    start_stack,
     stop_stack,
 )
 
 from embed_launcher.gateway import logs
+from embed_launcher.gateway.keyfile import KeyEntry, hash_key, render_entry
 from embed_launcher.gateway.requestid import MAX_ID_CHARS, choose, sane_id, trace_id
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -268,6 +270,31 @@ def test_error_lines_about_a_request_name_its_id(tmp_path: Path, log_format: str
 
 
 # The whole launcher in JSON ------------------------------------------------------------------------
+
+@pytest.mark.integration
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_line_about_a_key_over_its_rate_limit_names_the_request(tmp_path: Path, log_format: str) -> None:
+    """A key over its rpm: the 429 echoes the request's id, and the gateway's line about the key (logged once
+    per 10 s) names it, as every line about a request does."""
+    keys = tmp_path / "keys.toml"
+    keys.write_text(render_entry(KeyEntry("limited", hash_key("k-limited-1"), rpm=1)))
+    stack = start_stack(tmp_path, env={"EMBED_API_KEYS_FILE": str(keys)}, log_format=log_format)
+    try:
+        answers = [httpx.post(stack.gateway.url("/v1/embeddings"), json={"input": "x"},
+                              headers={**auth("k-limited-1"), "X-Request-Id": f"limited-{i}"}) for i in range(2)]
+        assert [a.status_code for a in answers] == [200, 429]  # rpm 1: the bucket holds one request
+        assert answers[1].headers["X-Request-Id"] == "limited-1"
+        stack.gateway.wait_for("over its rate limit")
+    finally:
+        stop_stack(stack)
+    (line,) = [line for line in stack.gateway.output().splitlines() if "over its rate limit" in line]
+    message = "Key limited: over its rate limit (429; logged once per 10 s)"
+    if log_format == "text":
+        assert line == f"{message} rid=limited-1"
+    else:
+        assert {k: json.loads(line)[k] for k in ("logger", "msg", "request_id")} == {
+            "logger": "gateway", "msg": message, "request_id": "limited-1"}
+
 
 @pytest.mark.integration
 def test_the_launcher_in_json_every_line_parses_and_tei_gets_the_id(launch: Any, tei_dir: Path,
