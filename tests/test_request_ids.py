@@ -22,8 +22,6 @@ from gateway_harness import (
     Stack,
     auth,
     drop,
-    make_teis,
-    stack_models,
     start_gateway,
     start_stack,
     stop_stack,
@@ -97,18 +95,10 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def start_recorded_stack(tmp: Path, batch: int = 512, **gateway: object) -> tuple[Stack, Path]:
+def start_recorded_stack(tmp: Path, batch: int = 512, **gateway: Any) -> tuple[Stack, Path]:
+    """A stack whose stand-ins record the id headers they receive (in the returned file)."""
     recorded = tmp / "request-ids.jsonl"
-    teis = make_teis(tmp, batch)
-    for tei in teis:
-        tei.knobs = {"FAKE_TEI_REQUEST_ID_LOG": str(recorded)}
-        tei.start()
-    for tei in teis:
-        tei.wait_ready()
-    small, m3, splade, reranker = teis
-    stack = Stack(small, m3, splade, reranker, start_gateway(tmp, stack_models(*teis), **gateway))  # type: ignore[arg-type]
-    stack.gateway.wait_healthy()
-    return stack, recorded
+    return start_stack(tmp, batch, knobs={"FAKE_TEI_REQUEST_ID_LOG": str(recorded)}, **gateway), recorded
 
 
 @pytest.fixture(scope="module")
