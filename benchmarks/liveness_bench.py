@@ -19,7 +19,6 @@ Prints a Markdown table. Loopback only.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import signal
@@ -29,14 +28,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from conftest import FAKE_TEI, free_ports  # noqa: E402
 from fake_hub.server import HubStandIn  # noqa: E402
+from live_client import Load, embed, live_services  # noqa: E402
 
 from embed_launcher.supervision.liveness import Answer  # noqa: E402
 from embed_launcher.supervision.probe import check_health  # noqa: E402
@@ -91,8 +89,7 @@ class Launcher:
         return time.monotonic()
 
     def restarts(self) -> int:
-        status = json.loads((self.data / ".status.json").read_text())
-        return int(status["services"]["embed"]["restarts"])
+        return int(live_services(self.data)["embed"]["restarts"])
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -101,16 +98,7 @@ class Launcher:
 
 
 def post(port: int) -> int:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/embeddings", data=b'{"input": "hello"}',
-                                     headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            response.read()
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
+    return embed(port, None, "hello", timeout_s=60)
 
 
 def sustained_load(work: Path, batch_s: float, load_s: float) -> tuple[int, int, int, int]:
@@ -120,26 +108,16 @@ def sustained_load(work: Path, batch_s: float, load_s: float) -> tuple[int, int,
     try:
         run.wait_for("Text embeddings server is ready", 60)
         stop_at = time.monotonic() + load_s
-        answers: list[int] = []
-
-        def client() -> None:
+        with Load(lambda: post(run.port), threads=3) as load:
+            old_restarts, streak = 0, 0
             while time.monotonic() < stop_at:
-                answers.append(post(run.port))
-
-        clients = [threading.Thread(target=client) for _ in range(3)]
-        for c in clients:
-            c.start()
-        old_restarts, streak = 0, 0
-        while time.monotonic() < stop_at:
-            started = time.monotonic()
-            ok = check_health(f"http://127.0.0.1:{run.port}/health", INTERVAL_S) is Answer.OK
-            streak = 0 if ok else streak + 1
-            if streak >= OLD_RULE_FAILURES:
-                old_restarts, streak = old_restarts + 1, 0
-            time.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))  # a probe period, not a wait
-        for c in clients:
-            c.join()
-        return old_restarts, run.restarts(), answers.count(200), len(answers) - answers.count(200)
+                started = time.monotonic()
+                ok = check_health(f"http://127.0.0.1:{run.port}/health", INTERVAL_S) is Answer.OK
+                streak = 0 if ok else streak + 1
+                if streak >= OLD_RULE_FAILURES:
+                    old_restarts, streak = old_restarts + 1, 0
+                time.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))  # a probe period, not a wait
+        return old_restarts, run.restarts(), load.ok, len(load.failed)
     finally:
         run.stop()
 

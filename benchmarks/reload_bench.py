@@ -13,7 +13,6 @@ Prints a Markdown table. No internet access.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -22,14 +21,14 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+import live_client  # noqa: E402
 from conftest import free_port, make_tei  # noqa: E402
 from fake_hub.server import HubStandIn  # noqa: E402
+from live_client import Load  # noqa: E402
 
 KEY = "bench-key"
 A = '[[models]]\nmodel = "BAAI/bge-small-en-v1.5"\nalias = "a"\n'
@@ -39,40 +38,7 @@ B = '[[models]]\nmodel = "BAAI/bge-m3"\nalias = "b"\n'
 
 
 def embed(port: int, model: str) -> int:
-    body = json.dumps({"model": model, "input": ["hello"]}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/embeddings", data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            response.read()
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
-
-
-class Load:
-    """Two threads sending requests for `a` back to back; counts answers that are not 200."""
-
-    def __init__(self, port: int) -> None:
-        self.port, self.ok, self.failed = port, 0, 0
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(2)]
-        for thread in self.threads:
-            thread.start()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            if embed(self.port, "a") == 200:
-                self.ok += 1
-            else:
-                self.failed += 1
-
-    def close(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
+    return live_client.embed(port, model, ["hello"], key=KEY)
 
 
 def manage_reload(env: dict[str, str]) -> None:
@@ -118,7 +84,7 @@ def main() -> None:
             for text in (A + B, A):  # warm-up: B's download, not measured
                 models.write_text(text)
                 manage_reload(env)
-            load = Load(port)
+            load = Load(lambda: embed(port, "a")).start()  # two clients for A, back to back
             add_s: list[float] = []
             switch_s: list[float] = []
             remove_s: list[float] = []
@@ -146,8 +112,8 @@ def main() -> None:
             log.close()
     over = [s - args.load_s for s in add_s]
     rows = [
-        ("requests for A failed during the reloads", "0", f"{load.failed} of {load.ok + load.failed}",
-         "yes" if load.failed == 0 else "**no**"),
+        ("requests for A failed during the reloads", "0", f"{len(load.failed)} of {len(load.answers)}",
+         "yes" if not load.failed else "**no**"),
         ("`--reload` → B answers (add B)", f"≤ {args.load_s:g} s load + 1 s",
          f"{statistics.median(add_s):.3f} s (worst {max(add_s):.3f} s)", "yes" if max(over) <= 1.0 else "**no**"),
         ("… of which over the stand-in's load time", "≤ 1 s", f"{statistics.median(over):.3f} s", ""),

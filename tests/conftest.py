@@ -15,7 +15,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from click.testing import CliRunner, Result
 
+from embed_launcher.manage.command import manage_command
 from embed_launcher.startup.preflight import free_local_ports
 
 TESTS = Path(__file__).resolve().parent
@@ -234,3 +236,35 @@ def manage(
         [sys.executable, "-c", "from embed_launcher.manage.command import main; main()", *args],
         env=full, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
+
+
+@pytest.fixture(name="data")
+def data_fixture(tmp_path: Path) -> Path:
+    """An empty data directory (tmp_path/data) for the in-process `manage` fixture."""
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(name="manage")
+def manage_in_process(tmp_path: Path, data: Path) -> Callable[..., Result]:
+    """Run embed_manage in-process (click's CliRunner) with the `data` directory and tmp_path/embed.env;
+    no EMBED_*/RERANK_*/HF_*/CUDA_* of the caller leaks in. ``env_file`` writes that env file first.
+
+    The fixture is named `manage` for the unit tests of embed_manage; the function `manage` above runs
+    it as a subprocess against a running launcher's data directory.
+    """
+
+    def run(*args: str, env: dict[str, str] | None = None, env_file: str | None = None) -> Result:
+        if env_file is not None:
+            (tmp_path / "embed.env").write_text(env_file)
+        inherited: dict[str, str | None] = {
+            k: None for k in os.environ if k.startswith(("EMBED_", "RERANK_", "HF_", "CUDA_"))
+        }
+        full = inherited | {"EMBED_DATA_DIR": str(data), "EMBED_ENV_FILE": str(tmp_path / "embed.env"),
+                            "EMBED_BACKEND": "onnx", "HF_HUB_DISABLE_TELEMETRY": "1"} | (env or {})
+        result = CliRunner().invoke(manage_command, list(args), env=full)
+        assert "Traceback" not in result.output, result.output
+        return result
+
+    return run

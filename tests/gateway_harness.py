@@ -161,9 +161,13 @@ def stack_models(small: Tei, m3: Tei, splade: Tei, reranker: Tei) -> list[dict[s
             model_entry(splade, aliases=[], default=True), model_entry(reranker, aliases=["reranker"], default=True)]
 
 
-def start_stack(tmp: Path, batch: int = 512, permits: str = PERMITS, **gateway: object) -> Stack:
+def start_stack(tmp: Path, batch: int = 512, permits: str = PERMITS, knobs: dict[str, str] | None = None,
+                **gateway: object) -> Stack:
+    """The four stand-ins (``knobs``: more environment for each, e.g. FAKE_TEI_REQUEST_ID_LOG) and a gateway
+    configured with ``gateway``, healthy."""
     teis = make_teis(tmp, batch, permits)
     for tei in teis:
+        tei.knobs = dict(knobs or {})
         tei.start()
     for tei in teis:
         tei.wait_ready()

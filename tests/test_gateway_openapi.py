@@ -13,7 +13,7 @@ import pytest
 import schemathesis
 from gateway_harness import Stack, stack  # noqa: F401 - the fixture
 
-from embed_launcher.gateway import openapi
+from embed_launcher.gateway import openapi, requestid
 from embed_launcher.gateway.config import GatewayConfig
 from embed_launcher.gateway.routes import PREFIXABLE, TABLES, Action, Route, resolve
 from embed_launcher.gateway.shapes import RequestError
@@ -84,11 +84,34 @@ def test_the_validator_would_catch_a_broken_document() -> None:
 
 
 def test_every_reference_resolves() -> None:
-    """Each `$ref` names a component that exists."""
+    """Each `$ref` names a component that exists (a schema, a parameter or a header)."""
     document = openapi.document()
     refs = set(_refs(document))
-    assert refs and all(ref.startswith("#/components/schemas/") for ref in refs)
-    assert {ref.rsplit("/", 1)[1] for ref in refs} <= set(document["components"]["schemas"])
+    assert refs and all(ref.startswith(("#/components/schemas/", "#/components/parameters/",
+                                        "#/components/headers/")) for ref in refs)
+    for reference in refs:
+        section, name = reference.removeprefix("#/components/").split("/")
+        assert name in document["components"][section], reference
+
+
+@pytest.mark.parametrize("routes", ["all", "rerank"])
+def test_request_id_headers_are_documented_once_and_referenced_everywhere(routes: str) -> None:
+    """`X-Request-Id` and `traceparent` are optional request headers of every path, and every answer (errors
+    and /openapi.json's own included) carries `X-Request-Id`: one component each, referenced, not copied."""
+    document = openapi.document(routes)
+    parameters, headers = document["components"]["parameters"], document["components"]["headers"]
+    assert {(p["name"], p["in"], p["required"]) for p in parameters.values()} == {
+        ("X-Request-Id", "header", False), ("traceparent", "header", False)}
+    assert headers["RequestId"]["required"] is True
+    assert parameters["RequestId"]["schema"]["maxLength"] == requestid.MAX_ID_CHARS
+    wanted = [{"$ref": "#/components/parameters/RequestId"}, {"$ref": "#/components/parameters/Traceparent"}]
+    for path, item in document["paths"].items():
+        assert [p for p in item.get("parameters", []) if "$ref" in p] == wanted, path
+    answers = [(path, status, response) for path, _, operation in operations(document)
+               for status, response in operation["responses"].items()]
+    assert len(answers) > 100
+    for path, status, response in answers:
+        assert response["headers"] == {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}, (path, status)
 
 
 def _refs(node: object) -> Iterator[str]:

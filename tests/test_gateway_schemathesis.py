@@ -50,7 +50,7 @@ def with_model_names(document: dict[str, Any], names: list[str]) -> dict[str, An
     document = json.loads(json.dumps(document))
     for item in document["paths"].values():
         for parameter in item.get("parameters", []):
-            if parameter["name"] == "model":
+            if parameter.get("name") == "model":  # the others are references to shared components
                 parameter["schema"] = {"type": "string", "enum": [*names, UNKNOWN_MODEL]}
     return document
 

@@ -15,14 +15,13 @@ import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import FAKE_TEI, LauncherRun, make_tei, manage, wait_until
+from live_client import post
 
 pytestmark = pytest.mark.integration
 
@@ -48,21 +47,6 @@ def embed_only_tei(directory: Path, **knobs: object) -> Path:
     )
     path.chmod(0o755)
     return path
-
-
-def post(port: int, path: str, body: object, timeout_s: float = 30.0) -> int:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"}, method="POST",
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            response.read()
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0  # refused, reset or timed out
 
 
 def service(run: LauncherRun, name: str) -> dict[str, object]:
@@ -114,8 +98,8 @@ def test_a_hung_tei_is_replaced_within_the_hang_timeout(launch: Launch, tei_dir:
     pid = run.child_pid("embed")
     switch.write_text("hung")
     for _ in range(3):  # requests stuck in the backend: a non-empty queue, frozen counters
-        threading.Thread(target=post, args=(run.ports["EMBED_PORT"], "/embed", {"inputs": "x"}, 20.0),
-                         daemon=True).start()  # fmt: skip
+        threading.Thread(target=post, args=(run.ports["EMBED_PORT"], "/embed", {"inputs": "x"}),
+                         kwargs={"timeout_s": 20.0}, daemon=True).start()  # fmt: skip
     wait_until(lambda: service(run, "embed").get("health") == "busy", timeout_s=5)
     assert status_json(run)[0] == 0  # not yet known to be hung: busy
     # Found after the 3 s hang timeout, far before the 600 s default (benchmarks/liveness_bench.py times it).

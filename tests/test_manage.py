@@ -14,12 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from conftest import free_port
 from fake_hub.repos import GRANTED_TOKEN
 from fake_hub.server import HubStandIn
 
-from embed_launcher.manage.command import manage_command
 from embed_launcher.manage.models import LOCAL_ONLY_BLOCKED
 from embed_launcher.models.cache import cached_size, repo_dir
 from embed_launcher.models.progress import human_bytes
@@ -28,32 +27,6 @@ Manage = Callable[..., Result]
 KEY = "embed-" + "ab" * 24
 MISSING_MODEL = "Error: Missing model ID. Usage: --pullmodel <model>"
 HINT = "To activate this model"
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    path = tmp_path / "data"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def manage(tmp_path: Path, data: Path) -> Manage:
-    """Run embed_manage in-process with a tmp data dir and env file; no EMBED_*/HF_* leaks in."""
-
-    def run(*args: str, env: dict[str, str] | None = None, env_file: str | None = None) -> Result:
-        if env_file is not None:
-            (tmp_path / "embed.env").write_text(env_file)
-        inherited: dict[str, str | None] = {
-            k: None for k in os.environ if k.startswith(("EMBED_", "RERANK_", "HF_", "CUDA_"))
-        }
-        full = inherited | {"EMBED_DATA_DIR": str(data), "EMBED_ENV_FILE": str(tmp_path / "embed.env"),
-                            "EMBED_BACKEND": "onnx", "HF_HUB_DISABLE_TELEMETRY": "1"} | (env or {})
-        result = CliRunner().invoke(manage_command, list(args), env=full)
-        assert "Traceback" not in result.output, result.output
-        return result
-
-    return run
 
 
 def write_state(data: Path, **files: object) -> None:

@@ -15,34 +15,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from conftest import wait_until
 from gateway_harness import start_stack, stop_stack
 
 from embed_launcher.gateway.keyfile import hash_key, parse_keys
-from embed_launcher.manage.command import manage_command
 
 Manage = Callable[..., Result]
 KEY = re.compile(r"^(embed-[0-9a-f]{48})$", re.MULTILINE)
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    path = tmp_path / "data"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def manage(tmp_path: Path, data: Path) -> Manage:
-    def run(*args: str, env: dict[str, str] | None = None) -> Result:
-        inherited: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("EMBED_", "RERANK_", "HF_"))}
-        full = inherited | {"EMBED_DATA_DIR": str(data), "EMBED_ENV_FILE": str(tmp_path / "embed.env")} | (env or {})
-        result = CliRunner().invoke(manage_command, list(args), env=full)
-        assert "Traceback" not in result.output, result.output
-        return result
-
-    return run
 
 
 def added_key(result: Result) -> str:

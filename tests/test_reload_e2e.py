@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import live_client
 import pytest
 from conftest import LauncherRun, manage, wait_until
+from live_client import Load, live_status
 
 pytestmark = pytest.mark.integration
 
@@ -31,46 +32,16 @@ B = '[[models]]\nmodel = "BAAI/bge-m3"\nalias = "b"\n'
 
 
 def embed(port: int, model: str) -> int:
-    body = json.dumps({"model": model, "input": ["hello"]}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/embeddings", data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            response.read()
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
+    return live_client.embed(port, model, ["hello"], key=KEY)
 
 
-class Load:
-    """Requests to model ``a``, back to back, from two threads; every answer that is not 200 is kept."""
-
-    def __init__(self, port: int) -> None:
-        self.port, self.ok, self.failed = port, 0, []  # type: ignore[var-annotated]
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(2)]
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            status = embed(self.port, "a")
-            if status == 200:
-                self.ok += 1
-            else:
-                self.failed.append(status)
-
-    def more(self, n: int = 20) -> None:
-        """Wait until ``n`` more requests succeeded."""
-        target = self.ok + n
-        wait_until(lambda: self.ok >= target, 20)
+def load_on_a(run: LauncherRun) -> Load:
+    """Requests to model ``a``, back to back, from two threads."""
+    return Load(lambda: embed(run.ports["EMBED_PORT"], "a"))
 
 
 def status(run: LauncherRun) -> dict[str, Any]:
-    try:
-        return dict(json.loads((run.data_dir / ".status.json").read_text()))
-    except (OSError, ValueError):
-        return {}
+    return live_status(run.data_dir)
 
 
 def reload_via_sighup(run: LauncherRun, models_file: Path, text: str, seen: int) -> None:
@@ -92,10 +63,7 @@ def served(launch: Launch, tmp_path: Path) -> tuple[LauncherRun, Path]:
 def test_add_switch_remove_under_load_without_a_failed_request(served: tuple[LauncherRun, Path]) -> None:
     run, models_file = served
     port = run.ports["EMBED_PORT"]
-    load = Load(port)
-    for thread in load.threads:
-        thread.start()
-    try:
+    with load_on_a(run) as load:
         load.more()
         # Add B: A is not touched (same pid), B serves.
         a_pid = status(run)["services"]["embed"]["pid"]
@@ -121,21 +89,13 @@ def test_add_switch_remove_under_load_without_a_failed_request(served: tuple[Lau
         assert "Reload complete: configuration 4 serves (removed embed-b (BAAI/bge-m3))." in run.output()
         assert embed(port, "b") == 404
         load.more()
-    finally:
-        load.stop.set()
-        for thread in load.threads:
-            thread.join(timeout=30)
     assert load.failed == []
     assert "Traceback" not in run.output()
 
 
 def test_a_reload_whose_new_tei_fails_leaves_the_model_serving(served: tuple[LauncherRun, Path]) -> None:
     run, models_file = served
-    port = run.ports["EMBED_PORT"]
-    load = Load(port)
-    for thread in load.threads:
-        thread.start()
-    try:
+    with load_on_a(run) as load:
         load.more()
         models_file.write_text(A_BROKEN)
         result = manage(run, "--reload", "--timeout", "60")
@@ -145,10 +105,6 @@ def test_a_reload_whose_new_tei_fails_leaves_the_model_serving(served: tuple[Lau
         assert "Reload failed: the new embeddings server failed to start" in run.output()
         load.more()
         wait_until(lambda: set(status(run).get("services", {})) == {"embed", "gateway"})
-    finally:
-        load.stop.set()
-        for thread in load.threads:
-            thread.join(timeout=30)
     assert load.failed == []
     # The launcher still reloads afterwards, and --reload says so.
     models_file.write_text(A + B)
@@ -209,10 +165,7 @@ def test_every_gateway_worker_switches_before_the_old_routes_go(launch: Launch, 
     models_file.write_text(A)
     run = launch({"EMBED_MODELS_FILE": str(models_file), "EMBED_API_KEY": KEY, "EMBED_GATEWAY_WORKERS": "2"})
     run.wait_for("server is ready", timeout_s=60)
-    load = Load(run.ports["EMBED_PORT"])
-    for thread in load.threads:
-        thread.start()
-    try:
+    with load_on_a(run) as load:
         load.more()
         models_file.write_text(A_MAIN + B)
         result = manage(run, "--reload", "--timeout", "60")
@@ -220,10 +173,6 @@ def test_every_gateway_worker_switches_before_the_old_routes_go(launch: Launch, 
         assert run.output().count("Gateway routes: configuration 2 in force") == 2
         assert all(embed(run.ports["EMBED_PORT"], "b") == 200 for _ in range(20))  # whichever worker answers
         load.more()
-    finally:
-        load.stop.set()
-        for thread in load.threads:
-            thread.join(timeout=30)
     assert load.failed == []
 
 

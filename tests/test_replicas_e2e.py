@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import live_client
 import pytest
 from conftest import LauncherRun, make_tei, manage, wait_until
+from live_client import Load, live_services
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
@@ -43,24 +43,11 @@ def env_log(path: Path) -> list[dict[str, Any]]:
 
 
 def services(run: LauncherRun) -> dict[str, dict[str, Any]]:
-    try:
-        return dict(json.loads((run.data_dir / ".status.json").read_text())["services"])
-    except (OSError, ValueError, KeyError):
-        return {}
+    return live_services(run.data_dir)
 
 
 def embed(port: int, texts: list[str]) -> int:
-    body = json.dumps({"input": texts, "model": MODEL}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/embeddings", data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            response.read()
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
+    return live_client.embed(port, MODEL, texts, key=KEY)
 
 
 @pytest.fixture
@@ -104,27 +91,14 @@ def test_a_replica_stopped_or_killed_under_load_costs_no_request_and_restarts_al
     run, log = four_gpus
     port = run.ports["EMBED_PORT"]
     before = services(run)
-    statuses: list[int] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        while not stop.is_set():
-            statuses.append(embed(port, ["a", "b", "c"]))
-
-    clients = [threading.Thread(target=client) for _ in range(6)]
-    for thread in clients:
-        thread.start()
-    try:
+    with Load(lambda: embed(port, ["a", "b", "c"]), threads=6) as load:
+        statuses = load.answers
         wait_until(lambda: len(statuses) >= 30, 30)
         os.kill(before["embed#1"]["pid"], sig)
         wait_until(lambda: services(run)["embed#1"]["restarts"] == 1 and services(run)["embed#1"]["state"] == "running",
                    30)
         served = len(statuses)
         wait_until(lambda: len(statuses) >= served + 30, 30)  # traffic goes on after the restart
-    finally:
-        stop.set()
-        for thread in clients:
-            thread.join(timeout=30)
     # A draining TEI answers what it accepted; one refused, reset in its backlog as it closed, or inside it
     # when it was killed goes to a sibling (once: a request that kills two replicas is poison, a 502).
     assert statuses and set(statuses) == {200}, sorted(set(statuses))

@@ -22,13 +22,13 @@ from gateway_harness import (
     Stack,
     auth,
     drop,
-    make_teis,
-    stack_models,
     start_gateway,
+    start_stack,
     stop_stack,
 )
 
 from embed_launcher.gateway import logs
+from embed_launcher.gateway.keyfile import KeyEntry, hash_key, render_entry
 from embed_launcher.gateway.requestid import MAX_ID_CHARS, choose, sane_id, trace_id
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -95,18 +95,10 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def start_recorded_stack(tmp: Path, batch: int = 512, **gateway: object) -> tuple[Stack, Path]:
+def start_recorded_stack(tmp: Path, batch: int = 512, **gateway: Any) -> tuple[Stack, Path]:
+    """A stack whose stand-ins record the id headers they receive (in the returned file)."""
     recorded = tmp / "request-ids.jsonl"
-    teis = make_teis(tmp, batch)
-    for tei in teis:
-        tei.knobs = {"FAKE_TEI_REQUEST_ID_LOG": str(recorded)}
-        tei.start()
-    for tei in teis:
-        tei.wait_ready()
-    small, m3, splade, reranker = teis
-    stack = Stack(small, m3, splade, reranker, start_gateway(tmp, stack_models(*teis), **gateway))  # type: ignore[arg-type]
-    stack.gateway.wait_healthy()
-    return stack, recorded
+    return start_stack(tmp, batch, knobs={"FAKE_TEI_REQUEST_ID_LOG": str(recorded)}, **gateway), recorded
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +260,31 @@ def test_error_lines_about_a_request_name_its_id(tmp_path: Path, log_format: str
 
 
 # The whole launcher in JSON ------------------------------------------------------------------------
+
+@pytest.mark.integration
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_line_about_a_key_over_its_rate_limit_names_the_request(tmp_path: Path, log_format: str) -> None:
+    """A key over its rpm: the 429 echoes the request's id, and the gateway's line about the key (logged once
+    per 10 s) names it, as every line about a request does."""
+    keys = tmp_path / "keys.toml"
+    keys.write_text(render_entry(KeyEntry("limited", hash_key("k-limited-1"), rpm=1)))
+    stack = start_stack(tmp_path, env={"EMBED_API_KEYS_FILE": str(keys)}, log_format=log_format)
+    try:
+        answers = [httpx.post(stack.gateway.url("/v1/embeddings"), json={"input": "x"},
+                              headers={**auth("k-limited-1"), "X-Request-Id": f"limited-{i}"}) for i in range(2)]
+        assert [a.status_code for a in answers] == [200, 429]  # rpm 1: the bucket holds one request
+        assert answers[1].headers["X-Request-Id"] == "limited-1"
+        stack.gateway.wait_for("over its rate limit")
+    finally:
+        stop_stack(stack)
+    (line,) = [line for line in stack.gateway.output().splitlines() if "over its rate limit" in line]
+    message = "Key limited: over its rate limit (429; logged once per 10 s)"
+    if log_format == "text":
+        assert line == f"{message} rid=limited-1"
+    else:
+        assert {k: json.loads(line)[k] for k in ("logger", "msg", "request_id")} == {
+            "logger": "gateway", "msg": message, "request_id": "limited-1"}
+
 
 @pytest.mark.integration
 def test_the_launcher_in_json_every_line_parses_and_tei_gets_the_id(launch: Any, tei_dir: Path,

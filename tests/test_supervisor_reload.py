@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import io
+import os
 import signal
+from pathlib import Path
 
+import pytest
+from test_manage_reload import publish, run_reload
 from test_supervisor import OK, FakeNotifier, FakeSpawner
 
+from embed_launcher.datadir.atomic import atomic_write
 from embed_launcher.reporting.console import Console
+from embed_launcher.startup import reloading
 from embed_launcher.supervision.child import Timing
 from embed_launcher.supervision.events import GatewayRouted, ReloadPrepared, SignalReceived
 from embed_launcher.supervision.plan import ChildSpec
@@ -134,6 +142,67 @@ def test_no_word_from_the_gateway_fails_the_reload_at_the_switch_timeout() -> No
     run.at(1.0)
     run.at(1.0 + SWITCH_TIMEOUT_S)
     assert "Reload failed: the gateway did not apply the new routes" in run.err.getvalue()
+
+
+class DiskReloader(FakeReloader):
+    """Writes the gateway's routes file as the launcher does (LauncherReloader.write_file), in ``data``."""
+
+    def __init__(self, data: Path) -> None:
+        super().__init__()
+        self.path = data / reloading.GATEWAY_CONFIG_FILE
+
+    def write_gateway_config(self, text: str) -> None:
+        reloading.LauncherReloader.write_file(self.path, text)
+        self.written.append(text)
+
+
+def test_a_full_disk_at_the_switch_fails_the_reload_and_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC writing .gateway.json once the new TEI is ready: the reload fails as a whole; the old routes file,
+    the old TEI and the gateway stay as they were, the new TEI stops, and `embed_manage --reload` exits 1."""
+    data = tmp_path / "data"
+    data.mkdir()
+    run = Run()
+    disk = run.reloader = run.sup.reloader = DiskReloader(data)
+    disk.path.write_text('{"generation":1}')
+    gateway = run.sup.child_named("gateway")
+    gateway_spec = gateway.spec
+
+    def full_disk(fd: int, payload: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(reloading, "atomic_write", functools.partial(atomic_write, write=full_disk))
+    run.replace_embed()  # the SIGHUP reaches the gateway too (its keys file): signals from here on count
+    sent = len(run.spawner.signals)
+    run.ready("embed@2")
+    new = run.pid("embed@2")
+    run.at(1.0)  # the new TEI is ready: the switch writes the routes file and fails
+    assert ("Reload failed: cannot write the gateway's configuration (No space left on device); still serving the"
+            " previous configuration") in run.err.getvalue()
+    assert run.spawner.signals[sent:] == [(new, signal.SIGTERM)]  # neither the old TEI nor the gateway
+    assert sorted(p.name for p in data.iterdir()) == [".gateway.json"]  # the old file, no temp file left
+    assert disk.path.read_text() == '{"generation":1}'
+    assert gateway.spec is gateway_spec and run.reloader.commits == []
+    record = run.published[-1]["reload"]
+    assert record["state"] == "failed" and run.published[-1]["generation"] == 1  # type: ignore[index]
+    run.exit("embed@2", 0)
+    assert run.names() == ["embed", "gateway"]
+    # What `embed_manage --reload` makes of the record the launcher published: exit 1, the reason.
+    publish(tmp_path, None)
+    code, _, err = run_reload(tmp_path, record)  # type: ignore[arg-type]
+    assert code == 1 and "cannot write the gateway's configuration (No space left on device)" in err
+    # Room again: the next reload switches.
+    monkeypatch.setattr(reloading, "atomic_write", atomic_write)
+    run.sup.dispatch(SignalReceived(signal.SIGHUP))
+    prepared = Prepared(3, summary="replaced embed (m)", new_specs=(spec("embed@3", service="embed"),),
+                        retire=frozenset({"embed"}), gateway_spec=spec("gateway", "gateway"),
+                        gateway_json='{"generation":3}', drain_timeout_s=5.0)
+    run.sup.dispatch(ReloadPrepared(prepared))
+    run.ready("embed@3")
+    run.at(2.0)
+    assert disk.path.read_text() == '{"generation":3}'
+    run.sup.dispatch(GatewayRouted(3))
+    assert run.reloader.commits == [3]
 
 
 def test_a_new_tei_that_exits_fails_the_reload_and_is_not_restarted() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from embed_launcher.gateway.access import Bucket, Decision, KeyRing, Need, candidates, decide
 from embed_launcher.gateway.keyfile import KeyEntry, KeyFileError, parse_keys
 from embed_launcher.gateway.keyuse import UseRecord
-from embed_launcher.gateway.logs import say
+from embed_launcher.gateway.logs import say, say_about_request
 
 POLL_S = 0.5  # with no traffic, a change is applied (and its line logged) within this
 LOG_EVERY_S = 10.0  # 429s of one key are logged at most this often (a client over its limit retries a lot)
@@ -52,10 +52,13 @@ class KeyStore:
 
     def __init__(self, embed_key: str | None, rerank_key: str | None, path: Path | None, *, workers: int = 1,
                  say: Callable[[str], None] = print, wall: Callable[[], float] = time.time,
-                 mono: Callable[[], float] = time.monotonic, uses: UseRecord | None = None) -> None:
+                 mono: Callable[[], float] = time.monotonic, uses: UseRecord | None = None,
+                 about_request: Callable[[str], None] | None = None) -> None:
         self.embed_key, self.rerank_key, self.path = embed_key, rerank_key, path
         self.uses = uses or UseRecord(None, say)
         self.workers, self.say, self.wall, self.mono = workers, say, wall, mono
+        # A line about the request being decided (a 429) names its id: logs.say_about_request in the gateway
+        self.about_request = about_request or say
         self.buckets: dict[str, Bucket] = {}
         self.seen: Signature = None
         self.failed: Signature | None = None  # the signature whose refusal was already logged
@@ -67,7 +70,8 @@ class KeyStore:
         path = environ.get(KEYS_FILE_VAR) or None
 
         return cls(environ.get("EMBED_GATEWAY_EMBED_KEY") or None, environ.get("EMBED_GATEWAY_RERANK_KEY") or None,
-                   Path(path) if path else None, workers=workers, say=say, uses=UseRecord.from_environ(environ, say))
+                   Path(path) if path else None, workers=workers, say=say, uses=UseRecord.from_environ(environ, say),
+                   about_request=say_about_request)
 
     def _initial(self) -> KeyRing:
         """At start the launcher has checked the file; if it broke since, serve the implicit key only
@@ -95,7 +99,8 @@ class KeyStore:
             now = self.mono()
             if now - self.last_429.get(decision.grant.id, float("-inf")) >= LOG_EVERY_S:
                 self.last_429[decision.grant.id] = now
-                self.say(f"Key {decision.grant.id}: over its rate limit (429; logged once per {LOG_EVERY_S:g} s)")
+                self.about_request(f"Key {decision.grant.id}: over its rate limit (429; logged once per"
+                                   f" {LOG_EVERY_S:g} s)")
         return decision
 
     def poll(self, force: bool = False) -> bool:

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from embed_launcher import __version__
+from embed_launcher.gateway.requestid import HEADER, MAX_ID_CHARS, TRACEPARENT
 from embed_launcher.gateway.routes import MODEL_ENTRY, MODEL_PREFIX, PREFIXABLE, PUBLIC, TABLES, Action, Route
 from embed_launcher.gateway.schemas import COMPONENTS, Schema, ref
 
@@ -76,6 +77,32 @@ SECURITY = {
     "rerankKey": {"type": "http", "scheme": "bearer",
                   "description": "EMBED_GATEWAY_RERANK_KEY: the rerankers' routes"},
 }
+# A request's id (requestid.py): documented once as components, referenced by every path and every answer.
+REQUEST_ID_SCHEMA: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": "^[!-~]+$"}
+PARAMETERS = {
+    "RequestId": {
+        "name": HEADER, "in": "header", "required": False, "schema": REQUEST_ID_SCHEMA,
+        "description": "The request's id (printable ASCII without spaces, at most 128 characters): echoed in the "
+                       "answer, sent on to the model's server and named in the gateway's log lines. Wins over "
+                       "`traceparent`; one that breaks the rules is ignored.",
+    },
+    "Traceparent": {
+        "name": TRACEPARENT, "in": "header", "required": False,
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}"},
+        "description": "A W3C Trace Context parent: without `X-Request-Id`, its trace-id is the request's id. "
+                       "Sent on to the model's server unchanged; an invalid one is ignored.",
+    },
+}
+HEADERS = {
+    "RequestId": {
+        "required": True, "schema": REQUEST_ID_SCHEMA,
+        "description": "The request's id: the client's `X-Request-Id`, else its `traceparent`'s trace-id, else "
+                       "one the gateway made up (32 hex digits). On every answer, errors included.",
+    },
+}
+REQUEST_ID_PARAMETERS = [{"$ref": f"#/components/parameters/{name}"} for name in PARAMETERS]
+REQUEST_ID_HEADERS = {HEADER: {"$ref": "#/components/headers/RequestId"}}
+
 DESCRIPTION = (
     "One HTTP door in front of many Text Embeddings Inference servers: OpenAI embeddings, Cohere embed and "
     "Cohere/Jina rerank (v1, v2), Ollama's embedding API (`/api/…`) and TEI's native routes. "
@@ -90,7 +117,7 @@ DESCRIPTION = (
 def document(routes: str = "all") -> dict[str, Any]:
     """The OpenAPI document of a listener serving ``routes`` (`all`, `rerank` or `metrics`)."""
     table = TABLES[routes]
-    paths: dict[str, Any] = {OPENAPI_PATH: _openapi_path()}
+    paths: dict[str, Any] = {OPENAPI_PATH: {"parameters": REQUEST_ID_PARAMETERS, **_openapi_path()}}
     for path, route in table.items():
         paths[openapi_path(path)] = _path_item(route, prefixed=False)
     for path, route in table.items():
@@ -100,7 +127,8 @@ def document(routes: str = "all") -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "embed-launcher gateway", "version": __version__, "description": DESCRIPTION},
         "paths": paths,
-        "components": {"schemas": COMPONENTS, "securitySchemes": SECURITY},
+        "components": {"schemas": COMPONENTS, "parameters": PARAMETERS, "headers": HEADERS,
+                       "securitySchemes": SECURITY},
     }
 
 
@@ -112,10 +140,11 @@ def openapi_path(path: str, prefixed: bool = False) -> str:
 
 
 def _path_item(route: Route, prefixed: bool) -> dict[str, Any]:
-    item: dict[str, Any] = {}
+    item: dict[str, Any] = {"parameters": list(REQUEST_ID_PARAMETERS)}
     if prefixed or route.path == MODEL_ENTRY:
-        item["parameters"] = [{"name": MODEL_PARAMETER, "in": "path", "required": True, "schema": {"type": "string"},
-                               "description": "a served model name or alias (`/` percent-encoded as `%2F`)"}]
+        item["parameters"].insert(0, {"name": MODEL_PARAMETER, "in": "path", "required": True,
+                                      "schema": {"type": "string"},
+                                      "description": "a served model name or alias (`/` percent-encoded as `%2F`)"})
     for method in sorted(route.methods):
         item[method.lower()] = _operation(route, method, prefixed)
     return item
@@ -160,7 +189,7 @@ def _security(route: Route, prefixed: bool) -> list[dict[str, list[str]]]:
 
 def _responses(route: Route, method: str, answer: Schema | None) -> dict[str, Any]:
     head = method == "HEAD"
-    ok: dict[str, Any] = {"description": "OK"}
+    ok: dict[str, Any] = {"description": "OK", "headers": REQUEST_ID_HEADERS}
     if answer is not None and not head:
         ok["content"] = {"application/json": {"schema": answer}}
     responses: dict[str, Any] = {"200": ok}
@@ -188,7 +217,8 @@ def _responses(route: Route, method: str, answer: Schema | None) -> dict[str, An
 
 
 def _error(status: int, openai: bool, head: bool) -> dict[str, Any]:
-    response: dict[str, Any] = {"description": STATUS_TEXT.get(status, "The gateway is waiting for its models")}
+    response: dict[str, Any] = {"description": STATUS_TEXT.get(status, "The gateway is waiting for its models"),
+                                "headers": REQUEST_ID_HEADERS}
     if status == 401 or head:
         return response  # TEI's rule: a bare 401, no body
     content = {"application/json": {"schema": ref("OpenAIError" if openai else "TeiError")}}
@@ -199,8 +229,9 @@ def _error(status: int, openai: bool, head: bool) -> dict[str, Any]:
 
 
 def _openapi_path() -> dict[str, Any]:
-    answer = {"200": {"description": "This document", "content": {"application/json": {"schema": {"type":
-                                                                                                  "object"}}}}}
+    answer = {"200": {"description": "This document", "headers": REQUEST_ID_HEADERS,
+                      "content": {"application/json": {"schema": {"type": "object"}}}}}
+    head = {"200": {"description": "OK", "headers": REQUEST_ID_HEADERS}}
     return {method: {"operationId": f"{method}_openapi", "tags": ["gateway"], "security": [],
-                     "responses": answer if method == "get" else {"200": {"description": "OK"}}}
+                     "responses": answer if method == "get" else head}
             for method in ("get", "head")}
