@@ -82,7 +82,7 @@ def tei_families(labels: Mapping[str, str], text: str) -> list[Metric]:
     (that TEI is left out this time). Called as soon as that TEI answers (Scraper.scrape)."""
     try:
         families = [family for family in text_string_to_metric_families(text) if family.name.startswith(TEI_PREFIX)]
-    except ValueError:
+    except (ValueError, IndexError):  # the parser's two complaints (IndexError: a `# TYPE` line without a type)
         return []
     for family in families:
         for sample in family.samples:
