@@ -1,6 +1,6 @@
 """What /metrics costs (issue 20): its answer time with 8 TEIs, and what counting takes off the gateway's req/s.
 
-    .venv/bin/python benchmarks/metrics_bench.py [--seconds 5] [--scrapes 200] [--rounds 3]
+    .venv/bin/python benchmarks/metrics_bench.py [--seconds 5] [--scrapes 200] [--rounds 3] [--only scrape|counting]
 
 Needs Debian's `wrk` and `nginx` for the throughput rows, as benchmarks/gateway_bench.py (`apt-get install -y
 wrk nginx-light`); without them those rows say so. Everything listens on 127.0.0.1 only. Rows:
@@ -221,12 +221,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--scrapes", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=("scrape", "counting"), default=None,
+                        help="only the /metrics rows, or only the counting rows (wrk and per-request CPU)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="metrics-bench-"))
     try:
         per_request_us: dict[int, float] = {}
-        rows = scrape_rows(tmp, args.scrapes) + throughput_rows(tmp, args.seconds, args.rounds, per_request_us)
-        rows += counting_rows(tmp, per_request_us)
+        rows = scrape_rows(tmp, args.scrapes) if args.only != "counting" else []
+        if args.only != "scrape":
+            rows += throughput_rows(tmp, args.seconds, args.rounds, per_request_us)
+            rows += counting_rows(tmp, per_request_us)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()[0]

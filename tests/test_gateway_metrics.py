@@ -3,11 +3,13 @@ left out within the deadline, EMBED_METRICS_AUTH, and the same totals from every
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,13 +17,28 @@ import httpx
 import pytest
 from conftest import free_ports, wait_until
 from gateway_harness import EMBED_KEY, RERANK_KEY, Gateway, Tei, auth, start_gateway
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from test_grafana import exported_families, sample_names
 
 from embed_launcher import __version__
-from embed_launcher.gateway.config import ModelRoute
-from embed_launcher.gateway.scrape import REASONS, STATES, Replica, relabel, replica_families, state_of
+from embed_launcher.gateway import scrape
+from embed_launcher.gateway.app import Keys
+from embed_launcher.gateway.config import GatewayConfig, ModelRoute
+from embed_launcher.gateway.metrics import Metrics
+from embed_launcher.gateway.scrape import (
+    REASONS,
+    STATES,
+    Replica,
+    Scraper,
+    merge,
+    relabel,
+    replica_families,
+    state_of,
+    tei_families,
+)
+from embed_launcher.gateway.serve import serve
 
 OWN = {  # family (as the parser names it) -> its labels
     "embed_requests": {"model", "route", "code"},
@@ -101,6 +118,84 @@ def test_relabel_merges_every_teis_families_once_with_model_kind_and_replica() -
 def test_a_text_the_parser_refuses_leaves_that_tei_out_only() -> None:
     merged = relabel([({"replica": "0"}, "te_queue_size{oops 1\n"), ({"replica": "1"}, TEI_TEXT)])
     assert {s.labels["replica"] for f in merged for s in f.samples} == {"1"}
+
+
+def test_one_teis_families_carry_its_labels_and_merge_as_relabel_does() -> None:
+    labels = {"model": "a", "kind": "embed", "replica": "0"}
+    families = tei_families(labels, TEI_TEXT + "# TYPE other_family gauge\nother_family 1\n")
+    assert [f.name for f in families] == ["te_request_count", "te_queue_size", "te_request_duration"]
+    assert all(s.labels.items() >= labels.items() for f in families for s in f.samples)
+    for refused in ("te_queue_size{oops 1\n", "# TYPE te_queue_size\n"):  # ValueError, IndexError in the parser
+        assert tei_families(labels, refused) == []  # that TEI is left out, the answer goes on
+    other = tei_families({"model": "a", "kind": "embed", "replica": "1"}, TEI_TEXT)
+    assert merge([families, other]) == relabel([(labels, TEI_TEXT), ({**labels, "replica": "1"}, TEI_TEXT)])
+
+
+class StaggeredScraper(Scraper):
+    """Two replicas of one model: the second answers only once the first's text has been parsed."""
+
+    def __init__(self, parsed: asyncio.Event) -> None:
+        config = GatewayConfig.from_dict({"listen": [{"host": "127.0.0.1", "port": 1}], "scrape_timeout_s": 2,
+                                          "models": [{"name": "m", "kind": "embed", "upstream": "http://127.0.0.1:2",
+                                                      "default": True}]})
+        super().__init__(config, {}, Metrics(config, environ={}))
+        self.parsed, self.tei_version = parsed, "1.9.3"
+        model = config.models[0]
+        self.both = [Replica(model, n, f"http://127.0.0.1:{7001 + n}", {}) for n in (0, 1)]
+
+    def replicas(self) -> list[tuple[Replica, bool]]:
+        return [(replica, True) for replica in self.both]
+
+    async def fetch(self, url: str, headers: Mapping[str, str]) -> str | None:
+        if url.startswith(self.both[1].base):
+            await self.parsed.wait()
+        return TEI_TEXT
+
+
+def test_each_teis_text_is_parsed_as_soon_as_it_arrives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing after the slowest TEI would leave the second replica out here (it answers only once the first
+    replica's text is parsed; past the deadline otherwise)."""
+
+    async def scrape_both() -> bytes:
+        parsed = asyncio.Event()
+
+        def parse(labels: Mapping[str, str], text: str) -> list[Metric]:
+            families = tei_families(labels, text)
+            parsed.set()
+            return families
+
+        monkeypatch.setattr(scrape, "tei_families", parse)
+        return await StaggeredScraper(parsed).render()
+
+    began = time.monotonic()
+    found = families(asyncio.run(scrape_both()).decode())
+    assert {s.labels["replica"] for s in found["te_request_count"]} == {"0", "1"}
+    assert value(found["embed_scrape_errors"], "embed_scrape_errors_total") == 0
+    assert time.monotonic() - began < 2  # within the deadline, not at it
+
+
+def test_start_up_objects_are_frozen_before_the_gateway_says_ready() -> None:
+    """gc.freeze() at start-up (gateway/serve.py settle_heap): the full collections that /metrics' many
+    short-lived samples trigger then skip the start-up heap (the answer's p99, benchmarks/metrics_bench.py)."""
+    listen, tei = free_ports(2)
+    config = GatewayConfig.from_dict({"listen": [{"host": "127.0.0.1", "port": listen}], "models": [
+        {"name": "m", "kind": "embed", "upstream": f"http://127.0.0.1:{tei}", "default": True}]})
+    frozen: list[int] = []
+
+    async def start_and_stop() -> None:
+        stop = asyncio.Event()
+
+        def ready() -> None:
+            frozen.append(gc.get_freeze_count())
+            stop.set()
+
+        await serve(config, Keys(), reuse_port=False, ready=ready, stop=stop)
+
+    try:
+        asyncio.run(start_and_stop())
+    finally:
+        gc.unfreeze()
+    assert frozen and frozen[0] > 0
 
 
 @pytest.mark.parametrize(("entry", "word"), [

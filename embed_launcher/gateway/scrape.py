@@ -6,6 +6,8 @@ late or fails is left out and counted in `embed_scrape_errors_total{model}`, and
 without it. Replicas the gateway knows to be down (restarting) are not asked. Text is read and written by
 prometheus_client only: its parser reads TEI's text, its exposition writes ours (so TEI's counters take
 the `_total` suffix the library writes: TEI's `te_request_count` is `te_request_count_total` here).
+Each TEI's text is parsed as soon as it arrives (Scraper.scrape), while the others are still on their
+way: parsing and writing about 3,000 samples is nearly all of an answer's CPU (benchmarks/metrics_bench.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from prometheus_client import CollectorRegistry, generate_latest
@@ -38,6 +40,7 @@ STATES = ("starting", "ready", "busy", "unhealthy", "backoff", "stopping", "stop
 # it failed its health checks (unhealthy), it was hung, or it was not ready within EMBED_READY_TIMEOUT.
 REASONS = ("crash", "unhealthy", "hung", "start_timeout")
 UNKNOWN_VERSION = "unknown"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -76,28 +79,39 @@ class Families(Collector):
 
 # Pure: TEI's text relabelled, the launcher's status as families ---------------------------------
 
-def relabel(texts: Sequence[tuple[Mapping[str, str], str]]) -> list[Metric]:
-    """Every `te_*` family of every ``(labels, text)``, its samples with ``labels`` added; one family per
-    name (HELP and TYPE once), in the order first seen. A family whose type differs from the first
-    TEI's (never expected) is left out rather than mislabelled."""
+def tei_families(labels: Mapping[str, str], text: str) -> list[Metric]:
+    """One TEI's `te_*` families, each sample with ``labels`` added; none for a text the parser refuses
+    (that TEI is left out this time). Called as soon as that TEI answers (Scraper.scrape)."""
+    try:
+        families = [family for family in text_string_to_metric_families(text) if family.name.startswith(TEI_PREFIX)]
+    except (ValueError, IndexError):  # the parser's two complaints (IndexError: a `# TYPE` line without a type)
+        return []
+    for family in families:
+        for sample in family.samples:
+            sample.labels.update(labels)  # the parser's own dict, made for this scrape: no copy
+    return families
+
+
+def merge(teis: Iterable[Sequence[Metric]]) -> list[Metric]:
+    """Every TEI's families (tei_families) as one family per name (HELP and TYPE once), in the order first
+    seen. A family whose type differs from the first TEI's (never expected) is left out rather than
+    mislabelled."""
     merged: dict[str, Metric] = {}
-    for labels, text in texts:
-        try:
-            families = list(text_string_to_metric_families(text))
-        except ValueError:
-            continue  # a text the parser refuses: that TEI's families are left out this time
+    for families in teis:
         for family in families:
-            if not family.name.startswith(TEI_PREFIX):
-                continue
             into = merged.get(family.name)
             if into is None:
                 into = merged[family.name] = Metric(family.name, family.documentation, family.type)
             elif into.type != family.type:
                 continue
-            for sample in family.samples:
-                sample.labels.update(labels)  # the parser's own dict, made for this scrape: no copy
             into.samples.extend(family.samples)
     return list(merged.values())
+
+
+def relabel(texts: Sequence[tuple[Mapping[str, str], str]]) -> list[Metric]:
+    """Every `te_*` family of every ``(labels, text)``, its samples with ``labels`` added (tei_families),
+    merged (merge)."""
+    return merge(tei_families(labels, text) for labels, text in texts)
 
 
 def state_of(entry: Mapping[str, Any] | None) -> str:
@@ -194,20 +208,20 @@ class Scraper:
     async def render(self) -> bytes:
         replicas = self.replicas()
         asked = [r for r, ready in replicas if ready]
-        jobs = [asyncio.ensure_future(self.fetch(r.base + "/metrics", r.headers)) for r in asked]
+        jobs = [asyncio.ensure_future(self.scrape(r)) for r in asked]
         version_job = None
         if self.tei_version is None and asked:
             version_job = asyncio.ensure_future(self.fetch(asked[0].base + "/info", asked[0].headers))
-        waiting = jobs + ([version_job] if version_job is not None else [])
+        waiting = [*jobs, version_job] if version_job is not None else jobs
         if waiting:
             await asyncio.wait(waiting, timeout=self.config.scrape_timeout_s)
-        texts, failed = [], []
+        teis, failed = [], []
         for replica, job in zip(asked, jobs, strict=True):
-            text = _result(job)
-            if text is None:
+            families = _result(job)
+            if families is None:
                 failed.append(replica.model.name)
             else:
-                texts.append((replica.labels, text))
+                teis.append(families)
         if version_job is not None:
             self.tei_version = _version(_result(version_job))
         self.metrics.scrape_failed(failed)
@@ -215,7 +229,13 @@ class Scraper:
         ready = {(r.model.name, r.number): up for r, up in replicas}
         own = generate_latest(self.metrics.registry)
         derived = replica_families([r for r, _ in replicas], status, ready, self.tei_version or UNKNOWN_VERSION)
-        return own + generate_latest(Families(derived + relabel(texts)).registry())
+        return own + generate_latest(Families(derived + merge(teis)).registry())
+
+    async def scrape(self, replica: Replica) -> list[Metric] | None:
+        """One TEI's families, parsed as soon as its text arrives: the parsing (most of an answer's CPU) is
+        done while the other TEIs' answers are still on their way, not after the slowest. None: no text."""
+        text = await self.fetch(replica.base + "/metrics", replica.headers)
+        return None if text is None else tei_families(replica.labels, text)
 
     async def fetch(self, url: str, headers: Mapping[str, str]) -> str | None:
         key = headers.get("Authorization")  # TEI's /metrics is public, its /info is not
@@ -228,7 +248,7 @@ class Scraper:
             return None
 
 
-def _result(job: asyncio.Future[str | None]) -> str | None:
+def _result(job: asyncio.Future[_T | None]) -> _T | None:
     if not job.done():
         job.cancel()  # past the deadline: left out
         return None
