@@ -291,3 +291,20 @@ def test_with_the_gateway_off_the_prometheus_ports_serve_the_same_metrics(launch
     assert b"te_request_count" in own_text and b"embed_up" not in own_text  # TEI's own on its port, as before
     out = run.output()
     assert "Gateway ready on" in out and "(/metrics only" in out and "Keys file" not in out  # the default keys only
+
+
+def test_with_the_gateway_off_a_killed_metrics_gateway_heals_and_tei_never_notices(launch: Launch) -> None:
+    """kill -9 of the /metrics-only gateway (EMBED_GATEWAY=false): TEI keeps its pid and answers throughout,
+    and the Prometheus port answers again once the launcher restarted the gateway."""
+    run = launch({"EMBED_GATEWAY": "false", "EMBED_API_KEY": "embed-key"})
+    run.wait_for("Text embeddings server is ready")
+    wait_until(lambda: json.loads((run.data_dir / ".status.json").read_text())["services"]["gateway"]["state"]
+               == "running")
+    tei, gateway = run.child_pid("embed"), run.child_pid("gateway")
+    psutil.Process(gateway).kill()
+    run.wait_for("Gateway server exited unexpectedly")
+    assert embed(run, "embed-key") == 200  # TEI itself, on the public port
+    run.wait_for("Gateway server is ready again (restart 1).")
+    with urllib.request.urlopen(f"http://127.0.0.1:{run.ports['EMBED_PROMETHEUS_PORT']}/metrics", timeout=10) as a:
+        assert b"embed_up" in a.read()
+    assert run.child_pid("embed") == tei and run.child_pid("gateway") != gateway
