@@ -42,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from conftest import free_ports, wait_until  # noqa: E402
 from gateway_harness import EMBED_KEY, Gateway, Tei, start_gateway  # noqa: E402
+from table import print_table  # noqa: E402  (this folder: the script's own)
 
 SMALL_BODY = json.dumps({"input": "hello world", "model": "bench"})
 NGINX_CONF = """daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/error.log;
@@ -211,7 +212,8 @@ def main() -> None:
     rows.append(kill_row(tmp))
     if not have_wrk:
         rows.insert(0, ("requests/s and MB/s", "—", "skipped: wrk not installed", "apt-get install -y wrk", "—"))
-    print_table(rows)
+    print_table(f"Gateway benchmark, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; loopback only",
+                ("measure", "target", "direct", "through the gateway", "met"), rows, figures=(1, 2, 3))
 
 
 def latency_rows(backend: str, gateway: str, args: argparse.Namespace) -> list[tuple[str, str, str, str, str]]:
@@ -241,14 +243,6 @@ def kill_row(tmp: Path) -> tuple[str, str, str, str, str]:
     return ("failed requests, backend SIGKILLed + relaunched", f"≤ {clients} (in TEI)",
             f"{failed_direct} of {ok_direct + failed_direct}", f"{failed_through} of {ok_through + failed_through}",
             "yes" if failed_through <= clients else "no")
-
-
-def print_table(rows: list[tuple[str, str, str, str, str]]) -> None:
-    print(f"\nGateway benchmark, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; loopback only\n")
-    print("| measure | target | direct | through the gateway | met |")
-    print("|---|---:|---:|---:|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ sys.path.insert(0, str(HERE))
 from conftest import free_ports, wait_until  # noqa: E402
 from gateway_bench import SMALL_BODY, _ok, pct, start_nginx, wrk  # noqa: E402
 from gateway_harness import EMBED_KEY, RERANK_KEY, Tei, start_gateway  # noqa: E402
+from table import print_table  # noqa: E402
 
 Row = tuple[str, str, str, str]
 MODELS = [("BAAI/bge-small-en-v1.5", "embed", EMBED_KEY), ("BAAI/bge-m3", "embed", EMBED_KEY),
@@ -234,12 +235,9 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load = os.getloadavg()[0]
-    print(f"\n/metrics benchmark, {os.cpu_count()} CPUs (load {load:.1f} at the end), Python "
-          f"{sys.version.split()[0]}; loopback only\n")
-    print("| measure | target | measured | met |")
-    print("|---|---:|---:|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print_table(f"/metrics benchmark, {os.cpu_count()} CPUs (load {load:.1f} at the end), Python "
+                f"{sys.version.split()[0]}; loopback only", ("measure", "target", "measured", "met"), rows,
+                figures=(1, 2))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import live_client  # noqa: E402
 from conftest import free_port, make_tei  # noqa: E402
 from fake_hub.server import HubStandIn  # noqa: E402
 from live_client import Load  # noqa: E402
+from table import print_table  # noqa: E402  (this folder: the script's own)
 
 KEY = "bench-key"
 A = '[[models]]\nmodel = "BAAI/bge-small-en-v1.5"\nalias = "a"\n'
@@ -121,11 +122,8 @@ def main() -> None:
          f"{statistics.median(switch_s):.3f} s (worst {max(switch_s):.3f} s)", ""),
         ("`--reload` returns (remove B)", "—", f"{statistics.median(remove_s):.3f} s", ""),
     ]
-    print(f"Reload under load ({args.reps} reps, stand-in load {args.load_s:g} s)\n")
-    print("| measure | target | measured | met |")
-    print("|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print_table(f"Reload under load ({args.reps} reps, stand-in load {args.load_s:g} s)",
+                ("measure", "target", "measured", "met"), rows)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ sys.path.insert(0, str(HERE))
 from conftest import free_ports, wait_until  # noqa: E402
 from gateway_bench import pct  # noqa: E402
 from gateway_harness import EMBED_KEY, Gateway, Tei, start_gateway  # noqa: E402
+from table import print_table  # noqa: E402
 
 BODY = '{"inputs":"hello world"}'
 NATIVE = ("/embed", BODY)
@@ -321,12 +322,9 @@ def main() -> None:
         rows += side_by_side(tmp, args, service_s)
     else:
         rows.append(("side by side", "—", "skipped: apt-get install -y nginx-light", "—"))
-    print(f"\nReplicas benchmark, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, service time "
-          f"{args.service_ms:g} ms per request; loopback only\n")
-    print("| measure | target | measured | met |")
-    print("|---|---:|---:|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print_table(f"Replicas benchmark, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, service time "
+                f"{args.service_ms:g} ms per request; loopback only", ("measure", "target", "measured", "met"), rows,
+                figures=(1, 2))
 
 
 if __name__ == "__main__":
