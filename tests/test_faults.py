@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -267,7 +268,8 @@ def test_second_sigint_kills_a_child_that_ignores_term(launch: Launch, tei_dir: 
     run.signal(signal.SIGINT)
     code = run.wait_exit(30)  # not the 600 s stop timeout: killed at once
     assert code != 0
-    assert "second signal (SIGINT) during shutdown; killing embeddings, gateway now." in run.output()
+    # TEI ignores TERM; the gateway (for /metrics) may have stopped already at the first signal, or not yet
+    assert re.search(r"second signal \(SIGINT\) during shutdown; killing embeddings(, gateway)? now\.", run.output())
     assert gone([child])
 
 
